@@ -1,0 +1,49 @@
+"""`hrm-ray` command: one subcommand per job, each in `hrm_ray/commands/<name>.py`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hrm_ray.errors import UserError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("hrm_ray.commands.train", "train a model (HRM x LM or puzzle HRM) with Ray Train"),
+    "generate": ("hrm_ray.commands.generate", "generate text from a trained run or checkpoint"),
+    "eval": ("hrm_ray.commands.eval", "evaluate a run on a dataset"),
+    "data": ("hrm_ray.commands.data", "data jobs: prepare, merge, mix, normalize-qa, build-reasoning, validate"),
+    "puzzle-data": ("hrm_ray.commands.puzzle_data", "build puzzle datasets: sudoku, arc, maze"),
+    "plan": ("hrm_ray.commands.plan", "plan a puzzle training run: steps, epochs, warmup"),
+    "tune": ("hrm_ray.commands.tune", "sweep HRM knobs with Ray Tune and ASHA"),
+    "report": ("hrm_ray.commands.report", "plot a run or sweep directory"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hrm-ray", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
