@@ -266,9 +266,7 @@ def _section_paths(node: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def load_yaml(path: str | Path, cfg: Config | None = None) -> Config:
-    """Load a YAML instance of the tree (following `base:`) on top of `cfg` or the defaults."""
-    path = Path(path)
+def _read_mapping(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
@@ -277,14 +275,35 @@ def load_yaml(path: str | Path, cfg: Config | None = None) -> Config:
         raise UserError(f"{path}: invalid YAML ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(mapping, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
-    cfg = cfg if cfg is not None else Config()
+    return mapping
+
+
+def _apply_yaml(path: Path, cfg: Config, profile: str | None) -> set[str]:
+    """Apply `path` (its `base:` first), then its overlay for `profile`; return the profiles seen."""
+    mapping = _read_mapping(path)
     base = mapping.pop("base", None)
-    if base:
-        cfg = load_yaml(path.parent / base, cfg)
+    profiles = mapping.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise UserError(f"{path}: 'profiles' must map profile names to overrides")
+    seen = _apply_yaml(path.parent / base, cfg, profile) if base else set()
     apply_mapping(cfg, mapping, str(path))
+    if profile in profiles:
+        apply_mapping(cfg, profiles[profile] or {}, f"{path} (profile {profile})")
+    return seen | set(profiles)
+
+
+def load_yaml(path: str | Path, cfg: Config | None = None, profile: str | None = None) -> Config:
+    """Load a YAML instance of the tree on top of `cfg` (or the defaults).
+
+    A file may name a `base:` file it extends and carry `profiles:` (e.g. demo/gpu/cluster), each a
+    partial tree applied after the file itself when that profile is chosen.
+    """
+    cfg = cfg if cfg is not None else Config()
+    seen = _apply_yaml(Path(path), cfg, profile)
+    if profile and profile not in seen:
+        known = ", ".join(sorted(seen)) or "none"
+        raise UserError(f"--profile: '{profile}' is not defined in {path} (profiles: {known}){suggest(profile, seen)}")
     return cfg
-
-
 
 
 def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None = None) -> Config:
@@ -339,8 +358,10 @@ def validate(cfg: Config) -> Config:
 
 
 def build_config(config_path: str | None, overrides: list[str],
-                 aliases: dict[str, str] | None = None) -> Config:
-    cfg = load_yaml(config_path) if config_path else Config()
+                 aliases: dict[str, str] | None = None, profile: str | None = None) -> Config:
+    if profile and not config_path:
+        raise UserError("--profile needs --config (profiles are defined in the config YAML)")
+    cfg = load_yaml(config_path, profile=profile) if config_path else Config()
     return validate(apply_overrides(cfg, overrides, aliases))
 
 

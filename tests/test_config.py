@@ -60,3 +60,15 @@ def test_every_shipped_yaml_is_valid():
     for path in sorted((REPO_ROOT / "experiments" / "configs").glob("**/*.yaml")):
         load_yaml(path)
     assert load_yaml(REPO_ROOT / "experiments/configs/default.yaml") == Config()
+
+
+def test_profiles_overlay_after_the_file_and_unknown_profile_errors(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  steps: 100\nprofiles:\n  demo:\n    train:\n      steps: 5\n")
+    stage = tmp_path / "stage.yaml"
+    stage.write_text("base: base.yaml\noptim:\n  learning_rate: 0.01\nprofiles:\n  demo:\n    model:\n      d_model: 32\n")
+    demo = load_yaml(stage, profile="demo")
+    assert (demo.train.steps, demo.model.d_model, demo.optim.learning_rate) == (5, 32, 0.01)
+    assert load_yaml(stage).train.steps == 100
+    with pytest.raises(UserError, match="'dmeo' is not defined.*did you mean 'demo'"):
+        build_config(str(stage), [], profile="dmeo")
