@@ -1,0 +1,38 @@
+"""`hrm-ray report`: plots and a Markdown summary of a run or a sweep directory."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hrm_ray.errors import UserError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="RUN_OR_SWEEP_DIR",
+                        help="a run directory (with metrics.jsonl) or a sweep directory (Ray Tune experiment "
+                             "folder, or one with trials.jsonl)")
+    parser.add_argument("--out", default=None, help="where to write the report (default: RUN_OR_SWEEP_DIR/report)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hrm_ray.report.build import build_report
+
+    report = build_report(args.path, args.out)
+    figures = sorted(p.name for p in report.parent.glob("*.png"))
+    print(f"report: {report}")
+    print(f"figures: {', '.join(figures) if figures else 'none'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hrm-ray report", description=__doc__)
+    configure(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`hrm-ray report`: tell a run directory from a sweep directory and write its report atomically."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from hrm_ray.errors import UserError
+from hrm_ray.report.run_report import METRICS_FILE, write_run_report
+from hrm_ray.report.sweep_report import TRIALS_FILE, is_sweep_dir, write_sweep_report
+
+REPORT_DIR = "report"
+
+
+def detect_layout(path: Path) -> str:
+    """'run' (has metrics.jsonl) or 'sweep' (trials.jsonl, or Tune trial folders)."""
+    if not path.is_dir():
+        raise UserError(f"{path}: no such directory")
+    if (path / METRICS_FILE).is_file():
+        return "run"
+    if is_sweep_dir(path):
+        return "sweep"
+    raise UserError(f"{path}: neither a run directory (no {METRICS_FILE}) nor a sweep directory (no "
+                    f"{TRIALS_FILE}, no trial folders with result.json/progress.csv)")
+
+
+def build_report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write figures and report.md into `out` (default PATH/report/); returns report.md's path.
+    The report is built in a temporary folder beside `out` and renamed into place when whole."""
+    source = Path(path)
+    kind = detect_layout(source)
+    target = Path(out) if out is not None else source / REPORT_DIR
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        writer = write_run_report if kind == "run" else write_sweep_report
+        writer(source, staging)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target / "report.md"
