@@ -1,0 +1,9 @@
+"""Build a arc puzzle dataset: same flags as `hrm-ray puzzle-data arc`."""
+from __future__ import annotations
+
+import sys
+
+from hrm_ray.commands.puzzle_data import main
+
+if __name__ == "__main__":
+    sys.exit(main(["arc", *sys.argv[1:]]))

@@ -1,0 +1,9 @@
+"""Build a maze puzzle dataset: same flags as `hrm-ray puzzle-data maze`."""
+from __future__ import annotations
+
+import sys
+
+from hrm_ray.commands.puzzle_data import main
+
+if __name__ == "__main__":
+    sys.exit(main(["maze", *sys.argv[1:]]))

@@ -1,0 +1,42 @@
+"""`hrm-ray plan`: steps, evaluations and warmup of a puzzle training run, with warnings."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hrm_ray.errors import UserError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="puzzle dataset directory (with train/dataset.json)")
+    parser.add_argument("--global_batch_size", "--global-batch-size", type=int, required=True)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--eval_interval", "--eval-interval", type=int, required=True,
+                        help="epochs between evaluations (must divide --epochs)")
+    parser.add_argument("--lr_warmup_steps", "--lr-warmup-steps", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hrm_ray.data.puzzles.plan import format_plan, plan_for_dataset
+
+    try:
+        plan = plan_for_dataset(args.dataset, args.global_batch_size, args.epochs, args.eval_interval,
+                                args.lr_warmup_steps)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from e
+    print(format_plan(plan))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hrm-ray plan", description=__doc__)
+    configure(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""HRM ACT v1, the paper's puzzle model: two recurrent transformer modules with Q-learned halting.
+
+A segment runs H_cycles x L_cycles updates on sequence-aligned states
+    z_L <- L(z_L + z_H + x)   (L_cycles times per cycle),   z_H <- H(z_H + z_L),
+then decodes z_H. Only the last L and H update carry gradient (one-step gradient), or the whole
+last H cycle when one_step_grad=False. The carry is detached between segments and kept across
+batches: a slot that halts is reset and refilled with the next example of the incoming batch.
+Halting (training): at halt_max_steps, or when q_halt > q_continue after an exploration-drawn
+minimum number of steps; evaluation always runs halt_max_steps segments.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hrm_ray.models.puzzle.config import HRMACTv1Config
+from hrm_ray.models.puzzle.gating import InjectionGate, gate_stats
+from hrm_ray.models.puzzle.layers import (
+    CosSin,
+    Linear,
+    PostNormBlock,
+    PuzzleEmbedding,
+    RotaryEmbedding,
+    puzzle_embeddings,
+    trunc_normal_,
+)
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class InnerCarry:
+    z_H: torch.Tensor  # [B, P + L, D]
+    z_L: torch.Tensor
+
+
+@dataclass
+class ACTCarry:
+    inner: InnerCarry
+    steps: torch.Tensor              # [B] int32 segments run on the current example
+    halted: torch.Tensor             # [B] bool: slot takes a new example next forward
+    current_data: Batch              # the example each slot works on
+
+
+class ReasoningModule(nn.Module):
+    """A stack of post-norm blocks applied to state + injection."""
+
+    def __init__(self, config: HRMACTv1Config, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            PostNormBlock(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps)
+            for _ in range(num_layers))
+
+    def forward(self, state: torch.Tensor, injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
+        h = state + injection
+        for layer in self.layers:
+            h = layer(h, cos_sin)
+        return h
+
+
+class HRMInner(nn.Module):
+    """One segment: embeddings, the H/L recurrence, LM head and Q head."""
+
+    def __init__(self, config: HRMACTv1Config) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embed_scale = math.sqrt(c.hidden_size)
+        embed_std = 1.0 / self.embed_scale
+        self.prefix_len = c.puzzle_emb_len
+        total_len = c.seq_len + self.prefix_len
+
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        trunc_normal_(self.embed_tokens.weight, embed_std)
+        self.puzzle_emb = PuzzleEmbedding(c.num_puzzle_identifiers, c.puzzle_emb_ndim) if c.puzzle_emb_ndim else None
+        if c.pos_encodings == "rope":
+            self.rotary = RotaryEmbedding(c.hidden_size // c.num_heads, total_len, c.rope_theta)
+        else:
+            self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(total_len, c.hidden_size), embed_std))
+
+        self.H_level = ReasoningModule(c, c.H_layers)
+        self.L_level = ReasoningModule(c, c.L_layers)
+        self.register_buffer("H_init", trunc_normal_(torch.empty(c.hidden_size), 1.0), persistent=True)
+        self.register_buffer("L_init", trunc_normal_(torch.empty(c.hidden_size), 1.0), persistent=True)
+        if c.use_gating:
+            self.L_gate = InjectionGate(c.hidden_size, c.gate_hidden_ratio, c.gate_init_bias)
+            self.H_gate = InjectionGate(c.hidden_size, c.gate_hidden_ratio, c.gate_init_bias)
+
+        self.lm_head = Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.q_head = Linear(c.hidden_size, 2, bias=True)
+        with torch.no_grad():  # Q starts near "never halt" so bootstrapping begins from long segments
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+
+    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
+        emb = self.embed_tokens(inputs)
+        if self.puzzle_emb is not None:
+            p = self.puzzle_emb(puzzle_identifiers).to(emb.dtype)
+            p = F.pad(p, (0, self.prefix_len * self.config.hidden_size - p.shape[-1]))
+            emb = torch.cat((p.view(-1, self.prefix_len, self.config.hidden_size), emb), dim=1)
+        if self.config.pos_encodings == "learned":
+            emb = 0.707106781 * (emb + self.embed_pos)  # keeps the forward variance
+        return self.embed_scale * emb
+
+    def empty_carry(self, batch_size: int, device: torch.device) -> InnerCarry:
+        shape = (batch_size, self.config.seq_len + self.prefix_len, self.config.hidden_size)
+        return InnerCarry(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+
+    def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
+        r = reset.view(-1, 1, 1)
+        return InnerCarry(torch.where(r, self.H_init, carry.z_H), torch.where(r, self.L_init, carry.z_L))
+
+    def _step_L(self, z_L, z_H, x, cos_sin, stats: dict | None):
+        injection = z_H + x
+        if not self.config.use_gating:
+            return self.L_level(z_L, injection, cos_sin)
+        g = self.L_gate(z_L, z_H, x)
+        new = self.L_level(z_L, g * injection, cos_sin)
+        if stats is not None:
+            stats.update(gate_stats("L", g, injection, new - z_L))
+        return new
+
+    def _step_H(self, z_H, z_L, x, cos_sin, stats: dict | None):
+        if not self.config.use_gating:
+            return self.H_level(z_H, z_L, cos_sin)
+        g = self.H_gate(z_H, z_L, x)
+        new = self.H_level(z_H, g * z_L, cos_sin)
+        if stats is not None:
+            stats.update(gate_stats("H", g, z_L, new - z_H))
+        return new
+
+    def forward(self, carry: InnerCarry, batch: Batch
+                ) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        c = self.config
+        cos_sin = self.rotary() if c.pos_encodings == "rope" else None
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        last_h, last_l = c.H_cycles - 1, c.L_cycles - 1
+        z_H, z_L = carry.z_H, carry.z_L
+
+        with torch.no_grad():
+            for h in range(c.H_cycles):
+                for l_step in range(c.L_cycles):
+                    if h < last_h or (c.one_step_grad and l_step < last_l):
+                        z_L = self._step_L(z_L, z_H, x, cos_sin, None)
+                if h < last_h:
+                    z_H = self._step_H(z_H, z_L, x, cos_sin, None)
+
+        stats: dict[str, torch.Tensor] = {}
+        for _ in range(1 if c.one_step_grad else c.L_cycles):
+            z_L = self._step_L(z_L, z_H, x, cos_sin, stats)
+        z_H = self._step_H(z_H, z_L, x, cos_sin, stats)
+
+        logits = self.lm_head(z_H)[:, self.prefix_len:]
+        q = self.q_head(z_H[:, 0]).float()
+        return InnerCarry(z_H.detach(), z_L.detach()), logits, (q[..., 0], q[..., 1]), stats
+
+
+class HRMACTv1(nn.Module):
+    """The ACT wrapper: carry management, halting and the bootstrapped Q target."""
+
+    def __init__(self, config: HRMACTv1Config) -> None:
+        super().__init__()
+        self.config = config.validate()
+        self.inner = HRMInner(config)
+
+    def initial_carry(self, batch: Batch) -> ACTCarry:
+        """All slots halted, so the first forward loads the batch and resets every state."""
+        b, device = batch["inputs"].shape[0], batch["inputs"].device
+        return ACTCarry(
+            inner=self.inner.empty_carry(b, device),
+            steps=torch.zeros(b, dtype=torch.int32, device=device),
+            halted=torch.ones(b, dtype=torch.bool, device=device),
+            current_data={k: torch.zeros_like(v) for k, v in batch.items()},
+        )
+
+    def forward(self, carry: ACTCarry, batch: Batch) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
+        inner = self.inner.reset_carry(carry.halted, carry.inner)
+        steps = torch.where(carry.halted, 0, carry.steps)
+        data = {k: torch.where(carry.halted.view(-1, *([1] * (batch[k].ndim - 1))), batch[k], v)
+                for k, v in carry.current_data.items()}
+
+        inner, logits, (q_halt, q_continue), stats = self.inner(inner, data)
+        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue, **stats}
+
+        with torch.no_grad():
+            steps = steps + 1
+            is_last = steps >= self.config.halt_max_steps
+            halted = is_last
+            if self.training and self.config.halt_max_steps > 1:
+                halted = halted | (q_halt > q_continue)
+                explore = torch.rand_like(q_halt) < self.config.halt_exploration_prob
+                min_steps = explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
+                halted = halted & (steps >= min_steps)
+                # Bootstrapped target from the next segment (no replay buffer or target network:
+                # the many parallel slots of a large batch play that role, as in PQN).
+                _, _, (next_halt, next_continue), _ = self.inner(inner, data)
+                outputs["target_q_continue"] = torch.sigmoid(
+                    torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
+
+        return ACTCarry(inner, steps, halted, data), outputs
+
+    def parameter_groups(self) -> dict[str, list]:
+        """`sparse_embedding`: PuzzleEmbedding modules for sign-SGD; `dense`: every parameter."""
+        return {"sparse_embedding": puzzle_embeddings(self), "dense": list(self.parameters())}
+
+    @property
+    def puzzle_emb(self) -> PuzzleEmbedding | None:
+        return self.inner.puzzle_emb

@@ -1,0 +1,76 @@
+"""Exponential moving average of model weights, for evaluation and checkpoints.
+
+    ema = EMA(model, decay=0.999)
+    ...after each optimizer step: ema.update(model)
+    with ema.swapped_in(model):   # evaluate / save the averaged weights
+        evaluate(model)
+    state = ema.state_dict()      # goes into the checkpoint; ema.load_state_dict(state) on resume
+
+Shadows are float32 copies of the parameters (and, with include_buffers, of floating buffers
+such as a sparse puzzle embedding). Works on any nn.Module, wrapped (DDP) or not.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float = 0.999, include_buffers: bool = False) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"ema decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.include_buffers = include_buffers
+        self.num_updates = 0
+        self.shadow = {k: t.detach().float().clone() for k, t in self._tracked(model)}
+
+    def _tracked(self, model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        model = _unwrap(model)
+        yield from ((k, p) for k, p in model.named_parameters() if p.requires_grad)
+        if self.include_buffers:
+            persistent = set(model.state_dict().keys())
+            yield from ((k, b) for k, b in model.named_buffers() if b.is_floating_point() and k in persistent)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        keys, live = zip(*self._tracked(model), strict=True) if self.shadow else ((), ())
+        shadows = [self.shadow[k] for k in keys]
+        torch._foreach_lerp_(shadows, [t.float() for t in live], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for k, t in self._tracked(model):
+            t.copy_(self.shadow[k].to(t.dtype))
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Temporarily load the averaged weights; the live weights come back afterwards."""
+        backup = {k: t.detach().clone() for k, t in self._tracked(model)}
+        self.copy_to(model)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for k, t in self._tracked(model):
+                    t.copy_(backup[k])
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "num_updates": self.num_updates, "include_buffers": self.include_buffers,
+                "shadow": {k: v.clone() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.shadow) ^ set(state["shadow"])
+        if missing:
+            raise ValueError(f"EMA state does not match the model: differing keys {sorted(missing)[:5]}")
+        self.decay, self.num_updates = state["decay"], state["num_updates"]
+        self.include_buffers = state.get("include_buffers", self.include_buffers)
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)

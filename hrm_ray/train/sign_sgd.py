@@ -1,0 +1,71 @@
+"""Sign-SGD for the sparse puzzle embedding, with decoupled weight decay.
+
+Each step touches only the rows the batch used: w <- w * (1 - lr * wd) - lr * sign(sum of row grads).
+With a sparse gradient Adam behaves like sign-SGD, and this needs no per-row optimizer state.
+Under torch.distributed the (ids, row gradients) of every worker are all-gathered first, so all
+workers apply the same update and their tables stay identical.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch.optim import Optimizer
+
+from hrm_ray.models.puzzle.layers import PuzzleEmbedding
+
+
+def gather_rows(ids: torch.Tensor, grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All-gather ids [N] and row gradients [N, D] from every worker (a no-op without a process group).
+
+    Every worker must contribute the same N (the puzzle sampler yields full, equal local batches).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ids, grads
+    world = dist.get_world_size()
+    all_ids = [torch.empty_like(ids) for _ in range(world)]
+    all_grads = [torch.empty_like(grads) for _ in range(world)]
+    dist.all_gather(all_ids, ids.contiguous())
+    dist.all_gather(all_grads, grads.contiguous())
+    return torch.cat(all_ids), torch.cat(all_grads)
+
+
+class SparseEmbeddingSignSGD(Optimizer):
+    """Optimizer over PuzzleEmbedding modules; lr and weight_decay live in param_groups as usual.
+
+    Use it with the `puzzle_emb_lr` / `puzzle_emb_weight_decay` settings, scheduled like any
+    optimizer by writing param_group["lr"].
+    """
+
+    def __init__(self, embeddings: list[PuzzleEmbedding], lr: float = 1e-2, weight_decay: float = 0.1) -> None:
+        if lr < 0 or weight_decay < 0:
+            raise ValueError(f"puzzle embedding lr ({lr}) and weight_decay ({weight_decay}) must be >= 0")
+        if not embeddings:
+            raise ValueError("SparseEmbeddingSignSGD needs at least one PuzzleEmbedding (is puzzle_emb_ndim 0?)")
+        self.embeddings = list(embeddings)
+        super().__init__([e.weights for e in self.embeddings], dict(lr=lr, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        group = self.param_groups[0]
+        for emb in self.embeddings:
+            if emb.local is None or emb.local.grad is None:
+                continue  # no training forward since the last step
+            ids, grads = gather_rows(emb.local_ids, emb.local.grad)
+            apply_sign_sgd(emb.weights, ids, grads, lr=group["lr"], weight_decay=group["weight_decay"])
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for emb in self.embeddings:
+            emb.local = None
+            emb.local_ids = None
+
+
+def apply_sign_sgd(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float, weight_decay: float
+                   ) -> None:
+    """Sum the gradients of repeated ids, then update each touched row once."""
+    unique, inverse = ids.unique(return_inverse=True)
+    summed = torch.zeros(len(unique), grads.shape[1], dtype=grads.dtype, device=grads.device)
+    summed.index_add_(0, inverse, grads)
+    rows = weights[unique]
+    rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(summed).to(rows.dtype), alpha=-lr)
+    weights[unique] = rows
