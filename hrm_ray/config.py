@@ -318,6 +318,9 @@ def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None
         if token.startswith("--"):
             name, eq, value = token[2:].partition("=")
             target = name if name in paths else flags.get(name)
+            ambiguous = [p for p in paths if p.rsplit(".", 1)[-1] == name]
+            if target is None and ambiguous:
+                raise UserError(f"flag '--{name}' is ambiguous: use one of {', '.join('--' + p for p in ambiguous)}")
             if target is None:
                 raise UserError(f"unknown flag '--{name}'{suggest(name, list(flags) + list(paths))}")
             if not eq:
