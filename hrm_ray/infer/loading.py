@@ -1,0 +1,127 @@
+"""Load a trained HRM x LM for inference from a run directory, its best-model/, or a checkpoint_* dir.
+
+A model directory holds config.yaml (the full Config tree), tokenizer.json, meta.json and either
+model.pt (best-model/: the state_dict) or state.pt (Ray checkpoint: a dict whose "model" is it).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from hrm_ray.config import Config, load_yaml
+from hrm_ray.data.tokenizer import load_tokenizer
+from hrm_ray.errors import UserError
+from hrm_ray.models import HRMLanguageModel
+from hrm_ray.train.checkpoint import BEST_MODEL_DIR, CHECKPOINT_PREFIX, META_FILE, MODEL_FILE, STATE_FILE
+
+CONFIG_FILE = "config.yaml"
+TOKENIZER_FILE = "tokenizer.json"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+
+
+@dataclass
+class LoadedModel:
+    model: HRMLanguageModel
+    tokenizer: Tokenizer
+    config: Config
+    path: Path  # the model directory the weights came from
+
+
+def _checkpoint_step(directory: Path) -> int:
+    """A checkpoint's step: meta.json's "step", else the number in the directory name."""
+    try:
+        return int(json.loads((directory / META_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        digits = re.findall(r"\d+", directory.name)
+        return int(digits[-1]) if digits else -1
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / MODEL_FILE).is_file() or (path / STATE_FILE).is_file()
+
+
+def resolve_run(run_name: str, save_dir: str | Path) -> Path:
+    """`<save_dir>/<run_name>/best-model` if present, else its newest complete checkpoint_*."""
+    run_dir = Path(save_dir) / run_name
+    if not run_dir.is_dir():
+        raise UserError(f"--run_name: run directory not found: {run_dir}")
+    best = run_dir / BEST_MODEL_DIR
+    if is_model_dir(best):
+        return best
+    checkpoints = [p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
+    if not checkpoints:
+        raise UserError(f"--run_name: {run_dir} has no {BEST_MODEL_DIR}/ and no {CHECKPOINT_PREFIX}* checkpoint")
+    return max(checkpoints, key=_checkpoint_step)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A best-model/ or checkpoint_* directory (or a run directory, read like --run_name)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--checkpoint: not found: {path}")
+    if path.is_file():
+        path = path.parent
+    if is_model_dir(path):
+        return path
+    if path.is_dir() and ((path / BEST_MODEL_DIR).is_dir() or any(path.glob(f"{CHECKPOINT_PREFIX}*"))):
+        return resolve_run(path.name, path.parent)
+    raise UserError(f"--checkpoint: {path} holds neither {MODEL_FILE} nor {STATE_FILE}")
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    if (directory / MODEL_FILE).is_file():
+        file = directory / MODEL_FILE
+    else:
+        file = directory / STATE_FILE
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated or foreign file
+        raise UserError(f"cannot read {file}: {type(exc).__name__}: {exc}") from exc
+    if file.name == STATE_FILE:
+        if not isinstance(state, dict) or "model" not in state:
+            raise UserError(f"{file}: expected a training state with a 'model' entry")
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{file}: expected a state_dict, got {type(state).__name__}")
+    for prefix in WRAPPER_PREFIXES:
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def companion_file(directory: Path, name: str) -> Path:
+    """config.yaml / tokenizer.json of a model directory: its own, else its run directory's
+    (or the run's best-model/), for checkpoint dirs written without them."""
+    for candidate in (directory / name, directory.parent / name, directory.parent / BEST_MODEL_DIR / name):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"model directory {directory} lacks {name} (and its run directory has none)")
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the model from the directory's config.yaml and load its weights (eval mode)."""
+    directory = Path(directory)
+    cfg = load_yaml(companion_file(directory, CONFIG_FILE))
+    tokenizer = load_tokenizer(companion_file(directory, TOKENIZER_FILE))
+    if cfg.model.vocab_size <= 0:
+        cfg.model.vocab_size = tokenizer.get_vocab_size()
+    model = HRMLanguageModel(cfg.model)
+    try:
+        model.load_state_dict(read_state_dict(directory))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise UserError(f"{directory}: weights do not match {CONFIG_FILE}: {' '.join(first[:3])}") from exc
+    return LoadedModel(model.to(device).eval(), tokenizer, cfg, directory)
+
+
+def load_for_inference(run_name: str | None = None, save_dir: str | Path = "runs",
+                       checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Exactly one of `run_name` (inside `save_dir`) or `checkpoint`."""
+    if bool(run_name) == bool(checkpoint):
+        raise UserError("give exactly one of --run_name or --checkpoint")
+    directory = resolve_checkpoint(checkpoint) if checkpoint else resolve_run(run_name, save_dir)
+    return load_model(directory, device)

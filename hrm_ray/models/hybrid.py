@@ -1,0 +1,191 @@
+"""HRM x LM hybrid: prompt encoder -> HRM core -> gated bridge -> causal decoder with a tied LM head.
+
+    E      = Encoder(embed(encoder_ids))                      prompt states, padding masked
+    z_H    = HRM(E)                                            h_cycles x (l_steps L-updates, 1 H-update)
+    memory = Bridge(E, z_H, g * gate_scale)                    residual or gated prefix
+    logits = lm_head(Decoder(embed(decoder_input_ids), memory))
+
+With the gate scale at 0 the memory is E: a plain encoder-decoder LM that still reads the prompt.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hrm_ray.config import ModelConfig
+from hrm_ray.models.bridge import Bridge, memory_bias
+from hrm_ray.models.decoder import Decoder
+from hrm_ray.models.diagnostics import gate_stats, halt_stats
+from hrm_ray.models.encoder import Encoder
+from hrm_ray.models.hrm_core import HRMCore
+from hrm_ray.models.sampling import next_token
+
+logger = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, T, V]
+    loss: torch.Tensor  # ce + ds_weight * deep_supervision + halting
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_tokens: torch.Tensor | None = None  # 0-dim long: labels != -100
+
+
+@dataclass
+class GenerationResult:
+    tokens: torch.Tensor  # [B, <= max_new_tokens], eos after a sequence finished
+    lengths: torch.Tensor  # [B] tokens before the first eos
+    cycles_used: torch.Tensor  # [B] HRM cycles each prompt used (0 without the HRM)
+
+
+class HRMLanguageModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size must be > 0 (set it from the tokenizer), got {cfg.vocab_size}")
+        if cfg.d_model % cfg.n_heads:
+            raise ValueError(f"model.d_model ({cfg.d_model}) must be divisible by model.n_heads ({cfg.n_heads})")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.encoder = Encoder(cfg)
+        self.hrm = HRMCore(cfg) if cfg.hrm.enabled else None
+        self.bridge = Bridge(cfg) if cfg.hrm.enabled else None
+        self.decoder = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.embed.weight
+        self.apply(_init_weights)
+        if self.bridge is not None:
+            self.bridge.gate.reset_bias()
+        if self.hrm is not None and self.hrm.halt_head is not None:  # p = 0.5 a cycle at the start
+            nn.init.zeros_(self.hrm.halt_head.weight)
+            nn.init.zeros_(self.hrm.halt_head.bias)
+
+    def hrm_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the HRM path (core, bridge projection, gate): frozen while the gate scale is 0."""
+        if self.hrm is None:
+            return []
+        return [*self.hrm.parameters(), *self.bridge.parameters()]
+
+    def encode(self, encoder_ids: torch.Tensor, encoder_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embed(encoder_ids), encoder_mask)
+
+    def _logits(self, decoder_input: torch.Tensor, memory: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.decoder(decoder_input, memory, bias))
+
+    @staticmethod
+    def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
+        total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                                reduction="sum")
+        return total / num_tokens.clamp_min(1)
+
+    def forward(self, batch: dict[str, torch.Tensor], gate_scale: float | torch.Tensor = 1.0) -> ModelOutput:
+        """Loss = token-mean CE (+ ds_weight * deep_supervision + halting when enabled).
+
+        Decoder padding is on the right and its labels are -100, so causal attention alone keeps
+        real positions from seeing it (`decoder_mask` is not needed). Diagnostics: gate_* always
+        with the HRM; halt_sum_* only with halting; cycles_used always (what inference would use)."""
+        enc_mask = batch["encoder_mask"].bool()
+        labels = batch["labels"]
+        E = self.encode(batch["encoder_ids"], enc_mask)
+        dec_in = self.embed(batch["decoder_input_ids"])
+        num_tokens = (labels != IGNORE_INDEX).sum()
+        if self.hrm is None:
+            logits = self._logits(dec_in, E, memory_bias(enc_mask, E.dtype))
+            ce = self._cross_entropy(logits, labels, num_tokens)
+            return ModelOutput(logits, ce, {"ce": ce}, {"cycles_used": E.new_zeros((), dtype=torch.float32)},
+                               num_tokens)
+
+        h = self.cfg.hrm
+        thought = self.hrm(E, enc_mask)
+        memory, bias, gate, gate_eff = self.bridge(E, enc_mask, thought.final, gate_scale)
+        logits = self._logits(dec_in, memory, bias)
+        ce = self._cross_entropy(logits, labels, num_tokens)
+        losses, loss = {"ce": ce}, ce
+        if h.deep_supervision:
+            per_cycle = [self._cross_entropy(self._logits(dec_in, *self.bridge(E, enc_mask, z, gate_scale)[:2]),
+                                             labels, num_tokens) for z in thought.z_H[:-1]]
+            losses["deep_supervision"] = torch.stack(per_cycle).mean() if per_cycle else ce.new_zeros(())
+            loss = loss + h.ds_weight * losses["deep_supervision"]
+        diagnostics = {**gate_stats(gate_eff), "gate_raw_mean": gate.detach().mean()}
+        if thought.halt_probs is not None:
+            halt_sum = thought.halt_probs.sum(-1)
+            losses["halting"] = (h.halting_weight * gate_eff.detach().mean()
+                                 * (halt_sum - h.halt_target).pow(2).mean())
+            loss = loss + losses["halting"]
+            diagnostics.update(halt_stats(thought.halt_probs, h.halt_threshold))
+        else:
+            diagnostics["cycles_used"] = torch.full((), float(h.h_cycles), device=E.device)
+        return ModelOutput(logits, loss, losses, diagnostics, num_tokens)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        encoder_ids: torch.Tensor,
+        encoder_mask: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        eos_id: int | None = 2,
+        bos_id: int = 1,
+        use_cache: bool = True,
+        adaptive_halting: bool = True,
+        generator: torch.Generator | None = None,
+        gate_scale: float = 1.0,
+    ) -> GenerationResult:
+        """Decode up to `max_new_tokens` per prompt (greedy when temperature is 0). The prompt is
+        encoded and the HRM run once; `use_cache=False` recomputes the whole decoder every step."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(encoder_ids, encoder_mask.bool(), max_new_tokens, temperature, top_k, top_p,
+                                  eos_id, bos_id, use_cache, adaptive_halting, generator, gate_scale)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, encoder_ids, encoder_mask, max_new_tokens, temperature, top_k, top_p, eos_id, bos_id,
+                  use_cache, adaptive_halting, generator, gate_scale) -> GenerationResult:
+        batch = encoder_ids.shape[0]
+        E = self.encode(encoder_ids, encoder_mask)
+        if self.hrm is None:
+            memory, bias = E, memory_bias(encoder_mask, E.dtype)
+            cycles_used = torch.zeros(batch, dtype=torch.long, device=E.device)
+        else:
+            thought = self.hrm(E, encoder_mask, adaptive=adaptive_halting)
+            memory, bias, _, _ = self.bridge(E, encoder_mask, thought.final, gate_scale)
+            cycles_used = thought.cycles_used
+        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=E.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=E.device)
+        caches = self.decoder.new_caches(batch, max_new_tokens, E) if use_cache else None
+        for step in range(max_new_tokens):
+            if use_cache:
+                hidden = self.decoder(self.embed(tokens[:, -1:]), memory, bias, start_pos=step, caches=caches)
+            else:
+                hidden = self.decoder(self.embed(tokens), memory, bias)
+            choice = next_token(self.lm_head(hidden[:, -1]).float(), temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                choice = torch.where(finished, eos_id, choice)
+                finished = finished | (choice == eos_id)
+            tokens = torch.cat((tokens, choice[:, None]), dim=1)
+            if eos_id is not None and bool(finished.all()):
+                break
+        generated = tokens[:, 1:]
+        if eos_id is None:
+            lengths = torch.full((batch,), generated.shape[1], dtype=torch.long, device=E.device)
+        else:
+            lengths = (generated != eos_id).long().cumprod(-1).sum(-1)
+        return GenerationResult(generated, lengths, cycles_used)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
