@@ -1,0 +1,99 @@
+"""meta.json of a prepared dataset, and where its splits live.
+
+Two layouts load: ours (`train/` and `val/` Parquet shards) and the seed's
+(`train.jsonl`/`val.jsonl`); both carry tokenizer.json and meta.json beside them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hrm_ray.errors import UserError
+
+SPLITS = ("train", "val")
+TRIPLET_COLUMNS = ("encoder_ids", "decoder_input_ids", "labels")
+
+
+@dataclass
+class DatasetMeta:
+    path: str
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    max_seq_len: int | None
+    train_samples: int | None
+    val_samples: int | None
+    tokenizer_sha256: str | None
+    layout: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def samples(self, split: str) -> int | None:
+        return self.train_samples if split == "train" else self.val_samples
+
+
+def layout_of(path: str | Path) -> str:
+    path = Path(path)
+    if any((path / s).is_dir() for s in SPLITS):
+        return "parquet"
+    if any((path / f"{s}.jsonl").is_file() for s in SPLITS):
+        return "jsonl"
+    raise UserError(f"{path}: not a prepared dataset (no train/ or val/ Parquet dirs, no train.jsonl/val.jsonl)")
+
+
+def split_files(path: str | Path, split: str) -> list[Path]:
+    """The files holding one split, in order; a clear error when the split is missing."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    path = Path(path)
+    if layout_of(path) == "jsonl":
+        file = path / f"{split}.jsonl"
+        if not file.is_file():
+            raise UserError(f"{path}: split '{split}' missing ({file.name} not found)")
+        return [file]
+    files = sorted((path / split).glob("*.parquet"))
+    if not files:
+        raise UserError(f"{path}: split '{split}' missing (no Parquet shards in {path / split})")
+    return files
+
+
+def read_meta(path: str | Path) -> DatasetMeta:
+    path = Path(path)
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        raise UserError(f"{path}: meta.json not found (not a prepared dataset?)")
+    try:
+        raw = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{meta_file}: invalid JSON: {exc.msg}") from exc
+    for key in ("vocab_size", "pad_id"):
+        if key not in raw:
+            raise UserError(f"{meta_file}: missing key '{key}'")
+    bos_id, eos_id = raw.get("bos_id"), raw.get("eos_id")
+    if bos_id is None or eos_id is None:  # the seed's meta.json may only name pad and vocab
+        from hrm_ray.data.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(path / "tokenizer.json")
+        bos_id, eos_id = tok.token_to_id("<bos>"), tok.token_to_id("<eos>")
+    return DatasetMeta(
+        path=str(path), vocab_size=int(raw["vocab_size"]), pad_id=int(raw["pad_id"]),
+        bos_id=int(bos_id), eos_id=int(eos_id), max_seq_len=raw.get("max_seq_len"),
+        train_samples=raw.get("train_samples"), val_samples=raw.get("val_samples"),
+        tokenizer_sha256=raw.get("tokenizer_sha256"), layout=layout_of(path), raw=raw,
+    )
+
+
+def write_meta(directory: str | Path, meta: dict[str, Any]) -> None:
+    Path(directory, "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def check_same_tokenizer(metas: list[DatasetMeta]) -> None:
+    """Datasets mixed or merged together must share one tokenizer (compared by sha256)."""
+    first = metas[0]
+    for other in metas[1:]:
+        if other.tokenizer_sha256 != first.tokenizer_sha256 or other.vocab_size != first.vocab_size:
+            raise UserError(
+                f"datasets use different tokenizers: {first.path} (sha256 {str(first.tokenizer_sha256)[:12]}) "
+                f"vs {other.path} (sha256 {str(other.tokenizer_sha256)[:12]}); prepare them with the same --tokenizer")

@@ -1,0 +1,27 @@
+"""Connect to a Ray cluster or start a local one; shared by every job that needs Ray."""
+from __future__ import annotations
+
+import os
+
+import ray
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Make sure Ray is up: a no-op when already initialised.
+
+    `address` (or `RAY_ADDRESS`) connects to that cluster, as under `ray job submit`;
+    otherwise a local Ray is started (`num_cpus` logical CPUs, default: all cores).
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+
+
+def cluster_cpus() -> float:
+    """Logical CPUs Ray can schedule on (the whole cluster)."""
+    return float(ray.cluster_resources().get("CPU", 1.0))
