@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from hrm_ray.commands.puzzle_data import main
+from hrm_ray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["maze", *sys.argv[1:]]))
+    sys.exit(main(["puzzle-data", "maze", *sys.argv[1:]]))

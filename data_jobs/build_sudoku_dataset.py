@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from hrm_ray.commands.puzzle_data import main
+from hrm_ray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["sudoku", *sys.argv[1:]]))
+    sys.exit(main(["puzzle-data", "sudoku", *sys.argv[1:]]))

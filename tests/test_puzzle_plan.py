@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from hrm_ray.commands import plan as plan_cmd
+from hrm_ray.cli import main as cli_main
 from hrm_ray.data.puzzles.format import PuzzleDatasetMetadata
 from hrm_ray.data.puzzles.plan import compute_plan
 
@@ -48,14 +48,14 @@ def test_plan_cli(tmp_path, capsys):
     meta(1000).save(tmp_path / "train" / "dataset.json")
     args = ["--dataset", str(tmp_path), "--global_batch_size", "100", "--epochs", "100", "--eval_interval", "10",
             "--lr_warmup_steps", "100"]
-    assert plan_cmd.main(args) == 0
+    assert cli_main(["plan", *args]) == 0
     out = capsys.readouterr().out
     for line in ("groups:                1000", "steps per epoch:       10", "steps per eval cycle:  100",
                  "total steps:           1000", "warmup updates:        100"):
         assert line in out
     assert "warning" not in out
-    assert plan_cmd.main([*args[:-4], "--eval_interval", "7"]) == 2
+    assert cli_main(["plan", *args[:-4], "--eval_interval", "7"]) == 2
     assert "error: epochs (100) must be a multiple of eval_interval (7)" in capsys.readouterr().err
-    assert plan_cmd.main(["--dataset", str(tmp_path / "nope"), "--global_batch_size", "1", "--epochs", "1",
-                          "--eval_interval", "1"]) == 2
+    assert cli_main(["plan", "--dataset", str(tmp_path / "nope"), "--global_batch_size", "1", "--epochs", "1",
+                     "--eval_interval", "1"]) == 2
     assert "dataset metadata not found" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from hrm_ray.commands import puzzle_data
+from hrm_ray.cli import main as cli_main
 from hrm_ray.data.puzzles.format import load_split
 from hrm_ray.data.puzzles.sudoku import (
     SudokuBuildConfig,
@@ -123,13 +123,13 @@ def test_build_from_puzzle_file_and_cli(tmp_path, shared_data, capsys):
     several = lines[0][:-1] + "0" if lines[0][-1] != "0" else "0" * 81
     src.write_text("\n".join(["# header", *lines, several, "11" + "0" * 79]) + "\n")
     out = tmp_path / "ds"
-    argv = ["sudoku", "--puzzles", str(src), "--output-dir", str(out), "--test-size", "5", "--workers", "1"]
-    assert puzzle_data.main(argv) == 0
+    argv = ["puzzle-data", "sudoku", "--puzzles", str(src), "--output-dir", str(out), "--test-size", "5", "--workers", "1"]
+    assert cli_main(argv) == 0
     assert "dropped" in capsys.readouterr().out
     train, test = load_split(out, "train"), load_split(out, "test")
     assert train.sets["all"].num_examples + test.sets["all"].num_examples == 30
-    assert puzzle_data.main(argv) == 2
+    assert cli_main(argv) == 2
     assert "already exists" in capsys.readouterr().err
-    assert puzzle_data.main(["sudoku", "--puzzles", str(src), "--output-dir", str(tmp_path / "x"),
-                             "--num-aug", "-1"]) == 2
+    assert cli_main(["puzzle-data", "sudoku", "--puzzles", str(src), "--output-dir", str(tmp_path / "x"),
+                     "--num-aug", "-1"]) == 2
     assert not (tmp_path / "x").exists()

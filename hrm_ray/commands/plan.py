@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from hrm_ray.errors import UserError
 
@@ -26,17 +25,3 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     print(format_plan(plan))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrm-ray plan", description=__doc__)
-    configure(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

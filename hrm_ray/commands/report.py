@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
-from hrm_ray.errors import UserError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,17 +19,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {report}")
     print(f"figures: {', '.join(figures) if figures else 'none'}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hrm-ray report", description=__doc__)
-    configure(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
