@@ -7,9 +7,6 @@ blocks, so the same rows give byte-identical files.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hrm_ray.atomic import staged_dir
 from hrm_ray.data.meta import SPLITS, TRIPLET_COLUMNS
 from hrm_ray.errors import UserError
 
@@ -35,24 +33,9 @@ def check_dest(dest: str | Path, overwrite: bool) -> Path:
 
 @contextmanager
 def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a hidden temporary directory beside `dest`; rename it to `dest` on success,
-    delete it on any failure (a killed job leaves only the hidden `.tmp` directory)."""
-    dest = check_dest(dest, overwrite)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    """`staged_dir` for a job's output: refuses an existing `dest` unless `overwrite`."""
+    with staged_dir(check_dest(dest, overwrite)) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dest.exists():
-        trash = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dest, trash)
-        os.rename(tmp, dest)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, dest)
 
 
 class ParquetShards:

@@ -1,11 +1,9 @@
 """`hrm-ray report`: tell a run directory from a sweep directory and write its report atomically."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from hrm_ray.atomic import staged_dir
 from hrm_ray.errors import UserError
 from hrm_ray.report.run_report import METRICS_FILE, write_run_report
 from hrm_ray.report.sweep_report import TRIALS_FILE, is_sweep_dir, write_sweep_report
@@ -31,20 +29,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     source = Path(path)
     kind = detect_layout(source)
     target = Path(out) if out is not None else source / REPORT_DIR
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        writer = write_run_report if kind == "run" else write_sweep_report
+    writer = write_run_report if kind == "run" else write_sweep_report
+    with staged_dir(target) as staging:
         writer(source, staging)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target / "report.md"
