@@ -1,0 +1,146 @@
+"""Run one curriculum stage: what `experiments/stage_{a,b,c}.py` call.
+
+    python experiments/stage_b.py [--config YAML] [--profile demo|gpu|cluster] [--flag value ...] [a.b=c ...]
+
+The stage's YAML is the default `--config`; every other argument is a config override (seed flag names
+such as `--batch_size`, dotted paths such as `model.hrm.ds_weight=0.2`). Then:
+
+- storage: `--storage_path`, else `$HRM_RAY_STORAGE` under `--profile cluster` (required there: the
+  workers of a multi-node run all need to see the checkpoints), else `--save_dir`;
+- `--init_from NAME` without a `/` names a run under the storage root (Stage B starts from Stage A's
+  best model that way); a path is used as it is;
+- demo data: under `--profile demo`, datasets named `.../language`, `.../math`, `.../code` that do not
+  exist yet are built by the job (`hrm_ray.experiments.demo_data`);
+- Ray: attaches to `--address` / `$RAY_ADDRESS` (as under `ray job submit`), else starts a local Ray.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hrm_ray.config import Config, build_config
+from hrm_ray.errors import UserError
+from hrm_ray.train.loop import LoopResult
+from hrm_ray.train.run_files import is_remote, join
+
+STORAGE_ENV = "HRM_RAY_STORAGE"
+CLUSTER_PROFILE = "cluster"
+DEMO_PROFILE = "demo"
+
+
+def parse_stage_args(argv: Sequence[str], default_config: str | Path) -> tuple[str, str | None, list[str]]:
+    """(config path, profile, overrides) from a stage script's command line."""
+    parser = argparse.ArgumentParser(add_help=True, allow_abbrev=False,
+                                     usage="%(prog)s [--config YAML] [--profile NAME] [--flag value ...] "
+                                           "[section.key=value ...]")
+    parser.add_argument("--config", default=str(default_config), help=f"config YAML (default: {default_config})")
+    parser.add_argument("--profile", default=None, help="a profile of the config: demo, gpu or cluster")
+    args, overrides = parser.parse_known_args(list(argv))
+    return args.config, args.profile, overrides
+
+
+def load_stage_config(config_path: str | Path, profile: str | None, overrides: list[str]) -> Config:
+    """The stage's config with storage and `init_from` resolved (no Ray, no files written)."""
+    cfg = build_config(str(config_path), overrides, profile=profile)
+    if not cfg.ray.storage_path and os.environ.get(STORAGE_ENV) and profile == CLUSTER_PROFILE:
+        cfg.ray.storage_path = os.environ[STORAGE_ENV]
+    if profile == CLUSTER_PROFILE and not cfg.ray.storage_path:
+        raise UserError(f"--profile {CLUSTER_PROFILE}: set --storage_path (s3://, gs:// or a shared mount) or "
+                        f"${STORAGE_ENV}: the workers of a multi-node run all need to see the checkpoints")
+    init_from = cfg.train.init_from
+    if init_from and "/" not in init_from and os.sep not in init_from:
+        cfg.train.init_from = join(storage_root(cfg), init_from)
+    elif init_from and not is_remote(init_from):
+        cfg.train.init_from = os.path.abspath(init_from)
+    if cfg.data.dataset != "synthetic":
+        cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
+    return cfg
+
+
+def absolute_dataset_spec(spec: str) -> str:
+    """Local dataset paths made absolute: Ray workers (and Tune trials) do not share the driver's cwd."""
+    from hrm_ray.data.ingest import parse_dataset_spec
+
+    specs = parse_dataset_spec(spec)
+    paths = [p if is_remote(p) else os.path.abspath(p) for p, _ in specs]
+    if len(specs) == 1 and ":" not in spec.rsplit("/", 1)[-1]:
+        return paths[0]
+    return ",".join(f"{p}:{w:g}" for p, (_, w) in zip(paths, specs, strict=True))
+
+
+def storage_root(cfg: Config) -> str:
+    from hrm_ray.train.ray_trainer import storage_root as trainer_storage_root
+
+    return trainer_storage_root(cfg)
+
+
+def check_init_from(cfg: Config) -> None:
+    """Fail before Ray starts when `init_from` names weights that are not there (local paths)."""
+    if not cfg.train.init_from or is_remote(cfg.train.init_from):
+        return
+    from hrm_ray.train.checkpoint import find_weights
+
+    try:
+        find_weights(cfg.train.init_from)
+    except UserError as exc:
+        raise UserError(f"{exc} (run the previous stage first, or pass --init_from '' to start from "
+                        f"scratch)") from None
+
+
+def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
+    """Build the demo datasets `cfg.data.dataset` names when they are missing."""
+    from hrm_ray.data.ingest import parse_dataset_spec
+    from hrm_ray.experiments.demo_data import SOURCE_MODES, DemoDataSpec, build_demo_data
+
+    if cfg.data.dataset == "synthetic":
+        return
+    specs = parse_dataset_spec(cfg.data.dataset)
+    missing = [Path(p) for p, _ in specs if not (Path(p) / "meta.json").is_file()]
+    if missing:
+        roots = {p.absolute().parent for p in missing}
+        unknown = [str(p) for p in missing if p.name not in SOURCE_MODES]
+        if unknown or len(roots) > 1:
+            raise UserError(f"--dataset: {', '.join(map(str, missing))} not found (the demo profile builds only "
+                            f"{'/'.join(SOURCE_MODES)} in one directory)")
+        build_demo_data(roots.pop(), DemoDataSpec(max_seq_len=cfg.data.max_seq_len, seed=cfg.train.seed), log)
+
+
+def start_ray(cfg: Config) -> None:
+    """Attach to `--address`/`$RAY_ADDRESS`, else start Ray with room for the workers and for Ray Data."""
+    from hrm_ray.data.ray_env import ensure_ray
+
+    workers_cpus = max(1, cfg.ray.num_workers) * cfg.ray.cpus_per_worker
+    ensure_ray(cfg.ray.address or None, num_cpus=max(os.cpu_count() or 1, math.ceil(workers_cpus) + 1))
+
+
+def run_stage(config_path: str | Path, profile: str | None, overrides: list[str],
+              log: Callable[[str], None] = print) -> tuple[Config, LoopResult]:
+    cfg = load_stage_config(config_path, profile, overrides)
+    check_init_from(cfg)
+    start_ray(cfg)
+    if profile == DEMO_PROFILE:
+        ensure_demo_data(cfg, log)
+    from hrm_ray.train.ray_trainer import train
+
+    log(f"stage config {config_path} (profile {profile or 'none'}): run '{cfg.train.run_name}' in "
+        f"{storage_root(cfg)}, data {cfg.data.dataset}")
+    result = train(cfg)
+    if not result.already_done:
+        how = "stopped early" if result.stopped_early else "finished"
+        log(f"run '{cfg.train.run_name}' {how} at step {result.step}/{result.total_steps}; best validation loss "
+            f"{result.best_val_loss:.4f}")
+    return cfg, result
+
+
+def stage_main(default_config: str | Path, argv: Sequence[str] | None = None) -> int:
+    """Entry point of a stage script: errors a user caused print on one line and exit 2."""
+    try:
+        run_stage(*parse_stage_args(sys.argv[1:] if argv is None else argv, default_config))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
