@@ -10,7 +10,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Make sure Ray is up: a no-op when already initialised.
 
     `address` (or `RAY_ADDRESS`) connects to that cluster, as under `ray job submit`;
-    otherwise a local Ray is started (`num_cpus` logical CPUs, default: all cores).
+    otherwise a new local Ray is started (`num_cpus` logical CPUs, default: all cores), never an
+    unrelated `ray start` instance that happens to run on this machine.
     """
     if ray.is_initialized():
         return
@@ -19,7 +20,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
 
 
 def cluster_cpus() -> float:
