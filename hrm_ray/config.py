@@ -127,18 +127,74 @@ class RayConfig:
     max_failures: int = 0
 
 
+# The puzzle model's config lives with the model; imported here, after ModelConfig, because
+# hrm_ray.models imports ModelConfig from this module.
+from hrm_ray.models.puzzle.config import HRMACTv1Config  # noqa: E402
+
+
+@dataclass
+class PuzzleArchConfig(HRMACTv1Config):
+    """The puzzle model (task=puzzle): a preset `name` plus field overrides.
+
+    Fields left at their HRMACTv1Config default take the preset's value; vocab_size, seq_len and
+    num_puzzle_identifiers come from the dataset's dataset.json when 0.
+    """
+    name: str = "hrm_v1"
+    loss_type: str = "stablemax_cross_entropy"
+
+
+@dataclass
+class PuzzleDataConfig:
+    """Puzzle training in the paper's terms: group-based epochs (train.epochs), a global batch."""
+    data_path: str = ""
+    global_batch_size: int = 768
+    eval_interval: int = 0             # epochs between evaluations; 0 = only at the end
+    eval_subset: int = 1000            # test examples in intermediate evaluations (0 = all); the last is full
+    test_split: str = "test"
+    puzzle_emb_lr: float = 1e-2
+    puzzle_emb_weight_decay: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.999
+
+
 @dataclass
 class Config:
+    task: str = "lm"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    arch: PuzzleArchConfig = field(default_factory=PuzzleArchConfig)
+    puzzle: PuzzleDataConfig = field(default_factory=PuzzleDataConfig)
+
+
+# The HRM paper's flag names (its pretrain.py / Hydra config) -> fields, for the puzzle experiments.
+PAPER_FLAGS: dict[str, str] = {
+    "data_path": "puzzle.data_path",
+    "epochs": "train.epochs",
+    "eval_interval": "puzzle.eval_interval",
+    "lr": "optim.learning_rate",
+    "lr_min_ratio": "optim.lr_min_ratio",
+    "lr_warmup_steps": "optim.warmup_steps",
+    "weight_decay": "optim.weight_decay",
+    "puzzle_emb_lr": "puzzle.puzzle_emb_lr",
+    "puzzle_emb_weight_decay": "puzzle.puzzle_emb_weight_decay",
+    "global_batch_size": "puzzle.global_batch_size",
+    "beta1": "optim.beta1",
+    "beta2": "optim.beta2",
+    "arch": "arch.name",
+    "ema": "puzzle.ema",
+}
 
 
 BOOL_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
 CHOICES: dict[str, tuple[str, ...]] = {
+    "task": ("lm", "puzzle"),
+    "arch.name": ("hrm_v1", "hrm_v1_gated", "transformer_baseline"),
+    "arch.loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
+    "arch.pos_encodings": ("rope", "learned"),
     "model.encoder_backend": ("transformer", "mamba2"),
     "model.bridge.mode": ("residual", "prefix"),
     "optim.optimizer": ("adamw", "adamw_8bit", "adam_atan2"),
@@ -153,13 +209,16 @@ NON_NEGATIVE = (
     "train.checkpoint_limit", "train.max_nonfinite_steps", "optim.warmup_steps", "optim.weight_decay",
     "optim.grad_clip", "model.dropout", "model.hrm.ds_weight", "model.hrm.halting_weight",
     "data.max_val_samples", "ray.num_workers", "ray.max_failures", "model.vocab_size",
+    "puzzle.eval_interval", "puzzle.eval_subset", "puzzle.puzzle_emb_lr", "puzzle.puzzle_emb_weight_decay",
+    "arch.puzzle_emb_ndim",
 )
 POSITIVE = (
     "train.batch_size", "train.eval_batch_size", "train.grad_accum_steps", "train.log_steps",
     "optim.learning_rate", "model.d_model", "model.n_heads", "model.hrm.h_cycles", "model.hrm.l_steps",
     "model.hrm.h_layers", "model.hrm.l_layers", "data.max_seq_len", "data.dataset_workers",
     "model.mamba.chunk_size", "model.bridge.prefix_tokens", "model.bridge.gate_hidden_ratio",
-    "ray.cpus_per_worker",
+    "ray.cpus_per_worker", "puzzle.global_batch_size", "arch.hidden_size", "arch.num_heads", "arch.H_cycles",
+    "arch.L_cycles", "arch.H_layers", "arch.L_layers", "arch.halt_max_steps", "arch.gate_hidden_ratio",
 )
 
 
@@ -353,6 +412,10 @@ def validate(cfg: Config) -> Config:
         problems.append(f"model.d_model: {cfg.model.d_model} is not divisible by model.n_heads={cfg.model.n_heads}")
     if not 0.0 <= cfg.optim.lr_min_ratio <= 1.0:
         problems.append(f"optim.lr_min_ratio: must be in [0, 1], got {cfg.optim.lr_min_ratio}")
+    if cfg.arch.hidden_size % cfg.arch.num_heads:
+        problems.append(f"arch.hidden_size: {cfg.arch.hidden_size} is not divisible by arch.num_heads={cfg.arch.num_heads}")
+    if not 0.0 <= cfg.puzzle.ema_decay < 1.0:
+        problems.append(f"puzzle.ema_decay: must be in [0, 1), got {cfg.puzzle.ema_decay}")
     if cfg.train.steps == 0 and cfg.train.epochs == 0:
         problems.append("train.steps/train.epochs: one of them must be > 0")
     if problems:

@@ -1,0 +1,177 @@
+"""Run a puzzle HRM experiment: what `experiments/sudoku.py` and `experiments/arc.py` call.
+
+    python experiments/sudoku.py [--config YAML] [--profile demo|gpu|cluster] [paper flags / overrides ...]
+
+The paper's flag names are accepted (`data_path=...`, `epochs=...`, `lr=...`, `arch=hrm_v1_gated`,
+`arch.gate_init_bias=-1.5`, also as `--lr 1e-4`), next to every config flag and dotted path. Storage
+and Ray as for the curriculum stages (hrm_ray.experiments.stage). Under `--profile demo` a Sudoku
+dataset that does not exist yet is generated (random valid grids with 40 blanks, solved and checked).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hrm_ray.config import PAPER_FLAGS, Config, build_config
+from hrm_ray.errors import UserError
+from hrm_ray.experiments.stage import (
+    CLUSTER_PROFILE,
+    DEMO_PROFILE,
+    STORAGE_ENV,
+    parse_stage_args,
+    start_ray,
+    storage_root,
+)
+from hrm_ray.train.loop import LoopResult
+
+DEMO_SUDOKU = {"train_size": 4000, "test_size": 1000, "blanks": 40}  # ~45% of random puzzles are unique
+
+
+def load_puzzle_config(config_path: str | Path, profile: str | None, overrides: list[str]) -> Config:
+    cfg = build_config(str(config_path), overrides, aliases=PAPER_FLAGS, profile=profile)
+    if cfg.task != "puzzle":
+        raise UserError(f"{config_path}: task is '{cfg.task}', a puzzle experiment needs task: puzzle")
+    if not cfg.ray.storage_path and os.environ.get(STORAGE_ENV) and profile == CLUSTER_PROFILE:
+        cfg.ray.storage_path = os.environ[STORAGE_ENV]
+    if profile == CLUSTER_PROFILE and not cfg.ray.storage_path:
+        raise UserError(f"--profile {CLUSTER_PROFILE}: set --storage_path (s3://, gs:// or a shared mount) or "
+                        f"${STORAGE_ENV}: the workers of a multi-node run all need to see the checkpoints")
+    return cfg
+
+
+def ensure_demo_sudoku(cfg: Config, log: Callable[[str], None] = print) -> None:
+    from hrm_ray.data.puzzles.demo import build_demo_sudoku
+
+    path = Path(cfg.puzzle.data_path).absolute()
+    if not (path / "train" / "dataset.json").is_file():
+        log(f"building the demo Sudoku dataset in {path} ({DEMO_SUDOKU})")
+        build_demo_sudoku(path, seed=cfg.train.seed, log=log, **DEMO_SUDOKU)
+    cfg.puzzle.data_path = str(path)
+
+
+def run_puzzle(config_path: str | Path, profile: str | None, overrides: list[str], demo_data: bool,
+               log: Callable[[str], None] = print) -> tuple[Config, LoopResult]:
+    cfg = load_puzzle_config(config_path, profile, overrides)
+    if profile == DEMO_PROFILE and demo_data:
+        ensure_demo_sudoku(cfg, log)
+    cfg.puzzle.data_path = str(Path(cfg.puzzle.data_path).absolute())
+    if cfg.ray.num_workers > 0:
+        start_ray(cfg)
+    from hrm_ray.train.ray_trainer import train
+
+    log(f"puzzle run '{cfg.train.run_name}' ({cfg.arch.name}) in {storage_root(cfg)}, data {cfg.puzzle.data_path}")
+    result = train(cfg)
+    if not result.already_done:
+        val = result.last_val
+        log(f"run '{cfg.train.run_name}' finished at step {result.step}/{result.total_steps}: exact accuracy "
+            f"{100 * val.get('exact_accuracy', 0.0):.2f}% on {int(val.get('examples', 0))} test examples "
+            f"(token accuracy {100 * val.get('accuracy', 0.0):.2f}%)")
+    return cfg, result
+
+
+def puzzle_main(default_config: str | Path, demo_data: bool = False, argv: Sequence[str] | None = None) -> int:
+    try:
+        run_puzzle(*parse_stage_args(sys.argv[1:] if argv is None else argv, default_config), demo_data=demo_data)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+@dataclass
+class PuzzleSearchSpace:
+    """The gated puzzle HRM's knobs for `hrm_ray.tune.sweep` (same interface as its SearchSpace)."""
+    gate_init_bias: tuple[float, float] | None = (-3.5, -1.0)
+    gate_hidden_ratio: tuple[float, ...] | None = (0.125, 0.25, 0.5)
+    learning_rate: tuple[float, float] | None = (3e-4, 3e-3)
+
+    PATHS = {"gate_init_bias": "arch.gate_init_bias", "gate_hidden_ratio": "arch.gate_hidden_ratio",
+             "learning_rate": "optim.learning_rate"}
+
+    def resolved(self, steps: int) -> PuzzleSearchSpace:
+        return self
+
+    def check(self) -> None:
+        for name in ("gate_init_bias", "learning_rate"):
+            lo_hi = getattr(self, name)
+            if lo_hi is not None and not lo_hi[0] < lo_hi[1]:
+                raise UserError(f"--search_{name}: expected LOW,HIGH with LOW < HIGH, got {lo_hi}")
+        if self.learning_rate is not None and self.learning_rate[0] <= 0:
+            raise UserError(f"--search_learning_rate: a log-uniform range needs LOW > 0, got {self.learning_rate}")
+        if self.gate_hidden_ratio is not None and min(self.gate_hidden_ratio, default=0) <= 0:
+            raise UserError(f"--search_gate_hidden_ratio: ratios must be > 0, got {self.gate_hidden_ratio}")
+
+    def tune_space(self) -> dict[str, Any]:
+        from ray import tune
+
+        space = {}
+        if self.gate_init_bias:
+            space[self.PATHS["gate_init_bias"]] = tune.uniform(*self.gate_init_bias)
+        if self.gate_hidden_ratio:
+            space[self.PATHS["gate_hidden_ratio"]] = tune.choice(list(self.gate_hidden_ratio))
+        if self.learning_rate:
+            space[self.PATHS["learning_rate"]] = tune.loguniform(*self.learning_rate)
+        if not space:
+            raise UserError("the search space is empty: give at least one --search_* range")
+        return space
+
+    def sample(self, count: int, seed: int) -> list[dict[str, Any]]:
+        rng = random.Random(seed)
+        points = []
+        for _ in range(count):
+            point: dict[str, Any] = {}
+            if self.gate_init_bias:
+                point[self.PATHS["gate_init_bias"]] = rng.uniform(*self.gate_init_bias)
+            if self.gate_hidden_ratio:
+                point[self.PATHS["gate_hidden_ratio"]] = rng.choice(list(self.gate_hidden_ratio))
+            if self.learning_rate:
+                point[self.PATHS["learning_rate"]] = math.exp(rng.uniform(*map(math.log, self.learning_rate)))
+            points.append(point)
+        return points
+
+
+SWEEP_METRIC, SWEEP_MODE = "val_exact_accuracy", "max"
+
+
+def puzzle_sweep_main(default_config: str | Path, argv: Sequence[str] | None = None) -> int:
+    """A Tune + ASHA sweep of the gated puzzle HRM on exact accuracy: trials run `hrm_ray.tune.sweep`'s
+    driver (one Ray Train run each) on the base config with `arch=hrm_v1_gated`."""
+    parser = argparse.ArgumentParser(description=puzzle_sweep_main.__doc__, allow_abbrev=False)
+    parser.add_argument("--config", default=str(default_config))
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--name", default="sudoku-gates")
+    parser.add_argument("--num_samples", type=int, default=8)
+    parser.add_argument("--max_concurrent_trials", type=int, default=0)
+    parser.add_argument("--grace_period", type=int, default=0)
+    parser.add_argument("--search_seed", type=int, default=0)
+    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        from hrm_ray.config import to_dict
+        from hrm_ray.train.puzzle_task import PuzzleTask
+        from hrm_ray.tune.sweep import SweepSpec, results_table, run_sweep
+
+        cfg = load_puzzle_config(args.config, args.profile, ["arch=hrm_v1_gated", *overrides])
+        if args.profile == DEMO_PROFILE:
+            ensure_demo_sudoku(cfg)
+        cfg.puzzle.data_path = str(Path(cfg.puzzle.data_path).absolute())
+        cfg.ray.num_workers = max(1, cfg.ray.num_workers)   # a trial reports to Tune from a Ray Train worker
+        base = PuzzleTask(cfg).cfg                          # steps / val_every resolved: ASHA's max_t and rungs
+        spec = SweepSpec(base=to_dict(base), name=args.name, storage=str(Path(storage_root(base), "sweeps").absolute()),
+                         space=PuzzleSearchSpace(), num_samples=args.num_samples,
+                         max_concurrent_trials=args.max_concurrent_trials, grace_period=args.grace_period,
+                         seed=args.search_seed, metric=SWEEP_METRIC, mode=SWEEP_MODE)
+        result = run_sweep(spec)
+        from rich.console import Console
+
+        Console(highlight=False, soft_wrap=True).print(results_table(result))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
