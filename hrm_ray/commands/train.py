@@ -1,0 +1,62 @@
+"""`hrm-ray train`: train (or resume) a run with Ray Train; `--dry_run` checks the model in one step.
+
+Every field of the config tree is a flag: its own name when unique (`--batch_size`, `--ds_weight`, the
+seed trainer's names) and its dotted path (`--model.hrm.h_cycles`); `section.key=value` works too.
+"""
+from __future__ import annotations
+
+import argparse
+
+from hrm_ray.config import PAPER_FLAGS, Config, build_config, flag_index, leaf_paths
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.allow_abbrev = False
+    parser.add_argument("--config", default=None, help="a YAML instance of the config tree")
+    parser.add_argument("--dry_run", action="store_true", help="one forward/backward, no training")
+    cfg = Config()
+    paths = leaf_paths(cfg)
+    flags = flag_index(cfg)
+    for path, kind in paths.items():
+        names = [f"--{path}"]
+        short = path.rsplit(".", 1)[-1]
+        if flags.get(short) == path:
+            names.insert(0, f"--{short}")
+        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
+        parser.add_argument(*names, dest=f"cfg:{path}", default=argparse.SUPPRESS, metavar=short.upper(),
+                            help=f"{path} (default: {_default(cfg, path)})", **extra)
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted overrides")
+
+
+def _default(cfg: Config, path: str) -> object:
+    node: object = cfg
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def overrides_from(args: argparse.Namespace) -> list[str]:
+    """The flags given on the command line, back as `--dotted.path value` tokens for build_config."""
+    tokens: list[str] = []
+    for key, value in vars(args).items():
+        if key.startswith("cfg:"):
+            tokens += [f"--{key[4:]}", str(value)]
+    return tokens + list(args.overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build_config(args.config, overrides_from(args), aliases=PAPER_FLAGS)
+    if args.dry_run:
+        from hrm_ray.train.dry_run import dry_run, format_dry_run
+
+        print(format_dry_run(dry_run(cfg)))
+        return 0
+    from hrm_ray.train.ray_trainer import train
+
+    result = train(cfg)
+    if result.already_done:
+        return 0
+    how = "stopped early" if result.stopped_early else "finished"
+    print(f"run '{cfg.train.run_name}' {how} at step {result.step}/{result.total_steps}; "
+          f"best validation loss {result.best_val_loss:.4f}")
+    return 0

@@ -1,0 +1,156 @@
+"""Checkpoints: the full training state as a plain dict, written atomically.
+
+A checkpoint directory holds `state.pt` (model, optimizer, scheduler, GradScaler, RNG states, data
+position, step, best validation loss, ...) and `meta.json` (step, final, best_val_loss). Under Ray,
+rank 0 writes one to a temporary directory and hands it to `ray.train.report`, which keeps the newest
+`checkpoint_limit`; without Ray, `CheckpointStore` does the same in the run directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hrm_ray.errors import UserError
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+BEST_MODEL_DIR = "best-model"
+MODEL_FILE = "model.pt"
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict[str, Any], directory: str | Path, meta: dict[str, Any]) -> Path:
+    """Write `state` and `meta` into `directory` (created); it appears only once complete."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        torch.save(state, staging / STATE_FILE)
+        meta = {**meta, "state_bytes": (staging / STATE_FILE).stat().st_size}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        os.chmod(staging, 0o755)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise UserError(f"checkpoint not found or incomplete: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / META_FILE).read_text())
+
+
+def is_complete(directory: str | Path) -> bool:
+    """state.pt and meta.json present and state.pt as long as when written (a copy may stop half way)."""
+    directory = Path(directory)
+    try:
+        expected = read_meta(directory).get("state_bytes")
+        return (directory / STATE_FILE).stat().st_size == expected
+    except (OSError, ValueError):
+        return False
+
+
+class CheckpointStore:
+    """`checkpoint_*` directories in a local run directory: the newest `limit` kept, the final one always."""
+
+    def __init__(self, run_dir: str | Path, limit: int):
+        self.run_dir = Path(run_dir)
+        self.limit = limit
+
+    def checkpoints(self) -> list[Path]:
+        if not self.run_dir.is_dir():
+            return []
+        found = [p for p in self.run_dir.glob(f"{CHECKPOINT_PREFIX}*") if is_complete(p)]
+        return sorted(found, key=lambda p: read_meta(p)["step"])
+
+    def latest(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save(self, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+        path = save_checkpoint(state, self.run_dir / checkpoint_dir_name(meta["step"]), meta)
+        self.prune()
+        return path
+
+    def prune(self) -> None:
+        if self.limit <= 0:
+            return
+        found = self.checkpoints()
+        finals = [p for p in found if read_meta(p).get("final")]
+        keep = set(found[-self.limit:]) | set(finals[-1:])
+        for path in found:
+            if path not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def write_best_model(directory: str | Path, model_state: dict[str, torch.Tensor], config_yaml: str,
+                     files: dict[str, bytes], meta: dict[str, Any]) -> Path:
+    """Fill `directory` with model.pt + config.yaml + the task's files (tokenizer.json, ...) + meta.json
+    (the task's meta.json, e.g. the data's special ids, merged with `meta`: step, validation loss)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = dict(files)
+    meta = {**json.loads(files.pop(META_FILE, b"{}")), **meta}
+    torch.save(model_state, directory / MODEL_FILE)
+    (directory / "config.yaml").write_text(config_yaml)
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def find_weights(path: str | Path) -> Path:
+    """Resolve `--init_from`: a run directory (its best-model, else its latest checkpoint), a best-model
+    directory, a checkpoint directory, or a model.pt / state.pt file."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for candidate in (path / BEST_MODEL_DIR / MODEL_FILE, path / MODEL_FILE, path / STATE_FILE):
+        if candidate.is_file():
+            return candidate
+    latest = CheckpointStore(path, 0).latest()
+    if latest is not None:
+        return latest / STATE_FILE
+    raise UserError(f"--init_from: no best-model/, checkpoint or model.pt found at {path}")
+
+
+def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Model weights only (for the next curriculum stage), from anything `find_weights` accepts."""
+    weights = torch.load(find_weights(path), map_location="cpu", weights_only=False)
+    return weights["model"] if isinstance(weights, dict) and "model" in weights and "step" in weights else weights

@@ -1,0 +1,196 @@
+"""The HRM×LM task: the hybrid model on synthetic arithmetic, a prepared dataset, or a weighted mix.
+
+Built on the driver (it reads the tokenizer and dataset meta there) and pickled to every worker; the
+Ray Datasets themselves travel separately through `ray_datasets()` -> TorchTrainer(datasets=...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hrm_ray.config import Config
+from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
+from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from hrm_ray.train.data_feed import (
+    Batch,
+    BatchFeed,
+    EpochFeed,
+    IndexedFeed,
+    indexed_batches,
+    ray_shard_epochs,
+)
+from hrm_ray.train.gate_schedule import gate_scale
+from hrm_ray.train.optim import build_optimizer
+from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_SPLIT_SEED = 0  # fixed: which problems are held out never depends on the training seed
+SHUFFLE_BUFFER = 2048
+
+
+@dataclasses.dataclass
+class DataInfo:
+    """What the workers need to know about the data (no Ray objects)."""
+    kind: str  # synthetic | prepared | mixture
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    train_samples: int
+    tokenizer_json: str
+    sources: list[str] = dataclasses.field(default_factory=list)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def describe_data(cfg: Config) -> DataInfo:
+    """Driver side: tokenizer, special ids and sizes of `cfg.data.dataset`."""
+    spec = cfg.data.dataset
+    if spec == SYNTHETIC:
+        tok = char_tokenizer()
+        return DataInfo("synthetic", tok.get_vocab_size(), PAD_ID, BOS_ID, EOS_ID, cfg.data.synthetic_train_size,
+                        tok.to_str(), meta={"dataset": SYNTHETIC, "max_operand": cfg.data.synthetic_max_operand})
+    from hrm_ray.data.ingest import parse_dataset_spec, read_meta
+
+    specs = parse_dataset_spec(spec)
+    metas = [read_meta(path) for path, _ in specs]
+    first = metas[0]
+    tokenizer_json = (Path(first.path) / "tokenizer.json").read_text()
+    if len(specs) == 1:
+        samples = first.train_samples
+        if samples is None:
+            from hrm_ray.data.ingest import load_prepared_split
+
+            samples = load_prepared_split(first.path, "train").count()
+        return DataInfo("prepared", first.vocab_size, first.pad_id, first.bos_id, first.eos_id, int(samples),
+                        tokenizer_json, meta=first.raw)
+    from hrm_ray.data.ingest import mix_datasets
+
+    _, info = mix_datasets(specs, "train", seed=cfg.train.seed)
+    return DataInfo("mixture", first.vocab_size, first.pad_id, first.bos_id, first.eos_id, int(info["total"]),
+                    tokenizer_json, sources=[Path(p).name for p, _ in specs],
+                    meta={**first.raw, "mixture": info["sources"]})
+
+
+class LanguageModelTask:
+    eval_sum_keys = ("loss_sum", "tokens")
+
+    def __init__(self, cfg: Config, data: DataInfo | None = None, val_split: str = "val"):
+        """`val_split="test"` validates on the synthetic held-out test problems (hrm-ray eval)."""
+        self.data = data or describe_data(cfg)
+        self.val_split = val_split
+        self.cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.data.vocab_size))
+        self._rows: dict[str, list] = {}
+
+    # driver side -------------------------------------------------------------------------------
+    def ray_datasets(self) -> dict[str, Any]:
+        if self.data.kind == SYNTHETIC:
+            return {}
+        from hrm_ray.data.ingest import load_prepared_split, mix_datasets, parse_dataset_spec
+
+        specs = parse_dataset_spec(self.cfg.data.dataset)
+        if len(specs) == 1:
+            train, val = load_prepared_split(specs[0][0], "train"), load_prepared_split(specs[0][0], "val")
+        else:
+            train, _ = mix_datasets(specs, "train", seed=self.cfg.train.seed)
+            val, _ = mix_datasets(specs, "val", seed=self.cfg.train.seed)
+        if self.cfg.data.max_val_samples:
+            val = val.limit(self.cfg.data.max_val_samples)
+        return {"train": train, "val": val}
+
+    # model ---------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        from hrm_ray.models.hybrid import HRMLanguageModel
+
+        return HRMLanguageModel(self.cfg.model)
+
+    def build_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
+        return [build_optimizer(model.parameters(), self.cfg.optim)]
+
+    def gate_scale(self, step: int) -> float:
+        return gate_scale(step, self.cfg.train.hrm_gate_warmup_steps, self.cfg.train.gate_ramp_steps)
+
+    def frozen_parameters(self, model: nn.Module, step: int) -> list[nn.Parameter]:
+        return list(unwrap(model).hrm_parameters()) if self.gate_scale(step) == 0.0 else []
+
+    def step_log(self, step: int) -> dict[str, float]:
+        out = {"gate_scale": self.gate_scale(step)}
+        if self.cfg.model.hrm.enabled and self.cfg.model.hrm.use_halting:
+            out["halt_target"] = self.cfg.model.hrm.halt_target
+        return out
+
+    # data ----------------------------------------------------------------------------------------
+    def train_samples(self) -> int:
+        return self.data.train_samples
+
+    def synthetic_pairs(self, split: str) -> list[tuple[str, str]]:
+        """Training problems, or the validation set: distinct problems of `val_split`, at most
+        `synthetic_val_size` (and `max_val_samples`)."""
+        d = self.cfg.data
+        if split == "train":
+            return arithmetic_pairs("train", d.synthetic_train_size, d.synthetic_max_operand, SYNTHETIC_SPLIT_SEED)
+        size = min(d.synthetic_val_size, d.max_val_samples or d.synthetic_val_size)
+        pairs = arithmetic_pairs(self.val_split, size, d.synthetic_max_operand, SYNTHETIC_SPLIT_SEED)
+        return list(dict.fromkeys(pairs))
+
+    def synthetic_rows(self, split: str) -> list[dict[str, list[int]]]:
+        if split not in self._rows:
+            self._rows[split] = make_triplets(self.synthetic_pairs(split), char_tokenizer(), self.cfg.data.max_seq_len,
+                                              self.data.bos_id, self.data.eos_id)
+        return self._rows[split]
+
+    def _collate(self, split: str):
+        rows = self.synthetic_rows(split)
+        pad_id = self.data.pad_id
+        return lambda indices: pad_batch([rows[i] for i in indices], pad_id)
+
+    def _ray_collate(self):
+        from hrm_ray.data.ingest import TripletCollate
+
+        return TripletCollate(self.data.pad_id, self.cfg.data.max_seq_len)
+
+    def train_feed(self, ctx: WorkerContext) -> BatchFeed:
+        t = self.cfg.train
+        if self.data.kind == SYNTHETIC:
+            return IndexedFeed(len(self.synthetic_rows("train")), self._collate("train"), t.batch_size, t.seed,
+                               ctx.rank, ctx.world_size)
+        return EpochFeed(ray_shard_epochs(ctx.shards["train"], t.batch_size, self._ray_collate(), t.seed,
+                                          SHUFFLE_BUFFER, prefetch_batches=self.cfg.data.dataset_workers))
+
+    def val_batches(self, ctx: WorkerContext) -> Iterable[Batch]:
+        size = self.cfg.train.eval_batch_size
+        if self.data.kind == SYNTHETIC:
+            rows = self.synthetic_rows("val")
+            return indexed_batches(len(rows), self._collate("val"), size, ctx.rank, ctx.world_size)
+        return ctx.shards["val"].iter_torch_batches(batch_size=size, collate_fn=self._ray_collate())
+
+    # losses --------------------------------------------------------------------------------------
+    def forward(self, model: nn.Module, batch: Batch, step: int) -> StepOutput:
+        source_id = batch.pop("source_id", None)
+        out = model(batch, self.gate_scale(step))
+        metrics = {**out.losses, **out.diagnostics}
+        if source_id is not None and self.data.sources:
+            counts = torch.bincount(source_id, minlength=len(self.data.sources)).float() / source_id.numel()
+            metrics.update({f"mix_{name}": counts[i] for i, name in enumerate(self.data.sources)})
+        return StepOutput(out.loss, metrics, out.num_tokens)
+
+    def eval_sums(self, model: nn.Module, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        batch.pop("source_id", None)
+        out = model(batch, self.gate_scale(step))
+        tokens = out.num_tokens.double()
+        return {"loss_sum": out.losses["ce"].double() * tokens, "tokens": tokens}
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        loss = sums["loss_sum"] / max(sums["tokens"], 1.0)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": sums["tokens"]}
+
+    def artifacts(self) -> dict[str, bytes]:
+        meta = {**self.data.meta, "vocab_size": self.data.vocab_size, "pad_id": self.data.pad_id,
+                "bos_id": self.data.bos_id, "eos_id": self.data.eos_id, "dataset": self.cfg.data.dataset}
+        return {"tokenizer.json": self.data.tokenizer_json.encode(), "meta.json": json.dumps(meta).encode()}

@@ -1,0 +1,323 @@
+"""The training loop: plain PyTorch, no Ray. Composes a Task with the optimizer, schedules, precision,
+checkpoints, validation and logging; a `Reporter` says where checkpoints go (Ray or the run directory).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from hrm_ray.config import Config, to_dict
+from hrm_ray.train.checkpoint import (
+    BEST_MODEL_DIR,
+    CheckpointStore,
+    load_checkpoint,
+    load_model_weights,
+    read_meta,
+    rng_state,
+    set_rng_state,
+    write_best_model,
+)
+from hrm_ray.train.lr_schedule import LRSchedule
+from hrm_ray.train.metrics import MetricsLogger
+from hrm_ray.train.run_files import RunFiles
+from hrm_ray.train.task import (
+    Task,
+    WorkerContext,
+    after_step,
+    eval_weights,
+    load_task_state,
+    task_state,
+    unwrap,
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is left as it was."""
+
+
+class Reporter(Protocol):
+    def latest_checkpoint(self) -> Path | None:
+        """Directory of the checkpoint to resume from, if any."""
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
+        """Called by every rank at each evaluation; rank 0 passes the checkpoint state."""
+
+
+class LocalReporter:
+    """No Ray: checkpoints are `checkpoint_*` directories of the run directory (newest `limit` kept)."""
+
+    def __init__(self, run_dir: str | Path, limit: int):
+        self.store = CheckpointStore(run_dir, limit)
+
+    def latest_checkpoint(self) -> Path | None:
+        return self.store.latest()
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
+        if state is not None:
+            self.store.save(state, meta)
+
+
+@dataclass
+class LoopResult:
+    step: int
+    total_steps: int
+    best_val_loss: float = math.inf
+    last_val: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    already_done: bool = False
+    nonfinite_steps: int = 0
+
+
+def total_steps(cfg: Config, train_samples: int, world_size: int) -> int:
+    """`--steps` when > 0, else `--epochs` passes over the data."""
+    if cfg.train.steps > 0:
+        return cfg.train.steps
+    per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * world_size
+    return max(1, cfg.train.epochs * (train_samples // per_step))
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class MetricWindow:
+    """Sums 0-dim tensors over the logging window on the device; one host sync when read."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, metrics: dict[str, torch.Tensor], weight: float = 1.0) -> None:
+        """Add one optimizer step's values (`weight` 1/accum for each micro-batch's share)."""
+        for key, value in metrics.items():
+            value = value.detach().float()
+            if not key.endswith(("_min", "_max")):
+                value = value * weight
+            old = self.values.get(key)
+            if old is None:
+                self.values[key] = value.clone()
+            elif key.endswith("_min"):
+                self.values[key] = torch.minimum(old, value)
+            elif key.endswith("_max"):
+                self.values[key] = torch.maximum(old, value)
+            else:
+                self.values[key] = old + value
+
+    def tick(self) -> None:
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        if not self.values:
+            return {}
+        keys = list(self.values)
+        numbers = torch.stack([self.values[k] for k in keys]).tolist()
+        out = {k: (v if k.endswith(("_min", "_max")) else v / max(1, self.count))
+               for k, v in zip(keys, numbers, strict=True)}
+        self.values, self.count = {}, 0
+        return out
+
+
+def evaluate(model: nn.Module, task: Task, batches: Iterable[dict], step: int, device: torch.device,
+             dtype: torch.dtype | None) -> dict[str, float]:
+    """Token-weighted (sum-then-divide) validation over this rank's batches, all-reduced across ranks."""
+    model.eval()
+    sums = torch.zeros(len(task.eval_sum_keys), dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with _autocast(device, dtype):
+                values = task.eval_sums(model, batch, step)
+            sums += torch.stack([values[k].detach().double() for k in task.eval_sum_keys])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+    model.train()
+    return task.eval_metrics(dict(zip(task.eval_sum_keys, sums.tolist(), strict=True)))
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, files: RunFiles | None,
+             prepare_model=None, logger: MetricsLogger | None = None) -> LoopResult:
+    """Train `task` to `total_steps`, resuming from the reporter's latest checkpoint when there is one.
+
+    `prepare_model` wraps the model for distribution (Ray's `prepare_model`); by default it is only
+    moved to `ctx.device`. `files` is the run directory (rank 0 writes metrics and best-model/ there).
+    """
+    tc = cfg.train
+    rank0 = ctx.rank == 0
+    steps_total = total_steps(cfg, task.train_samples(), ctx.world_size)
+    resume_dir = reporter.latest_checkpoint()
+    if resume_dir is not None:
+        stored = read_meta(resume_dir)["step"]
+        if stored >= steps_total:
+            if rank0:
+                print(f"run '{tc.run_name}' is already at step {stored} >= steps {steps_total}: nothing to do "
+                      f"(raise --steps to train further)")
+            return LoopResult(step=stored, total_steps=steps_total, already_done=True,
+                              best_val_loss=read_meta(resume_dir).get("best_val_loss", math.inf))
+
+    torch.manual_seed(tc.seed)
+    model = task.build_model()
+    if resume_dir is None and tc.init_from:
+        missing, unexpected = model.load_state_dict(load_model_weights(tc.init_from), strict=False)
+        if rank0:
+            print(f"initialised from {tc.init_from} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+    model = prepare_model(model) if prepare_model else model.to(ctx.device)
+    core = unwrap(model)
+    optimizers = task.build_optimizers(core)
+    schedule = LRSchedule(optimizers, steps_total, cfg.optim.warmup_steps, cfg.optim.lr_scheduler,
+                          cfg.optim.lr_min_ratio)
+    dtype = autocast_dtype(tc.mixed_precision)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.mixed_precision == "fp16")
+    feed = task.train_feed(ctx)
+
+    step, best, bad_evals, nonfinite_total = 0, math.inf, 0, 0
+    if resume_dir is not None:
+        state = load_checkpoint(resume_dir)
+        core.load_state_dict(state["model"])
+        for optimizer, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(opt_state)
+        scaler.load_state_dict(state["scaler"])
+        feed.load_state_dict(state["data_position"][ctx.rank % len(state["data_position"])])
+        step, best, bad_evals = state["step"], state["best_val_loss"], state["evals_without_improvement"]
+        nonfinite_total = state["nonfinite_total"]
+        load_task_state(task, state.get("task", {}))
+        set_rng_state(state["rng"])
+        if rank0:
+            print(f"resumed '{tc.run_name}' from {resume_dir} at step {step}")
+
+    if logger is None:
+        logger = MetricsLogger(files if rank0 else None, steps_total, start_step=step, enabled=rank0,
+                               wandb=tc.wandb, run_name=tc.run_name, config=to_dict(cfg))
+    params = [p for p in core.parameters() if p.requires_grad]
+    window = MetricWindow()
+    window_start, window_tokens = time.perf_counter(), torch.zeros((), device=ctx.device)
+    nonfinite_run = 0
+    result = LoopResult(step=step, total_steps=steps_total, best_val_loss=best, nonfinite_steps=nonfinite_total)
+    model.train()
+
+    while step < steps_total:
+        lr = schedule.apply(step)
+        loss_sum = torch.zeros((), device=ctx.device)
+        for micro in range(tc.grad_accum_steps):
+            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in feed.next_batch().items()}
+            last = micro == tc.grad_accum_steps - 1
+            sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with _autocast(ctx.device, dtype):
+                    out = task.forward(model, batch, step)
+                scaler.scale(out.loss / tc.grad_accum_steps).backward()
+            loss_sum += out.loss.detach().float()
+            window.add(out.metrics, 1.0 / tc.grad_accum_steps)
+            window_tokens += out.num_tokens if isinstance(out.num_tokens, torch.Tensor) else float(out.num_tokens)
+        for p in task.frozen_parameters(core, step):
+            p.grad = None
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
+        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+        # One scalar sync per optimizer step to skip a non-finite update, as GradScaler itself does.
+        # fp16 leaves gradient overflow to the scaler; across ranks the all-reduced grad norm decides.
+        finite = torch.isfinite(loss_sum)
+        if not scaler.is_enabled():
+            finite = torch.isfinite(grad_norm) if ctx.world_size > 1 else finite & torch.isfinite(grad_norm)
+        if bool(finite):
+            for optimizer in optimizers:
+                scaler.step(optimizer)
+            scaler.update()
+            after_step(task, core, step)
+            nonfinite_run = 0
+        else:
+            nonfinite_run += 1
+            nonfinite_total += 1
+            logger.event(f"[yellow]step {step + 1}: non-finite loss/gradient, update skipped "
+                         f"({nonfinite_run} in a row, {nonfinite_total} in all)[/yellow]")
+            if nonfinite_run >= tc.max_nonfinite_steps > 0:
+                logger.close()
+                raise NonFiniteLossError(
+                    f"{nonfinite_run} non-finite steps in a row at step {step + 1} (max_nonfinite_steps="
+                    f"{tc.max_nonfinite_steps}); stopped, the last good checkpoint is kept")
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        window.add({"loss": loss_sum / tc.grad_accum_steps, "grad_norm": grad_norm})
+        window.tick()
+        step += 1
+
+        if step % tc.log_steps == 0 or step == steps_total:
+            values = window.read()
+            elapsed = time.perf_counter() - window_start
+            tokens = float(window_tokens) * ctx.world_size
+            values = {**values, "lr": lr, "tokens_per_s": tokens / max(elapsed, 1e-9),
+                      "nonfinite_steps": nonfinite_total, **task.step_log(step - 1)}
+            logger.log(step, "train", values)
+            window_start, window_tokens = time.perf_counter(), torch.zeros((), device=ctx.device)
+
+        if step % tc.val_every == 0 or step == steps_total:
+            with eval_weights(task, core):
+                val = evaluate(model, task, task.val_batches(ctx), step, ctx.device, dtype)
+                improved = val["loss"] < best
+                if improved and rank0 and tc.save_best_model and files is not None:
+                    _write_best(files, core, task, step, val)
+            logger.log(step, "val", val)
+            result.last_val = val
+            if improved:
+                best, bad_evals = val["loss"], 0
+            elif tc.eval_loss_patience > 0 and step >= tc.patience_grace_steps:
+                bad_evals += 1
+            stop = tc.eval_loss_patience > 0 and bad_evals >= tc.eval_loss_patience
+            final = stop or step == steps_total
+            meta = {"step": step, "final": final, "best_val_loss": best, "val_loss": val["loss"]}
+            state = None
+            if rank0:
+                state = {"model": core.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                         "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                         "data_position": _gather_positions(feed.state_dict(), ctx.world_size),
+                         "step": step, "best_val_loss": best, "evals_without_improvement": bad_evals,
+                         "nonfinite_total": nonfinite_total, "task": task_state(task), "config": to_dict(cfg)}
+            else:
+                _gather_positions(feed.state_dict(), ctx.world_size)
+            reporter.report({"step": step, **{f"val_{k}": v for k, v in val.items()}, "best_val_loss": best},
+                            state, meta)
+            window_start = time.perf_counter()
+            if stop:
+                logger.event(f"early stop at step {step}: validation loss has not improved on the best "
+                             f"{best:.4f} for {bad_evals} evaluations")
+                result.stopped_early = True
+                break
+
+    result.step, result.best_val_loss, result.nonfinite_steps = step, best, nonfinite_total
+    logger.close()
+    return result
+
+
+def _gather_positions(position: dict[str, int], world_size: int) -> list[dict[str, int]]:
+    """Every rank's data position (rank order), so each rank resumes its own stream."""
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [position]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, position)
+    return gathered
+
+
+def _write_best(files: RunFiles, model: nn.Module, task: Task, step: int, val: dict[str, float]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_best_model(tmp, model.state_dict(), yaml.safe_dump(to_dict(task.cfg), sort_keys=False),
+                         task.artifacts(), {"step": step, **{f"val_{k}": v for k, v in val.items()}})
+        files.put_dir(tmp, BEST_MODEL_DIR)
+

@@ -1,0 +1,116 @@
+"""The model-agnostic contract between the training loop and what it trains.
+
+A `Task` owns the model, its data and its losses; the loop owns optimisation, precision, schedules,
+checkpoints, validation and logging. `LanguageModelTask` (hrm_ray/train/lm_task.py) trains the HRM×LM
+hybrid; the puzzle HRM implements the same protocol.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from hrm_ray.config import Config
+from hrm_ray.train.data_feed import Batch, BatchFeed
+
+
+@dataclass
+class StepOutput:
+    """One micro-batch's result. `metrics` are detached 0-dim tensors (no host sync); the loop averages
+    them over the logging window (keys ending in `_min`/`_max` take the window's min/max)."""
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    num_tokens: torch.Tensor | int = 0
+
+
+@dataclass
+class WorkerContext:
+    """Where the loop runs: rank, world size, device, and the Ray Dataset shards (empty in-process)."""
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    shards: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    cfg: Config
+    # Names of the additive sums `eval_sums` returns (all-reduced across ranks in this order).
+    eval_sum_keys: tuple[str, ...]
+
+    def ray_datasets(self) -> dict[str, Any]:
+        """Driver side: Ray Datasets to shard across workers ({} when the data is built in-process)."""
+
+    def build_model(self) -> nn.Module:
+        """A fresh model on the CPU (the loop moves it and wraps it for DDP)."""
+
+    def build_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
+        """Optimizers over the model's parameters (usually one; the puzzle HRM adds sign-SGD)."""
+
+    def train_samples(self) -> int:
+        """Training samples in one epoch (turns `--epochs` into steps)."""
+
+    def train_feed(self, ctx: WorkerContext) -> BatchFeed:
+        """This rank's endless, resumable stream of training batches."""
+
+    def val_batches(self, ctx: WorkerContext) -> Iterable[Batch]:
+        """This rank's share of the validation set (at most `max_val_samples` in all), once."""
+
+    def forward(self, model: nn.Module, batch: Batch, step: int) -> StepOutput:
+        """Loss and metrics of one training micro-batch at optimizer step `step`."""
+
+    def eval_sums(self, model: nn.Module, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        """Additive quantities of one validation batch (e.g. loss summed over tokens, token count)."""
+
+    def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """Validation metrics from the summed quantities; must contain `loss` (lower is better)."""
+
+    def frozen_parameters(self, model: nn.Module, step: int) -> list[nn.Parameter]:
+        """Parameters that get no update (and no weight decay) at `step`."""
+
+    def step_log(self, step: int) -> dict[str, float]:
+        """Schedule values worth logging at `step` (e.g. the gate scale)."""
+
+    def artifacts(self) -> dict[str, bytes]:
+        """Extra files for best-model/ (tokenizer.json, meta.json of the data, ...)."""
+
+    # Optional hooks (the loop calls them through the functions below; a task without them gets the
+    # defaults, which is what the LM task uses):
+    #   after_step(model, step)      after each applied optimizer step (e.g. update an EMA of the weights)
+    #   eval_weights(model)          context manager around validation and best-model/ (e.g. EMA swapped in)
+    #   state_dict() / load_state_dict(state)   task state that goes into checkpoints (e.g. the EMA)
+    #   ddp_kwargs                   extra DistributedDataParallel arguments (e.g. broadcast_buffers=False)
+
+
+def after_step(task: Task, model: nn.Module, step: int) -> None:
+    hook = getattr(task, "after_step", None)
+    if hook is not None:
+        hook(model, step)
+
+
+def eval_weights(task: Task, model: nn.Module) -> contextlib.AbstractContextManager:
+    hook = getattr(task, "eval_weights", None)
+    return hook(model) if hook is not None else contextlib.nullcontext(model)
+
+
+def task_state(task: Task) -> dict[str, Any]:
+    hook = getattr(task, "state_dict", None)
+    return hook() if hook is not None else {}
+
+
+def load_task_state(task: Task, state: dict[str, Any]) -> None:
+    hook = getattr(task, "load_state_dict", None)
+    if hook is not None:
+        hook(state)
+
+
+def ddp_kwargs(task: Task) -> dict[str, Any]:
+    return dict(getattr(task, "ddp_kwargs", {}))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
