@@ -7,32 +7,28 @@ from __future__ import annotations
 
 import argparse
 
-from hrm_ray.config import PAPER_FLAGS, Config, build_config, flag_index, leaf_paths
+from hrm_ray.config import PAPER_FLAGS, Config, build_config, flag_index, get_value, leaf_paths
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.allow_abbrev = False
     parser.add_argument("--config", default=None, help="a YAML instance of the config tree")
     parser.add_argument("--dry_run", action="store_true", help="one forward/backward, no training")
-    cfg = Config()
-    paths = leaf_paths(cfg)
-    flags = flag_index(cfg)
-    for path, kind in paths.items():
-        names = [f"--{path}"]
-        short = path.rsplit(".", 1)[-1]
-        if flags.get(short) == path:
-            names.insert(0, f"--{short}")
-        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
-        parser.add_argument(*names, dest=f"cfg:{path}", default=argparse.SUPPRESS, metavar=short.upper(),
-                            help=f"{path} (default: {_default(cfg, path)})", **extra)
+    add_config_flags(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted overrides")
 
 
-def _default(cfg: Config, path: str) -> object:
-    node: object = cfg
-    for part in path.split("."):
-        node = getattr(node, part)
-    return node
+def add_config_flags(parser: argparse.ArgumentParser, reserved: tuple[str, ...] = ()) -> None:
+    """Every config field as `--dotted.path`, and as `--name` where the name is unique and not `reserved`
+    by the command itself; values are collected by `overrides_from`."""
+    cfg = Config()
+    flags = flag_index(cfg)
+    for path, kind in leaf_paths(cfg).items():
+        short = path.rsplit(".", 1)[-1]
+        names = [f"--{path}"] + ([f"--{short}"] if flags.get(short) == path and short not in reserved else [])
+        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
+        parser.add_argument(*names, dest=f"cfg:{path}", default=argparse.SUPPRESS, metavar=short.upper(),
+                            help=f"{path} (default: {get_value(cfg, path)})", **extra)
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from hrm_ray.config import Config, flag_index, leaf_paths, to_dict
+from hrm_ray.commands.train import add_config_flags
+from hrm_ray.config import to_dict
 from hrm_ray.errors import UserError
 from hrm_ray.train.run_files import is_remote, join
 
@@ -43,14 +44,7 @@ def configure(parser: argparse.ArgumentParser, default_config: str | None = None
                         help="choices A,B,C of hrm_gate_warmup_steps; 'auto': 0, steps/8, steps/4, steps/2; 'off'")
     parser.add_argument("--search_learning_rate", default="off", help="log-uniform LOW,HIGH, or 'off' (default)")
     parser.add_argument("--no_report", action="store_true", help="skip the plots and report.md")
-    cfg = Config()
-    flags = flag_index(cfg)
-    for path, kind in leaf_paths(cfg).items():
-        short = path.rsplit(".", 1)[-1]
-        names = [f"--{path}"] + ([f"--{short}"] if flags.get(short) == path and short not in TUNE_FLAGS else [])
-        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
-        parser.add_argument(*names, dest=f"cfg:{path}", default=argparse.SUPPRESS, metavar=short.upper(),
-                            help=f"config field {path}", **extra)
+    add_config_flags(parser, reserved=TUNE_FLAGS)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides")
 
 
