@@ -6,6 +6,7 @@ import importlib
 import logging
 import sys
 
+from hrm_ray.config import suggest
 from hrm_ray.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,24 +25,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hrm-ray", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.configure(sub)
         sub.set_defaults(handler=module.run)
     return parser
 
 
+def unknown_argument_message(parser: argparse.ArgumentParser, command: str, token: str) -> str:
+    """'unknown flag' with the closest flag of `command` (argparse alone gives no suggestion)."""
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = [o for action in subparsers.choices[command]._actions for o in action.option_strings]
+    name = token.split("=", 1)[0]
+    return f"hrm-ray {command}: unknown flag '{name}'{suggest(name, options)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hrm_ray").setLevel(logging.INFO)
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
+        if unknown:
+            raise UserError(unknown_argument_message(parser, args.command, unknown[0]))
         return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -72,3 +72,10 @@ def test_profiles_overlay_after_the_file_and_unknown_profile_errors(tmp_path):
     assert load_yaml(stage).train.steps == 100
     with pytest.raises(UserError, match="'dmeo' is not defined.*did you mean 'demo'"):
         build_config(str(stage), [], profile="dmeo")
+
+
+def test_cli_unknown_flag_names_it_and_suggests(capsys):
+    from hrm_ray.cli import main
+
+    assert main(["train", "--batch_sze", "3"]) == 2
+    assert "unknown flag '--batch_sze' (did you mean '--batch_size'?)" in capsys.readouterr().err
