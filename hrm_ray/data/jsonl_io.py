@@ -3,7 +3,6 @@ the seed's JSONL layout (`train.jsonl`/`val.jsonl`, one {"encoder_ids", "decoder
 "labels"} object a line, with tokenizer.json and meta.json beside them)."""
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hrm_ray.data.meta import SPLITS, TRIPLET_COLUMNS, read_meta, split_files, write_meta
+from hrm_ray.data.records import numbered_jsonl
 from hrm_ray.data.writer import MIX_SCHEMA, TRIPLET_SCHEMA, DatasetWriter, atomic_dir
 from hrm_ray.errors import UserError
 
@@ -27,21 +27,14 @@ def iter_split_tables(path: str | Path, split: str, batch_rows: int = BATCH_ROWS
                 yield pa.Table.from_batches([batch])
             continue
         rows: list[dict] = []
-        with open(file, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{file}: line {lineno}: invalid JSON: {exc.msg}") from exc
-                missing = [c for c in TRIPLET_COLUMNS if c not in row]
-                if missing:
-                    raise UserError(f"{file}: line {lineno}: missing {', '.join(missing)}")
-                rows.append(row)
-                if len(rows) == batch_rows:
-                    yield _rows_to_table(rows)
-                    rows = []
+        for lineno, row in numbered_jsonl(file):
+            missing = [c for c in TRIPLET_COLUMNS if c not in row]
+            if missing:
+                raise UserError(f"{file}: line {lineno}: missing {', '.join(missing)}")
+            rows.append(row)
+            if len(rows) == batch_rows:
+                yield _rows_to_table(rows)
+                rows = []
         if rows:
             yield _rows_to_table(rows)
 

@@ -107,7 +107,8 @@ def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
             raise UserError(f"{path}: not an Arrow IPC file or stream: {exc}") from exc
 
 
-def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a .jsonl or .jsonl.gz file."""
     opener = gzip.open if str(path).lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
@@ -119,7 +120,11 @@ def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}: line {lineno}: invalid JSON: {exc.msg}") from exc
             if not isinstance(record, dict):
                 raise UserError(f"{path}: line {lineno}: expected a JSON object, got {type(record).__name__}")
-            yield record
+            yield lineno, record
+
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    return (record for _, record in numbered_jsonl(path))
 
 
 def _json_records(path: Path) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ A group is an original puzzle with its augmentations; an epoch samples one puzzl
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import shutil
 import tempfile
@@ -183,3 +184,20 @@ def collate(inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarr
         "labels": torch.from_numpy(labels),
         "puzzle_identifiers": torch.from_numpy(np.array(puzzle_identifiers, dtype=np.int64)),
     }
+
+
+def paper_csv_rows(path: str | Path, what: str) -> Iterator[tuple[str, str, str, str]]:
+    """Rows of the paper's CSV layout (header, then `source,question,answer,rating`) as
+    (`file:line` for errors, question, answer, rating)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} CSV not found: {path}")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or len(header) != 4:
+            raise ValueError(f"{path}: expected header source,question,answer,rating; got {header}")
+        for lineno, row in enumerate(reader, 2):
+            if len(row) != 4:
+                raise ValueError(f"{path}:{lineno}: expected 4 fields (source,question,answer,rating)")
+            yield f"{path}:{lineno}", row[1], row[2], row[3]

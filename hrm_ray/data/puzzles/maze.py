@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm_ray.data.puzzles.arc import dihedral
+from hrm_ray.data.puzzles.format import paper_csv_rows
 
 CHARSET = "# SGo"
 VOCAB_SIZE = len(CHARSET) + 1
@@ -33,29 +34,18 @@ def encode(text: str, where: str) -> np.ndarray:
 
 def read_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """-> inputs, labels as token grids [N, n, n]."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"maze CSV not found: {path}")
     inputs, labels, side = [], [], None
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or len(header) != 4:
-            raise ValueError(f"{path}: expected header source,question,answer,rating; got {header}")
-        for lineno, row in enumerate(reader, 2):
-            if len(row) != 4:
-                raise ValueError(f"{path}:{lineno}: expected 4 fields (source,question,answer,rating)")
-            _, q, a, _ = row
-            n = int(round(len(q) ** 0.5))
-            if n * n != len(q) or len(a) != len(q):
-                raise ValueError(f"{path}:{lineno}: question and answer must be the same square grid "
-                                 f"(got {len(q)} and {len(a)} characters)")
-            if side is None:
-                side = n
-            elif n != side:
-                raise ValueError(f"{path}:{lineno}: grid side {n} differs from the first row's {side}")
-            inputs.append(encode(q, f"{path}:{lineno}").reshape(n, n))
-            labels.append(encode(a, f"{path}:{lineno}").reshape(n, n))
+    for where, q, a, _ in paper_csv_rows(path, "maze"):
+        n = int(round(len(q) ** 0.5))
+        if n * n != len(q) or len(a) != len(q):
+            raise ValueError(f"{where}: question and answer must be the same square grid "
+                             f"(got {len(q)} and {len(a)} characters)")
+        if side is None:
+            side = n
+        elif n != side:
+            raise ValueError(f"{where}: grid side {n} differs from the first row's {side}")
+        inputs.append(encode(q, where).reshape(n, n))
+        labels.append(encode(a, where).reshape(n, n))
     if not inputs:
         raise ValueError(f"{path}: no mazes")
     return np.stack(inputs), np.stack(labels)

@@ -5,7 +5,6 @@ Grids are numpy uint8 arrays [9, 9] (or flat [81]) with 0 = blank. The dataset s
 """
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from hrm_ray.data.puzzles.format import paper_csv_rows
 
 # ---------------------------------------------------------------------------------------------
 # Solver: bitmask candidates, constraint propagation (naked + hidden singles), MRV backtracking.
@@ -176,25 +177,14 @@ def read_puzzle_lines(path: str | Path) -> np.ndarray:
 
 def read_csv(path: str | Path, min_difficulty: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The paper's CSV layout: header, then `source,question,answer,rating` (question uses `.` blanks)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Sudoku CSV not found: {path}")
     questions, answers = [], []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or len(header) != 4:
-            raise ValueError(f"{path}: expected header source,question,answer,rating; got {header}")
-        for lineno, row in enumerate(reader, 2):
-            if len(row) != 4:
-                raise ValueError(f"{path}:{lineno}: expected 4 fields (source,question,answer,rating)")
-            _, q, a, rating = row
-            if min_difficulty is not None and int(rating) < min_difficulty:
-                continue
-            if len(q) != 81 or len(a) != 81 or not set(q) <= _PUZZLE_CHARS or not set(a) <= _PUZZLE_CHARS:
-                raise ValueError(f"{path}:{lineno}: question and answer must be 81 characters of 0-9 or '.'")
-            questions.append(parse_grid(q))
-            answers.append(parse_grid(a))
+    for where, q, a, rating in paper_csv_rows(path, "Sudoku"):
+        if min_difficulty is not None and int(rating) < min_difficulty:
+            continue
+        if len(q) != 81 or len(a) != 81 or not set(q) <= _PUZZLE_CHARS or not set(a) <= _PUZZLE_CHARS:
+            raise ValueError(f"{where}: question and answer must be 81 characters of 0-9 or '.'")
+        questions.append(parse_grid(q))
+        answers.append(parse_grid(a))
     if not questions:
         raise ValueError(f"{path}: no puzzles (after min_difficulty={min_difficulty})")
     return np.stack(questions), np.stack(answers)
