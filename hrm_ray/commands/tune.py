@@ -67,7 +67,8 @@ def _pair(text: str, flag: str) -> tuple[float, float] | None:
 
 def build_spec(args: argparse.Namespace):
     from hrm_ray.commands.train import overrides_from
-    from hrm_ray.experiments.stage import load_stage_config, storage_root
+    from hrm_ray.experiments.stage import load_stage_config
+    from hrm_ray.train.ray_trainer import storage_root
     from hrm_ray.tune.sweep import SearchSpace, SweepSpec
 
     if not args.config and args.profile:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hrm_ray.errors import UserError
-from hrm_ray.experiments.stage import DEMO_PROFILE, run_stage, storage_root
+from hrm_ray.experiments.stage import DEMO_PROFILE, run_stage
+from hrm_ray.train.ray_trainer import storage_root
 
 EVAL_SAMPLES = 512
 

@@ -10,14 +10,11 @@ dataset that does not exist yet is generated (random valid grids with 40 blanks,
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import random
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hrm_ray.config import PAPER_FLAGS, Config, build_config
 from hrm_ray.errors import UserError
@@ -27,9 +24,10 @@ from hrm_ray.experiments.stage import (
     STORAGE_ENV,
     parse_stage_args,
     start_ray,
-    storage_root,
 )
 from hrm_ray.train.loop import LoopResult
+from hrm_ray.train.ray_trainer import storage_root
+from hrm_ray.tune.sweep import Dimension, KnobSpace
 
 DEMO_SUDOKU = {"train_size": 4000, "test_size": 1000, "blanks": 40}  # ~45% of random puzzles are unique
 
@@ -86,55 +84,20 @@ def puzzle_main(default_config: str | Path, demo_data: bool = False, argv: Seque
 
 
 @dataclass
-class PuzzleSearchSpace:
-    """The gated puzzle HRM's knobs for `hrm_ray.tune.sweep` (same interface as its SearchSpace)."""
+class PuzzleSearchSpace(KnobSpace):
+    """The gated puzzle HRM's knobs for `hrm_ray.tune.sweep`; None leaves a knob at the base value."""
     gate_init_bias: tuple[float, float] | None = (-3.5, -1.0)
     gate_hidden_ratio: tuple[float, ...] | None = (0.125, 0.25, 0.5)
     learning_rate: tuple[float, float] | None = (3e-4, 3e-3)
 
-    PATHS = {"gate_init_bias": "arch.gate_init_bias", "gate_hidden_ratio": "arch.gate_hidden_ratio",
-             "learning_rate": "optim.learning_rate"}
-
-    def resolved(self, steps: int) -> PuzzleSearchSpace:
-        return self
-
-    def check(self) -> None:
-        for name in ("gate_init_bias", "learning_rate"):
-            lo_hi = getattr(self, name)
-            if lo_hi is not None and not lo_hi[0] < lo_hi[1]:
-                raise UserError(f"--search_{name}: expected LOW,HIGH with LOW < HIGH, got {lo_hi}")
-        if self.learning_rate is not None and self.learning_rate[0] <= 0:
-            raise UserError(f"--search_learning_rate: a log-uniform range needs LOW > 0, got {self.learning_rate}")
-        if self.gate_hidden_ratio is not None and min(self.gate_hidden_ratio, default=0) <= 0:
-            raise UserError(f"--search_gate_hidden_ratio: ratios must be > 0, got {self.gate_hidden_ratio}")
-
-    def tune_space(self) -> dict[str, Any]:
-        from ray import tune
-
-        space = {}
-        if self.gate_init_bias:
-            space[self.PATHS["gate_init_bias"]] = tune.uniform(*self.gate_init_bias)
-        if self.gate_hidden_ratio:
-            space[self.PATHS["gate_hidden_ratio"]] = tune.choice(list(self.gate_hidden_ratio))
-        if self.learning_rate:
-            space[self.PATHS["learning_rate"]] = tune.loguniform(*self.learning_rate)
-        if not space:
-            raise UserError("the search space is empty: give at least one --search_* range")
-        return space
-
-    def sample(self, count: int, seed: int) -> list[dict[str, Any]]:
-        rng = random.Random(seed)
-        points = []
-        for _ in range(count):
-            point: dict[str, Any] = {}
-            if self.gate_init_bias:
-                point[self.PATHS["gate_init_bias"]] = rng.uniform(*self.gate_init_bias)
-            if self.gate_hidden_ratio:
-                point[self.PATHS["gate_hidden_ratio"]] = rng.choice(list(self.gate_hidden_ratio))
-            if self.learning_rate:
-                point[self.PATHS["learning_rate"]] = math.exp(rng.uniform(*map(math.log, self.learning_rate)))
-            points.append(point)
-        return points
+    def dimensions(self) -> list[Dimension]:
+        knobs = [
+            Dimension("search_gate_init_bias", "arch.gate_init_bias", "uniform", self.gate_init_bias),
+            Dimension("search_gate_hidden_ratio", "arch.gate_hidden_ratio", "choice", self.gate_hidden_ratio,
+                      min_value=1e-6),
+            Dimension("search_learning_rate", "optim.learning_rate", "loguniform", self.learning_rate),
+        ]
+        return [d for d in knobs if d.values is not None]
 
 
 SWEEP_METRIC, SWEEP_MODE = "val_exact_accuracy", "max"

@@ -25,6 +25,7 @@ from pathlib import Path
 from hrm_ray.config import Config, build_config
 from hrm_ray.errors import UserError
 from hrm_ray.train.loop import LoopResult
+from hrm_ray.train.ray_trainer import storage_root
 from hrm_ray.train.run_files import is_remote, join
 
 STORAGE_ENV = "HRM_RAY_STORAGE"
@@ -70,12 +71,6 @@ def absolute_dataset_spec(spec: str) -> str:
     if len(specs) == 1 and ":" not in spec.rsplit("/", 1)[-1]:
         return paths[0]
     return ",".join(f"{p}:{w:g}" for p, (_, w) in zip(paths, specs, strict=True))
-
-
-def storage_root(cfg: Config) -> str:
-    from hrm_ray.train.ray_trainer import storage_root as trainer_storage_root
-
-    return trainer_storage_root(cfg)
 
 
 def check_init_from(cfg: Config) -> None:

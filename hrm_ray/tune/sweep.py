@@ -20,6 +20,8 @@ report/ (plots and report.md by `hrm_ray.report`), sweep.json (the settings a re
 """
 from __future__ import annotations
 
+import abc
+import importlib
 import json
 import math
 import os
@@ -48,9 +50,71 @@ GATE_WARMUP = "train.hrm_gate_warmup_steps"
 LEARNING_RATE = "optim.learning_rate"
 
 
+@dataclass(frozen=True)
+class Dimension:
+    """One knob of a search space: config `path`, sampled `kind` (uniform | loguniform | choice) over
+    `values` (LOW, HIGH or the choices); `flag` names it in errors; `min_value` bounds choices."""
+    flag: str
+    path: str
+    kind: str
+    values: tuple
+    min_value: float | None = None
+
+    def check(self) -> None:
+        if self.kind == "choice":
+            if not self.values or (self.min_value is not None and min(self.values) < self.min_value):
+                raise UserError(f"--{self.flag}: expected choices >= {self.min_value}, got {self.values}")
+            return
+        low, high = self.values
+        if not low < high:
+            raise UserError(f"--{self.flag}: expected LOW,HIGH with LOW < HIGH, got {self.values}")
+        if self.kind == "loguniform" and low <= 0:
+            raise UserError(f"--{self.flag}: a log-uniform range needs LOW > 0, got {self.values}")
+
+    def domain(self) -> Any:
+        from ray import tune
+
+        if self.kind == "choice":
+            return tune.choice(list(self.values))
+        return (tune.loguniform if self.kind == "loguniform" else tune.uniform)(*self.values)
+
+    def draw(self, rng: random.Random) -> Any:
+        if self.kind == "choice":
+            return rng.choice(list(self.values))
+        if self.kind == "loguniform":
+            return math.exp(rng.uniform(*map(math.log, self.values)))
+        return rng.uniform(*self.values)
+
+
+class KnobSpace(abc.ABC):
+    """A search space made of `dimensions()`: checking, Tune's param_space and seeded samples."""
+
+    @abc.abstractmethod
+    def dimensions(self) -> list[Dimension]:
+        """The knobs this space samples (those with a range)."""
+
+    def resolved(self, steps: int) -> KnobSpace:
+        return self
+
+    def check(self) -> None:
+        for dimension in self.dimensions():
+            dimension.check()
+
+    def tune_space(self) -> dict[str, Any]:
+        space = {d.path: d.domain() for d in self.dimensions()}
+        if not space:
+            raise UserError("the search space is empty: give at least one --search_* range")
+        return space
+
+    def sample(self, count: int, seed: int) -> list[dict[str, Any]]:
+        """`count` points drawn from the space with a seed (the same points for two sweeps to compare)."""
+        rng = random.Random(seed)
+        return [{d.path: d.draw(rng) for d in self.dimensions()} for _ in range(count)]
+
+
 @dataclass
-class SearchSpace:
-    """Ranges of the knobs a sweep samples; None leaves a knob at the base config's value."""
+class SearchSpace(KnobSpace):
+    """Stage B's knobs; None leaves a knob at the base config's value."""
     gate_init_bias: tuple[float, float] | None = (-3.5, -1.0)
     halting_weight: tuple[float, float] | None = (1e-3, 0.2)
     gate_warmup_steps: tuple[int, ...] | None = None  # None: 0, steps/8, steps/4, steps/2
@@ -62,49 +126,14 @@ class SearchSpace:
             warmup = tuple(sorted({0, steps // 8, steps // 4, steps // 2}))
         return SearchSpace(self.gate_init_bias, self.halting_weight, warmup, self.learning_rate)
 
-    def check(self) -> None:
-        for name, lo_hi in (("gate_init_bias", self.gate_init_bias), ("halting_weight", self.halting_weight),
-                            ("learning_rate", self.learning_rate)):
-            if lo_hi is not None and not lo_hi[0] < lo_hi[1]:
-                raise UserError(f"--search_{name}: expected LOW,HIGH with LOW < HIGH, got {lo_hi}")
-        for name, lo_hi in (("halting_weight", self.halting_weight), ("learning_rate", self.learning_rate)):
-            if lo_hi is not None and lo_hi[0] <= 0:
-                raise UserError(f"--search_{name}: a log-uniform range needs LOW > 0, got {lo_hi}")
-        if self.gate_warmup_steps is not None and (not self.gate_warmup_steps or min(self.gate_warmup_steps) < 0):
-            raise UserError(f"--search_gate_warmup: expected steps >= 0, got {self.gate_warmup_steps}")
-
-    def tune_space(self) -> dict[str, Any]:
-        from ray import tune
-
-        space: dict[str, Any] = {}
-        if self.gate_init_bias:
-            space[GATE_INIT_BIAS] = tune.uniform(*self.gate_init_bias)
-        if self.halting_weight:
-            space[HALTING_WEIGHT] = tune.loguniform(*self.halting_weight)
-        if self.gate_warmup_steps:
-            space[GATE_WARMUP] = tune.choice(list(self.gate_warmup_steps))
-        if self.learning_rate:
-            space[LEARNING_RATE] = tune.loguniform(*self.learning_rate)
-        if not space:
-            raise UserError("the search space is empty: give at least one --search_* range")
-        return space
-
-    def sample(self, count: int, seed: int) -> list[dict[str, Any]]:
-        """`count` points drawn from the space with a seed (the same points for two sweeps to compare)."""
-        rng = random.Random(seed)
-        points = []
-        for _ in range(count):
-            point: dict[str, Any] = {}
-            if self.gate_init_bias:
-                point[GATE_INIT_BIAS] = rng.uniform(*self.gate_init_bias)
-            if self.halting_weight:
-                point[HALTING_WEIGHT] = math.exp(rng.uniform(*map(math.log, self.halting_weight)))
-            if self.gate_warmup_steps:
-                point[GATE_WARMUP] = rng.choice(list(self.gate_warmup_steps))
-            if self.learning_rate:
-                point[LEARNING_RATE] = math.exp(rng.uniform(*map(math.log, self.learning_rate)))
-            points.append(point)
-        return points
+    def dimensions(self) -> list[Dimension]:
+        knobs = [
+            Dimension("search_gate_init_bias", GATE_INIT_BIAS, "uniform", self.gate_init_bias),
+            Dimension("search_halting_weight", HALTING_WEIGHT, "loguniform", self.halting_weight),
+            Dimension("search_gate_warmup", GATE_WARMUP, "choice", self.gate_warmup_steps, min_value=0),
+            Dimension("search_learning_rate", LEARNING_RATE, "loguniform", self.learning_rate),
+        ]
+        return [d for d in knobs if d.values is not None]
 
 
 @dataclass
@@ -112,7 +141,7 @@ class SweepSpec:
     base: dict[str, Any]            # the full config tree every trial starts from (to_dict(Config))
     name: str
     storage: str                    # the sweep lives in <storage>/<name>/
-    space: SearchSpace = field(default_factory=SearchSpace)
+    space: KnobSpace = field(default_factory=SearchSpace)
     num_samples: int = 8
     max_concurrent_trials: int = 0  # 0: as many as the cluster's resources allow
     grace_period: int = 0           # steps before ASHA's first cut; 0: steps / reduction_factor**2
@@ -210,13 +239,16 @@ def _stored_best(runs_dir: str, cfg: Config) -> float:
 
 
 def _save_spec(spec: SweepSpec) -> None:
-    RunFiles(spec.path).write_bytes(SWEEP_FILE, json.dumps(asdict(spec), indent=2).encode())
+    RunFiles(spec.path).write_bytes(SWEEP_FILE, json.dumps(_comparable(spec), indent=2).encode())
 
 
 def load_spec(path: str) -> SweepSpec:
+    """The settings a sweep was started with; its search space rebuilt as the class it was (LM or puzzle)."""
     data = json.loads(Path(path, SWEEP_FILE).read_text())
     space = data.pop("space")
-    space = SearchSpace(**{k: tuple(v) if v is not None else None for k, v in space.items()})
+    module, _, name = data.pop("space_class", f"{__name__}:SearchSpace").partition(":")
+    space_class = getattr(importlib.import_module(module), name)
+    space = space_class(**{k: tuple(v) if v is not None else None for k, v in space.items()})
     return SweepSpec(space=space, **data)
 
 
@@ -308,6 +340,7 @@ def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool 
 def _comparable(spec: SweepSpec) -> dict[str, Any]:
     data = asdict(spec)
     data["space"] = {k: list(v) if v is not None else None for k, v in data["space"].items()}
+    data["space_class"] = f"{type(spec.space).__module__}:{type(spec.space).__qualname__}"
     return json.loads(json.dumps(data))
 
 
