@@ -1,6 +1,7 @@
 """Shared fixtures: one Ray session for the whole test run, and the real data directory."""
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -33,4 +34,5 @@ def ray_session():
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield ray
+    gc.collect()  # finish abandoned Ray Data iterators while Ray is still up
     ray.shutdown()

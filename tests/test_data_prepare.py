@@ -185,3 +185,26 @@ def test_job_script_uses_ray_address(ray_session, tmp_path, shared_data, small_t
     bad = subprocess.run(cmd[:2] + ["--source", str(tmp_path / "nope"), "--dest", str(tmp_path / "x")],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --source not found")
+
+
+@pytest.mark.timeout(90)
+def test_output_rows_do_not_depend_on_how_files_are_cut(ray_session, tmp_path, small_tokenizer):
+    """Workers write their own shards: many small work units give the same rows, in the same order,
+    and the same counts as one unit per file; JSONL parts are joined in unit order."""
+    src = tmp_path / "src"
+    src.mkdir()
+    docs = [{"text": f"Document {i}: the quick brown fox jumps over the lazy dog. " * (1 + i % 7)} for i in range(400)]
+    (src / "a.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    pq.write_table(pa.Table.from_pylist(docs[:250]), src / "b.parquet", row_group_size=20)
+    reports = {}
+    for name, unit_bytes in (("whole", 1 << 30), ("cut", 4000)):
+        reports[name] = prepare_language_dataset(PrepareConfig(
+            source=[str(src)], dest=str(tmp_path / name), tokenizer=str(small_tokenizer), max_seq_len=32,
+            val_ratio=0.2, format="both", unit_bytes=unit_bytes, tokenizer_workers=2))
+    assert len(list((tmp_path / "cut" / "train").glob("*.parquet"))) > 10
+    for split in ("train", "val"):
+        assert _rows(tmp_path / "cut", split) == _rows(tmp_path / "whole", split)
+        assert (tmp_path / "cut" / f"{split}.jsonl").read_bytes() == (tmp_path / "whole" / f"{split}.jsonl").read_bytes()
+    assert reports["cut"].samples == reports["whole"].samples and reports["cut"].tokens == reports["whole"].tokens
+    assert reports["cut"].documents_read == 650 and not (tmp_path / "cut" / ".parts").exists()
+    assert validate_dataset(str(tmp_path / "cut")).ok

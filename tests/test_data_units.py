@@ -191,3 +191,45 @@ def test_collate_pads_to_lm_batch():
     capped = collate_triplets(batch, pad_id=0, max_seq_len=2)
     assert capped["encoder_ids"].tolist() == [[6, 7], [8, 0]]  # the encoder keeps the prompt's end
     assert capped["labels"].tolist() == [[9, 2], [10, 11]]
+
+
+def test_work_units_cut_files_without_changing_records(tmp_path):
+    from hrm_ray.data.work_units import WorkUnit, piece_record_batches, plan_units
+
+    rows = [{"text": f"record {i} " + "x" * (i % 50)} for i in range(600)]
+    lines = [json.dumps(r) for r in rows]
+    for i in (5, 77, 300):
+        lines.insert(i, "   ")  # blank lines count as lines, not records
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "b.parquet", row_group_size=64)
+    for i in range(6):
+        (tmp_path / f"c{i}.jsonl").write_text(json.dumps({"text": f"small {i}"}) + "\n")
+    files = find_files([str(tmp_path)])
+    units = [WorkUnit.from_json(u.to_json()) for u in plan_units(files, unit_bytes=2000)]
+    assert [u.index for u in units] == list(range(len(units)))
+    by_file: dict[str, list] = {}
+    for piece in (p for u in units for p in u.pieces):
+        by_file.setdefault(piece.prefix, []).append(piece)
+    for prefix in ("a.jsonl", "b.parquet"):
+        assert len(by_file[prefix]) > 3, prefix  # large files are cut ...
+        got = []
+        for piece in by_file[prefix]:
+            assert piece.first_record == len(got)  # ... and each piece knows its first record's number
+            got += [r for batch in piece_record_batches(piece, 100) for r in batch]
+        assert got == rows, prefix
+    assert len(units[-1].pieces) > 1  # ... and small files are packed together
+    assert len(plan_units(files, unit_bytes=2000, max_records=100)) < len(units)
+    whole = plan_units(files, unit_bytes=1 << 30)
+    assert len(whole) == 1 and [p.byte_range for p in whole[0].pieces] == [None] * 8
+
+
+def test_a_broken_line_in_a_later_unit_names_its_line(tmp_path):
+    from hrm_ray.data.work_units import piece_record_batches, plan_units
+
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(500)]
+    lines[401] = "{broken"
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    units = plan_units(find_files([str(tmp_path / "a.jsonl")]), unit_bytes=1000)
+    with pytest.raises(UserError, match=r"a.jsonl: line 402: invalid JSON"):
+        for piece in (p for u in units for p in u.pieces):
+            list(piece_record_batches(piece, 64))

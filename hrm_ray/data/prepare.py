@@ -1,36 +1,41 @@
 """prepare_language_dataset: source files -> token triplets, as a Ray Data pipeline.
 
-read files (tasks) -> extract and clean documents -> tokenize and build triplets in an
-actor pool (`map_batches`, tokenizer built once per actor) -> train/val by a hash of the
-document id -> Parquet shards per split (+ JSONL if asked), tokenizer.json, meta.json.
-
-The driver consumes the stream in order (`preserve_order`) and writes the shards, so the
-counts are exact and a rerun with the same inputs and seed gives byte-identical shards.
-Everything is written into a hidden temporary directory renamed to --dest at the end.
+The files are cut into work units (whole files, runs of Parquet row groups, byte ranges of
+large .jsonl files: `work_units`). An actor pool (`map_batches`, tokenizer built once per actor)
+takes the units: read -> extract and clean documents -> tokenize -> triplets -> train/val by a
+hash of the document id -> the unit's own Parquet shards (+ JSONL parts if asked). Workers
+write their shards themselves, so the driver never touches the tokens; it adds up each unit's
+counts (exact) and completes the layout: tokenizer.json, meta.json, empty splits, JSONL parts
+joined in unit order. A unit's output depends only on its records, so a rerun with the same
+inputs and seed gives byte-identical shards. Everything is written into a hidden temporary
+directory renamed to --dest at the end.
 """
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import socket
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
-from ray.data import DataContext
 
 from hrm_ray.data.meta import SPLITS, write_meta
 from hrm_ray.data.ray_env import cluster_cpus, ensure_ray
 from hrm_ray.data.ray_errors import user_errors_from_ray
 from hrm_ray.data.records import find_files, iter_record_batches
-from hrm_ray.data.sources import MODES, ExtractOptions, check_source_fields, extract_document
-from hrm_ray.data.split import split_of
+from hrm_ray.data.sources import MODES, ExtractOptions, check_source_fields, extract_document, fields_read
+from hrm_ray.data.split import is_val
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, save_tokenizer, train_tokenizer
-from hrm_ray.data.triplets import TripletConfig, continuation_triplets, prompt_response_triplet
-from hrm_ray.data.writer import TOKENS, DatasetWriter, atomic_dir, check_dest
+from hrm_ray.data.triplets import TripletConfig, continuation_windows, prompt_response_windows, triplet_arrays
+from hrm_ray.data.work_units import UNIT_BYTES, WorkUnit, piece_record_batches, plan_units
+from hrm_ray.data.writer import DatasetWriter, atomic_dir, check_dest, finish_parts
 from hrm_ray.errors import UserError
 
 READ_BATCH = 1024
@@ -58,6 +63,7 @@ class PrepareConfig:
     seed: int = 0
     language: str | None = None
     rows_per_shard: int = 100_000
+    unit_bytes: int = UNIT_BYTES
     overwrite: bool = False
     address: str | None = None
 
@@ -92,81 +98,90 @@ class PrepareReport:
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
-def read_documents(batch: dict[str, Any], opts: ExtractOptions, max_records: int | None):
-    """Ray Data task: a batch of file paths -> documents (streams each file in chunks)."""
-    for path, prefix in zip(batch["path"], batch["prefix"], strict=True):
-        row = 0
-        for records in iter_record_batches(path, READ_BATCH):
-            if max_records is not None:
-                records = records[: max(0, max_records - row)]
-            if not records:
-                break
-            docs = [extract_document(r, f"{prefix}:{row + i}", opts) for i, r in enumerate(records)]
-            row += len(records)
-            yield pa.Table.from_pylist(docs)
+class PrepareUnits:
+    """Actor: tokenizer built once; for each work unit it reads the records, extracts documents,
+    tokenizes, builds triplets, assigns splits and writes the unit's own shards into the staging
+    directory. It returns one small row of counts per unit: the driver only adds them up."""
 
-
-class TokenizeTriplets:
-    """Actor: tokenizer built once; a batch of documents -> triplet rows (one row per sample,
-    plus one empty row per dropped document so the driver can count drops exactly)."""
-
-    def __init__(self, tokenizer_json: str, tcfg: TripletConfig, val_ratio: float, seed: int,
-                 num_threads: int):
+    def __init__(self, tokenizer_json: str, tcfg: TripletConfig, cfg: PrepareConfig, opts: ExtractOptions,
+                 staging: str, num_threads: int):
         os.environ["TOKENIZERS_PARALLELISM"] = "true" if num_threads > 1 else "false"
         os.environ["RAYON_NUM_THREADS"] = str(num_threads)
         from tokenizers import Tokenizer
 
+        self.staging = Path(staging)
+        if not self.staging.is_dir():
+            raise UserError(f"--dest {cfg.dest}: its staging directory {staging} is not visible on worker node "
+                            f"{socket.gethostname()}; on a multi-node cluster --dest must be on a shared filesystem")
         self.tok = Tokenizer.from_str(tokenizer_json)
-        self.tcfg, self.val_ratio, self.seed = tcfg, val_ratio, seed
+        self.tcfg, self.cfg, self.opts = tcfg, cfg, opts
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        cols = batch.to_pydict()
+    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+        return pa.Table.from_pylist([self.prepare(WorkUnit.from_json(u)) for u in batch["unit"]])
+
+    def prepare(self, unit: WorkUnit) -> dict[str, Any]:
+        counts: Counter = Counter()
+        writer = DatasetWriter(self.staging, self.cfg.format, rows_per_shard=self.cfg.rows_per_shard, part=unit.index)
+        limit = self.cfg.max_records
+        for piece in unit.pieces:
+            record = piece.first_record
+            for records in piece_record_batches(piece, self.cfg.tokenizer_batch_size, fields_read(self.opts)):
+                if limit is not None:
+                    records = records[: max(0, limit - record)]
+                if not records:
+                    break
+                docs = [extract_document(r, f"{piece.prefix}:{record + i}", self.opts) for i, r in enumerate(records)]
+                record += len(records)
+                counts["documents"] += len(docs)
+                self.write_documents(docs, writer, counts)
+        writer.close()
+        dropped = {k[len("dropped:"):]: v for k, v in counts.items() if k.startswith("dropped:") and v}
+        shards = {split: [f for f in names if f.endswith(".parquet")] for split, names in writer.files().items()}
+        return {"unit": unit.index, "documents": counts["documents"], "tokens": counts["tokens"],
+                "truncated": counts["truncated"], "dropped": json.dumps(dropped), "shards": json.dumps(shards),
+                **{f"rows_{split}": n for split, n in writer.counts().items()}}
+
+    def write_documents(self, docs: list[dict[str, Any]], writer: DatasetWriter, counts: Counter) -> None:
+        """Tokenize the usable documents in one call and turn them into triplets with array
+        operations (no Python loop over tokens or samples); samples keep document order."""
         strings: list[str] = []
-        for kind, status, text, prompt, response in zip(cols["kind"], cols["status"], cols["text"],
-                                                        cols["prompt"], cols["response"], strict=True):
-            if status == "ok":
-                strings.extend([text] if kind == "text" else [prompt, response])
-        encoded = iter(self.tok.encode_batch_fast(strings, add_special_tokens=False))
-        out: dict[str, list] = {k: [] for k in ("encoder_ids", "decoder_input_ids", "labels", "split",
-                                                "status", "doc_start", "truncated", "n_tokens")}
-
-        def emit(triplet, split, status, first, truncated, n_tokens):
-            out["encoder_ids"].append(triplet[0])
-            out["decoder_input_ids"].append(triplet[1])
-            out["labels"].append(triplet[2])
-            out["split"].append(split)
-            out["status"].append(status)
-            out["doc_start"].append(first)
-            out["truncated"].append(truncated)
-            out["n_tokens"].append(n_tokens)
-
-        empty = ([], [], [])
-        for doc_id, kind, status in zip(cols["doc_id"], cols["kind"], cols["status"], strict=True):
-            if status != "ok":
-                emit(empty, "", status, True, False, 0)
+        text_doc, text_str, pair_doc, pair_str, val = [], [], [], [], []
+        for doc in docs:
+            if doc["status"] != "ok":
+                counts[f"dropped:{doc['status']}"] += 1
                 continue
-            split = split_of(doc_id, self.val_ratio, self.seed)
-            if kind == "text":
-                ids = next(encoded).ids
-                triplets = continuation_triplets(self.tcfg, ids)
-                if not triplets:
-                    emit(empty, "", "too_short", True, False, len(ids))
-                for i, triplet in enumerate(triplets):
-                    emit(triplet, split, "ok", i == 0, False, len(ids) if i == 0 else 0)
+            position = len(val)
+            val.append(is_val(doc["doc_id"], self.cfg.val_ratio, self.cfg.seed))
+            if doc["kind"] == "text":
+                text_doc.append(position)
+                text_str.append(len(strings))
+                strings.append(doc["text"])
             else:
-                prompt_ids, response_ids = next(encoded).ids, next(encoded).ids
-                triplet, truncated = prompt_response_triplet(self.tcfg, prompt_ids, response_ids)
-                emit(triplet, split, "ok", True, truncated, len(prompt_ids) + len(response_ids))
-        return pa.table({
-            "encoder_ids": pa.array(out["encoder_ids"], TOKENS),
-            "decoder_input_ids": pa.array(out["decoder_input_ids"], TOKENS),
-            "labels": pa.array(out["labels"], TOKENS),
-            "split": pa.array(out["split"], pa.string()),
-            "status": pa.array(out["status"], pa.string()),
-            "doc_start": pa.array(out["doc_start"], pa.bool_()),
-            "truncated": pa.array(out["truncated"], pa.bool_()),
-            "n_tokens": pa.array(out["n_tokens"], pa.int64()),
-        })
+                pair_doc.append(position)
+                pair_str.append(len(strings))
+                strings.extend((doc["prompt"], doc["response"]))
+        if not strings:
+            return
+        ids = [e.ids for e in self.tok.encode_batch_fast(strings, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        starts = np.cumsum(lengths) - lengths
+        values = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+        counts["tokens"] += int(lengths.sum())
+
+        t_str, p_str = np.array(text_str, np.int64), np.array(pair_str, np.int64)
+        cont = continuation_windows(self.tcfg, starts[t_str], lengths[t_str])
+        counts["dropped:too_short"] += int((np.bincount(cont["doc"], minlength=len(t_str)) == 0).sum())
+        pairs = prompt_response_windows(self.tcfg, starts[p_str], lengths[p_str], starts[p_str + 1],
+                                        lengths[p_str + 1])
+        counts["truncated"] += int(pairs["truncated"].sum())
+
+        doc_of = np.concatenate([np.array(text_doc, np.int64)[cont["doc"]], np.array(pair_doc, np.int64)])
+        order = np.argsort(doc_of, kind="stable")
+        window = {k: np.concatenate([cont[k], pairs[k]])[order] for k in ("enc_start", "enc_len", "tgt_start", "tgt_len")}
+        in_val = np.array(val, bool)[doc_of[order]]
+        for split, mask in (("train", ~in_val), ("val", in_val)):
+            if mask.any():
+                writer.write(split, pa.table(triplet_arrays(self.tcfg, values, **{k: v[mask] for k, v in window.items()})))
 
 
 def tokenizer_sample(files: list[tuple[Path, str]], opts: ExtractOptions, max_chars: int,
@@ -193,19 +208,15 @@ def tokenizer_sample(files: list[tuple[Path, str]], opts: ExtractOptions, max_ch
                 break
 
 
-def build_pipeline(files: list[tuple[Path, str]], opts: ExtractOptions, tokenizer_json: str,
-                   tcfg: TripletConfig, cfg: PrepareConfig) -> ray.data.Dataset:
+def build_pipeline(units: list[WorkUnit], opts: ExtractOptions, tokenizer_json: str, tcfg: TripletConfig,
+                   cfg: PrepareConfig, staging: Path) -> ray.data.Dataset:
     threads = cfg.tokenizer_num_threads or 1
     workers = cfg.tokenizer_workers or max(1, int(cluster_cpus() // threads))
-    ds = ray.data.from_items([{"path": str(p), "prefix": prefix} for p, prefix in files],
-                             override_num_blocks=len(files))
-    ds = ds.map_batches(read_documents, fn_kwargs={"opts": opts, "max_records": cfg.max_records},
-                        batch_size=1, num_cpus=0.25)
+    ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=len(units))
     return ds.map_batches(
-        TokenizeTriplets,
-        fn_constructor_args=(tokenizer_json, tcfg, cfg.val_ratio, cfg.seed, threads),
-        batch_size=cfg.tokenizer_batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=0.75 * threads,
+        PrepareUnits, fn_constructor_args=(tokenizer_json, tcfg, cfg, opts, str(staging), threads),
+        batch_size=1, batch_format="numpy", num_cpus=threads,
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(units)))),
     )
 
 
@@ -240,46 +251,38 @@ def prepare_language_dataset(cfg: PrepareConfig) -> PrepareReport:
                               cfg.vocab_size, cfg.tokenizer_num_threads)
     tcfg = TripletConfig.build(cfg.max_seq_len, cfg.encoder_len, cfg.decoder_len, BOS_ID, EOS_ID)
 
+    units = plan_units(files, cfg.unit_bytes, cfg.max_records)
     ensure_ray(cfg.address)
-    ctx = DataContext.get_current()
-    saved_order = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True
-    docs, tokens, truncated, dropped = 0, 0, 0, Counter()
-    try:
-        with atomic_dir(cfg.dest, cfg.overwrite) as tmp, user_errors_from_ray():
-            sha = save_tokenizer(tok, tmp / "tokenizer.json")
-            writer = DatasetWriter(tmp, cfg.format, rows_per_shard=cfg.rows_per_shard)
-            ds = build_pipeline(files, opts, tok.to_str(), tcfg, cfg)
-            for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                docs += pc.sum(block["doc_start"]).as_py() or 0
-                tokens += pc.sum(block["n_tokens"]).as_py() or 0
-                truncated += pc.sum(block["truncated"]).as_py() or 0
-                ok = pc.equal(block["status"], "ok")
-                for item in pc.value_counts(pc.filter(block["status"], pc.invert(ok))).to_pylist():
-                    dropped[item["values"]] += item["counts"]
-                for split in SPLITS:
-                    writer.write(split, block.filter(pc.and_(ok, pc.equal(block["split"], split))))
-            writer.close()
-            samples = writer.counts()
-            if cfg.val_ratio > 0 and samples["val"] == 0:
-                notes.append("val split is empty: raise --val-ratio or add documents")
-            report = PrepareReport(
-                dest=str(cfg.dest), files=len(files), documents_read=docs,
-                documents_used=docs - sum(dropped.values()), dropped=dict(dropped), truncated=truncated,
-                tokens=tokens, samples=samples, vocab_size=tok.get_vocab_size(), tokenizer_sha256=sha,
-                tokenizer_trained=cfg.tokenizer is None, seconds=0.0, notes=notes)
-            write_meta(tmp, {
-                "vocab_size": tok.get_vocab_size(), "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
-                "unk_id": tok.token_to_id("<unk>"), "max_seq_len": cfg.max_seq_len,
-                "train_samples": samples["train"], "val_samples": samples["val"], "tokenizer_sha256": sha,
-                "mode": cfg.mode, "encoder_len": tcfg.encoder_len, "decoder_len": tcfg.decoder_len,
-                "val_ratio": cfg.val_ratio, "seed": cfg.seed, "format": cfg.format,
-                "sources": [str(s) for s in cfg.source], "files": len(files), "shards": writer.files(),
-                "counts": {k: v for k, v in asdict(report).items()
-                           if k in ("documents_read", "documents_used", "dropped", "truncated", "tokens")},
-                "created_by": "hrm-ray data prepare",
-            })
-    finally:
-        ctx.execution_options.preserve_order = saved_order
+    with atomic_dir(cfg.dest, cfg.overwrite) as tmp, user_errors_from_ray():
+        sha = save_tokenizer(tok, tmp / "tokenizer.json")
+        rows = sorted(build_pipeline(units, opts, tok.to_str(), tcfg, cfg, tmp).take_all(), key=lambda r: r["unit"])
+        dropped: Counter = Counter()
+        shards: dict[str, list[str]] = {split: [] for split in SPLITS}
+        for row in rows:
+            dropped.update(json.loads(row["dropped"]))
+            for split, names in json.loads(row["shards"]).items():
+                shards[split].extend(names)
+        files_by_split = finish_parts(tmp, cfg.format, shards, len(units))
+        samples = {split: sum(int(r[f"rows_{split}"]) for r in rows) for split in SPLITS}
+        docs = sum(int(r["documents"]) for r in rows)
+        if cfg.val_ratio > 0 and samples["val"] == 0:
+            notes.append("val split is empty: raise --val-ratio or add documents")
+        report = PrepareReport(
+            dest=str(cfg.dest), files=len(files), documents_read=docs,
+            documents_used=docs - sum(dropped.values()), dropped=dict(dropped),
+            truncated=sum(int(r["truncated"]) for r in rows), tokens=sum(int(r["tokens"]) for r in rows),
+            samples=samples, vocab_size=tok.get_vocab_size(), tokenizer_sha256=sha,
+            tokenizer_trained=cfg.tokenizer is None, seconds=0.0, notes=notes)
+        write_meta(tmp, {
+            "vocab_size": tok.get_vocab_size(), "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
+            "unk_id": tok.token_to_id("<unk>"), "max_seq_len": cfg.max_seq_len,
+            "train_samples": samples["train"], "val_samples": samples["val"], "tokenizer_sha256": sha,
+            "mode": cfg.mode, "encoder_len": tcfg.encoder_len, "decoder_len": tcfg.decoder_len,
+            "val_ratio": cfg.val_ratio, "seed": cfg.seed, "format": cfg.format,
+            "sources": [str(s) for s in cfg.source], "files": len(files), "shards": files_by_split,
+            "counts": {k: v for k, v in asdict(report).items()
+                       if k in ("documents_read", "documents_used", "dropped", "truncated", "tokens")},
+            "created_by": "hrm-ray data prepare",
+        })
     report.seconds = time.perf_counter() - start
     return report

@@ -77,10 +77,14 @@ def iter_record_batches(path: str | Path, batch_size: int = 1024) -> Iterator[li
         records = iter(_json_records(path))
     else:
         records = _jsonl_records(path)
+    yield from chunked(records, batch_size)
+
+
+def chunked(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     for record in records:
         chunk.append(record)
-        if len(chunk) == batch_size:
+        if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:
@@ -112,15 +116,33 @@ def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     opener = gzip.open if str(path).lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {lineno}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(record, dict):
-                raise UserError(f"{path}: line {lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+            if line.strip():
+                yield lineno, _jsonl_object(path, lineno, line)
+
+
+def jsonl_line_records(path: Path, start: int, stop: int, first_line: int) -> Iterator[dict[str, Any]]:
+    """Objects of the non-blank lines of a plain .jsonl file that start in bytes [start, stop);
+    `start` is a line start and `first_line` its line number (for error messages)."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        pos, lineno = start, first_line
+        for line in handle:
+            if pos >= stop:
+                break
+            if line.strip():
+                yield _jsonl_object(path, lineno, line.decode("utf-8"))
+            pos += len(line)
+            lineno += 1
+
+
+def _jsonl_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: line {lineno}: invalid JSON: {exc.msg}") from exc
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: line {lineno}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:

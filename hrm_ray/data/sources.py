@@ -15,6 +15,8 @@ TEXT_FIELDS = ("text", "content", "raw_content")
 LANGUAGE_FIELDS = ("language", "lang")
 MODES = ("continuation", "prompt_response", "auto")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+PAIR_FIELDS = ("prompt", "response", "question", "answer", "instruction", "input", "output", "messages",
+               "conversations")
 _ROLE_NAMES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
 
 
@@ -63,6 +65,8 @@ def _chat_pair(turns: Any) -> tuple[str, str] | None:
 
 def find_pair(record: dict[str, Any]) -> tuple[str, str] | None:
     """A prompt/response pair in any of the layouts we know, else None."""
+    if record.keys().isdisjoint(PAIR_FIELDS):  # plain text records: one cheap test
+        return None
     for prompt_key, response_key in (("prompt", "response"), ("question", "answer")):
         prompt, response = _as_text(record.get(prompt_key)), _as_text(record.get(response_key))
         if prompt is not None and response is not None:
@@ -111,6 +115,12 @@ def extract_document(record: dict[str, Any], doc_id: str, opts: ExtractOptions) 
     if not doc["text"]:
         doc["status"] = "empty"
     return doc
+
+
+def fields_read(opts: ExtractOptions) -> set[str]:
+    """Every top-level field `extract_document` may look at (columnar readers need no others)."""
+    fields = set(TEXT_FIELDS) | set(LANGUAGE_FIELDS) | set(PAIR_FIELDS)
+    return fields | {opts.text_field} if opts.text_field else fields
 
 
 def check_source_fields(first_record: dict[str, Any], path: str, opts: ExtractOptions) -> None:

@@ -7,6 +7,7 @@ blocks, so the same rows give byte-identical files.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ TOKENS = pa.list_(pa.int32())
 TRIPLET_SCHEMA = pa.schema([(c, TOKENS) for c in TRIPLET_COLUMNS])
 MIX_SCHEMA = TRIPLET_SCHEMA.append(pa.field("source", pa.string()))
 FORMATS = ("parquet", "jsonl", "both")
+PARTS_DIR = ".parts"
 
 
 def check_dest(dest: str | Path, overwrite: bool) -> Path:
@@ -42,8 +44,10 @@ class ParquetShards:
     """Parquet shards `part-00000.parquet`, ... of exactly `rows_per_shard` rows (the last one
     shorter), row groups of exactly `row_group_rows`."""
 
-    def __init__(self, directory: Path, schema: pa.Schema, rows_per_shard: int, row_group_rows: int):
+    def __init__(self, directory: Path, schema: pa.Schema, rows_per_shard: int, row_group_rows: int,
+                 name_prefix: str = "part-", write_empty: bool = True):
         self.directory, self.schema = directory, schema
+        self.name_prefix, self.write_empty = name_prefix, write_empty
         self.rows_per_shard, self.row_group_rows = rows_per_shard, min(row_group_rows, rows_per_shard)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -61,10 +65,8 @@ class ParquetShards:
     def close(self) -> None:
         while self.pending_rows:
             self._flush(min(self.pending_rows, self._next_group_rows()))
-        if not self.files:  # an empty split still gets a (0-row) shard: the layout stays complete
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self.files.append("part-00000.parquet")
-            pq.write_table(self.schema.empty_table(), self.directory / self.files[0], compression="zstd")
+        if not self.files and self.write_empty:
+            self.files.append(write_empty_shard(self.directory, self.schema))
         if self.writer:
             self.writer.close()
             self.writer = None
@@ -78,7 +80,7 @@ class ParquetShards:
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         if self.writer is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"part-{len(self.files):05d}.parquet"
+            name = f"{self.name_prefix}{len(self.files):05d}.parquet"
             self.files.append(name)
             self.writer = pq.ParquetWriter(self.directory / name, self.schema, compression="zstd")
         self.writer.write_table(group, row_group_size=n)
@@ -89,14 +91,22 @@ class ParquetShards:
             self.writer, self.rows_in_shard = None, 0
 
 
+def write_empty_shard(directory: Path, schema: pa.Schema) -> str:
+    """An empty split still gets a (0-row) shard: the layout stays complete."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(schema.empty_table(), directory / "part-00000.parquet", compression="zstd")
+    return "part-00000.parquet"
+
+
 class JsonlFile:
     """The seed's layout: one JSON object a line with the triplet arrays."""
 
-    def __init__(self, path: Path, columns: list[str]):
+    def __init__(self, path: Path, columns: list[str], listed: bool = True):
         self.path, self.columns = path, columns
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "w", encoding="utf-8")
         self.rows = 0
-        self.files = [path.name]
+        self.files = [path.name] if listed else []
 
     def write(self, table: pa.Table) -> None:
         for row in table.select(self.columns).to_pylist():
@@ -108,19 +118,26 @@ class JsonlFile:
 
 
 class DatasetWriter:
-    """Route tables to per-split sinks; `counts()` gives the exact rows written per split."""
+    """Route tables to per-split sinks; `counts()` gives the exact rows written per split.
+
+    With `part=k` it writes one work unit's share of a dataset that several workers write at
+    once: shards `part-0000k-NNNNN.parquet`, JSONL into `PARTS_DIR/{split}-0000k.jsonl`, and no
+    empty shards; `finish_parts` completes the layout once every unit is written."""
 
     def __init__(self, root: Path, fmt: str = "parquet", schema: pa.Schema = TRIPLET_SCHEMA,
-                 rows_per_shard: int = 100_000, row_group_rows: int = 10_000):
+                 rows_per_shard: int = 100_000, row_group_rows: int = 10_000, part: int | None = None):
         if fmt not in FORMATS:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         self.sinks: dict[str, list] = {}
         for split in SPLITS:
             sinks: list = []
             if fmt in ("parquet", "both"):
-                sinks.append(ParquetShards(root / split, schema, rows_per_shard, row_group_rows))
+                prefix = "part-" if part is None else f"part-{part:05d}-"
+                sinks.append(ParquetShards(root / split, schema, rows_per_shard, row_group_rows,
+                                           name_prefix=prefix, write_empty=part is None))
             if fmt in ("jsonl", "both"):
-                sinks.append(JsonlFile(root / f"{split}.jsonl", schema.names))
+                path = root / f"{split}.jsonl" if part is None else root / PARTS_DIR / f"{split}-{part:05d}.jsonl"
+                sinks.append(JsonlFile(path, schema.names, listed=part is None))
             self.sinks[split] = sinks
         self.schema = schema
 
@@ -140,3 +157,24 @@ class DatasetWriter:
 
     def files(self) -> dict[str, list[str]]:
         return {split: [f for s in sinks for f in s.files] for split, sinks in self.sinks.items()}
+
+
+def finish_parts(root: Path, fmt: str, parquet_files: dict[str, list[str]], parts: int,
+                 schema: pa.Schema = TRIPLET_SCHEMA) -> dict[str, list[str]]:
+    """Complete a dataset written by `parts` work units: an empty shard for an empty split, the
+    units' JSONL parts concatenated in unit order. Returns the files of each split."""
+    files: dict[str, list[str]] = {}
+    for split in SPLITS:
+        files[split] = list(parquet_files.get(split, []))
+        if fmt in ("parquet", "both") and not files[split]:
+            files[split].append(write_empty_shard(root / split, schema))
+        if fmt in ("jsonl", "both"):
+            with open(root / f"{split}.jsonl", "wb") as out:
+                for k in range(parts):
+                    part = root / PARTS_DIR / f"{split}-{k:05d}.jsonl"
+                    if part.exists():
+                        with open(part, "rb") as handle:
+                            shutil.copyfileobj(handle, out, 1 << 20)
+            files[split].append(f"{split}.jsonl")
+    shutil.rmtree(root / PARTS_DIR, ignore_errors=True)
+    return files

@@ -83,6 +83,14 @@ class EpochFeed:
         self.batch += 1
         return batch
 
+    def close(self) -> None:
+        """End the current epoch's iterator now: a Ray Data iterator left to the garbage collector
+        may clean up after Ray has shut down, and that ends the process with exit code 1."""
+        close = getattr(self._iter, "close", None)
+        if close is not None:
+            close()
+        self._iter = None
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}
 

@@ -282,10 +282,10 @@ def _checked(puzzles: np.ndarray, solutions: np.ndarray | None, workers: int, na
 def build_split_arrays(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.random.Generator
                        ) -> dict[str, np.ndarray]:
     """Each puzzle is a group holding itself plus `num_aug` augmented copies (one example each)."""
-    n = len(puzzles)
+    n, cells = puzzles.shape
     per = 1 + num_aug
-    inputs = np.empty((n, per, 81), dtype=np.uint8)
-    labels = np.empty((n, per, 81), dtype=np.uint8)
+    inputs = np.empty((n, per, cells), dtype=np.uint8)
+    labels = np.empty((n, per, cells), dtype=np.uint8)
     inputs[:, 0], labels[:, 0] = puzzles, solutions
     if num_aug:
         rep_p = np.repeat(puzzles, num_aug, axis=0)
@@ -295,17 +295,26 @@ def build_split_arrays(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int,
         labels[:, 1:] = aug_s.reshape(n, num_aug, 81)
     total = n * per
     return {
-        "inputs": inputs.reshape(total, 81) + 1,
-        "labels": labels.reshape(total, 81) + 1,
+        "inputs": inputs.reshape(total, cells) + 1,
+        "labels": labels.reshape(total, cells) + 1,
         "puzzle_identifiers": np.zeros(total, dtype=np.int32),
         "puzzle_indices": np.arange(total + 1, dtype=np.int32),
         "group_indices": np.arange(0, total + 1, per, dtype=np.int32),
     }
 
 
+def sudoku_metadata(groups: int):
+    """dataset.json of a Sudoku split of `groups` puzzles (one example each; vocab 11 as the paper's)."""
+    from hrm_ray.data.puzzles.format import PuzzleDatasetMetadata
+
+    return PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=81,
+                                 num_puzzle_identifiers=1, total_groups=groups, mean_puzzle_examples=1.0,
+                                 sets=["all"])
+
+
 def build_sudoku_dataset(cfg: SudokuBuildConfig, log=print) -> dict[str, int]:
     """Write `{output_dir}/{train,test}/` in the puzzle format; returns counts per split."""
-    from hrm_ray.data.puzzles.format import PuzzleDatasetMetadata, atomic_dataset_dir, write_split
+    from hrm_ray.data.puzzles.format import atomic_dataset_dir, write_split
 
     if cfg.num_aug < 0:
         raise ValueError(f"--num-aug must be >= 0, got {cfg.num_aug}")
@@ -331,10 +340,7 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig, log=print) -> dict[str, int]:
             if dropped:
                 log(f"{split}: dropped {dropped} puzzles without exactly one solution")
             arrays = build_split_arrays(q, a, aug, rng)
-            meta = PuzzleDatasetMetadata(
-                pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=81,
-                num_puzzle_identifiers=1, total_groups=len(q), mean_puzzle_examples=1.0, sets=["all"])
-            write_split(out, split, {"all": arrays}, meta)
+            write_split(out, split, {"all": arrays}, sudoku_metadata(len(q)))
             counts[split] = len(arrays["inputs"])
             log(f"{split}: {len(q)} puzzles, {counts[split]} examples")
         (out / "identifiers.json").write_text('["<blank>"]\n')
