@@ -108,7 +108,7 @@ class TrainConfig:
     run_name: str = ""
     checkpoint_limit: int = 3
     save_best_model: bool = True
-    eval_loss_patience: int = 0
+    eval_loss_patience: int = 0  # stop after this many evaluations without a better selection metric (0: never)
     patience_grace_steps: int = 0
     hrm_gate_warmup_steps: int = 0
     gate_ramp_steps: int = 0

@@ -28,6 +28,19 @@ def test_sign_sgd_updates_only_used_rows():
     assert torch.equal(w[[0, 2, 4]], torch.ones(3, 3))
 
 
+def test_sign_sgd_is_scale_invariant_and_skips_non_finite_gradients():
+    ids, grads = torch.tensor([0, 2]), torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    plain, scaled = torch.ones(3, 2), torch.ones(3, 2)
+    apply_sign_sgd(plain, ids, grads, lr=0.1, weight_decay=0.1)
+    apply_sign_sgd(scaled, ids, grads * 65536.0, lr=0.1, weight_decay=0.1)   # an fp16 loss scale changes nothing
+    assert torch.equal(plain, scaled)
+    for bad in (float("inf"), float("nan")):                                 # an overflow skips the update
+        w = torch.ones(3, 2)
+        apply_sign_sgd(w, ids, torch.tensor([[bad, 1.0], [0.5, 3.0]]), lr=0.1, weight_decay=0.1)
+        assert torch.equal(w, torch.ones(3, 2))
+    assert SparseEmbeddingSignSGD.scale_invariant  # so the loop steps it outside the GradScaler
+
+
 def test_sign_sgd_with_the_model():
     torch.manual_seed(0)
     model = HRMACTv1(preset("hrm_v1", vocab_size=11, seq_len=9, hidden_size=32, num_heads=2, expansion=2.0,

@@ -133,3 +133,41 @@ def test_build_from_puzzle_file_and_cli(tmp_path, shared_data, capsys):
     assert cli_main(["puzzle-data", "sudoku", "--puzzles", str(src), "--output-dir", str(tmp_path / "x"),
                      "--num-aug", "-1"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def _valid(grid: np.ndarray, box: tuple[int, int]) -> bool:
+    from hrm_ray.data.puzzles.demo import _cell_units
+
+    n = box[0] * box[1]
+    return all(sorted(grid[unit == k].tolist()) == list(range(1, n + 1))
+               for unit in _cell_units(box) for k in range(n))
+
+
+def test_small_sudoku_grids_puzzles_and_dataset(tmp_path):
+    from hrm_ray.data.puzzles.demo import (
+        build_demo_sudoku,
+        count_solutions,
+        random_grids,
+        small_sudoku_examples,
+    )
+
+    box = (2, 3)
+    grids = random_grids(50, box, np.random.default_rng(0))
+    assert all(_valid(g, box) for g in grids) and len({g.tobytes() for g in grids}) > 40
+    assert count_solutions(grids[0], box) == 1
+    assert count_solutions(np.zeros(36, dtype=np.uint8), box) == 2            # counting stops at the limit
+    clash = grids[0].copy()
+    clash[1] = clash[0]
+    assert count_solutions(clash, box) == 0
+    puzzles, solutions = small_sudoku_examples(40, 16, box, np.random.default_rng(1))
+    assert (puzzles == 0).sum(1).tolist() == [16] * 40 and len({p.tobytes() for p in puzzles}) == 40
+    assert all(_valid(s, box) and count_solutions(p, box) == 1 for p, s in zip(puzzles, solutions, strict=True))
+    assert ((puzzles == solutions) | (puzzles == 0)).all()
+
+    out = build_demo_sudoku(tmp_path / "six", 30, 10, 16, seed=2, box=box, log=lambda _: None)
+    train, test = load_split(out, "train"), load_split(out, "test")
+    assert (train.metadata.vocab_size, train.metadata.seq_len, test.metadata.total_groups) == (8, 36, 10)
+    inputs = {row.tobytes() for row in np.asarray(train.sets["all"].inputs)}
+    assert len(inputs) == 30 and not inputs & {row.tobytes() for row in np.asarray(test.sets["all"].inputs)}
+    labels = np.asarray(test.sets["all"].labels)
+    assert labels.min() == 2 and labels.max() == 7 and all(_valid(row - 1, box) for row in labels)

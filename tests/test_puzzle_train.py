@@ -2,8 +2,10 @@
 presets, the eval subset's interval, and one 2-worker TorchTrainer run over Ray Dataset shards."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,15 @@ def test_trains_in_process_with_metrics_and_full_final_eval(sudoku_dir: Path, tm
     assert val[0]["exact_accuracy_ci_low"] <= val[0]["exact_accuracy"] <= val[0]["exact_accuracy_ci_high"]
     assert val[1]["exact_accuracy_ci_low"] == val[1]["exact_accuracy"] == val[1]["exact_accuracy_ci_high"]
     assert (tmp_path / "best-model" / "model.pt").is_file()
+    # best-model/ and the checkpoints select by exact accuracy (ties broken by the lower loss)
+    assert result.selection_metric == "exact_accuracy"
+    assert result.best_metric == max(v["exact_accuracy"] for v in val)
+    best = json.loads((tmp_path / "best-model" / "meta.json").read_text())
+    assert best["selection_metric"] == "exact_accuracy" and best["selection_mode"] == "max"
+    top = max(val, key=lambda v: (v["exact_accuracy"], -v["loss"]))
+    assert (best["step"], best["val_exact_accuracy"]) == (top["step"], top["exact_accuracy"])
+    meta = json.loads((CheckpointStore(tmp_path, 0).latest() / "meta.json").read_text())
+    assert meta["selection_metric"] == "exact_accuracy" and meta["best_metric"] == result.best_metric
 
 
 class CountingTask(PuzzleTask):
@@ -98,6 +109,45 @@ def test_resume_restores_optimizers_and_ema_and_reinitialises_the_carry(sudoku_d
     assert state["task"]["ema"]["num_updates"] == 6
     emb = "model.inner.puzzle_emb.weights"
     assert not torch.equal(saved["model"][emb], state["model"][emb])    # sign-SGD kept training the embedding
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not torch.amp.is_autocast_available("cpu"), reason="no CPU autocast in this torch")
+def test_fp16_trains_the_dense_weights_through_the_scaler_and_the_embedding_by_sign_sgd(sudoku_dir: Path,
+                                                                                          tmp_path: Path):
+    cfg = tiny_config(sudoku_dir, "global_batch_size=8", "epochs=1", "train.steps=3", "train.val_every=3",
+                      "train.mixed_precision=fp16")
+    task = PuzzleTask(cfg)
+    result = train_in_process(task, tmp_path)
+    assert result.step == 3 and result.nonfinite_steps == 0
+    state = load_checkpoint(CheckpointStore(tmp_path, 0).latest())
+    assert state["scaler"]["scale"] > 0
+    dense, sparse = state["optimizers"]
+    assert all(int(s["step"]) == 3 for s in dense["state"].values())   # the scaler stepped the dense optimizer
+    emb = state["model"]["model.inner.puzzle_emb.weights"]
+    assert emb.abs().sum() > 0                                          # sign-SGD moved the (zero-initialised) rows
+
+
+def dry_run_lines(capsys, *argv: str) -> dict[str, str]:
+    from hrm_ray.commands.train import configure, run
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert run(parser.parse_args(["--dry_run", *TINY, *argv])) == 0
+    out = capsys.readouterr().out
+    return {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]} | {"title": out.splitlines()[0]}
+
+
+@pytest.mark.timeout(120)
+def test_dry_run_runs_one_puzzle_segment(sudoku_dir: Path, capsys):
+    generated = dry_run_lines(capsys, "global_batch_size=4")
+    assert "generated Sudoku" in generated["title"] and generated["samples"] == "4"
+    for key in ("loss", "lm_loss", "q_halt_loss", "q_continue_loss", "grad_norm", "puzzle_emb_grad_norm"):
+        assert math.isfinite(float(generated[key]))
+    assert float(generated["puzzle_emb_grad_norm"]) > 0 and generated["puzzle_emb_parameters"] == "32"
+    on_data = dry_run_lines(capsys, f"data_path={sudoku_dir}", "global_batch_size=8", "epochs=1", "arch=hrm_v1_gated")
+    assert str(sudoku_dir) in on_data["title"] and on_data["samples"] == "8" and "gate_L_mean" in on_data
+    assert int(on_data["parameters"].replace(",", "")) > int(generated["parameters"].replace(",", ""))  # the gates
 
 
 def test_epochs_must_be_a_multiple_of_eval_interval(sudoku_dir: Path):
@@ -142,6 +192,8 @@ def test_gated_preset_differs_from_hrm_v1_only_in_use_gating(sudoku_dir: Path):
 
 
 def test_wilson_interval_covers_the_point_and_closes_on_the_whole_population():
+    (low_inf, high_inf), (low_fin, high_fin) = wilson_interval(30, 100, None), wilson_interval(30, 100, 10_000)
+    assert low_inf < low_fin < high_fin < high_inf  # no population correction: a wider interval
     low, high = wilson_interval(30, 100, 10_000)
     assert 0.21 < low < 0.3 < high < 0.4
     assert wilson_interval(0, 50, 10_000)[1] > 0.0          # zero successes still leave room above

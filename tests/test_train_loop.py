@@ -162,6 +162,52 @@ def test_early_stopping_compares_with_best_and_respects_grace(tmp_path):
     assert not result.stopped_early and result.step == 30
 
 
+class ScoredToyTask(ToyTask):
+    """Selected by a scripted accuracy-like `score` (higher is better) instead of the validation loss."""
+
+    selection_metric, selection_mode = "score", "max"
+
+    def __init__(self, cfg, scores: list[float], losses: list[float]):
+        super().__init__(cfg, val_script=losses)
+        self.scores = scores
+
+    def eval_metrics(self, sums):
+        score = self.scores[min(self.evals, len(self.scores) - 1)]
+        return {**super().eval_metrics(sums), "score": score}
+
+
+@pytest.mark.timeout(180)
+def test_task_selection_metric_picks_best_model_and_drives_patience(tmp_path):
+    # evals at 5..30: score 0, 0, 0.5 (best), 0.5, 0.4, 0.3; losses keep falling. Ties are broken by the
+    # lower loss (step 10 beats step 5, step 20 beats step 15); patience 2 stops after steps 25 and 30
+    # fail to improve, although the loss improved at both.
+    scores, losses = [0.0, 0.0, 0.5, 0.5, 0.4, 0.3, 0.2], [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    cfg = toy_cfg(tmp_path, "--steps", "40", "--eval_loss_patience", "2")
+    result, run_dir = run_toy(tmp_path, ScoredToyTask(cfg, scores, losses))
+    assert result.stopped_early and result.step == 30
+    assert result.selection_metric == "score" and result.best_metric == 0.5 and result.best_val_loss == 0.5
+    best = json.loads((run_dir / "best-model" / "meta.json").read_text())
+    assert best["step"] == 20 and best["val_score"] == 0.5 and best["selection_metric"] == "score"
+    meta = read_meta(run_dir / "checkpoint_00000030")
+    assert (meta["selection_metric"], meta["selection_mode"], meta["best_metric"]) == ("score", "max", 0.5)
+    assert meta["best_val_loss"] == 0.5 and meta["val_score"] == 0.3
+    state = load_checkpoint(run_dir / "checkpoint_00000030")
+    assert state["best_metric"] == 0.5 and state["best_metric_loss"] == 0.7 and state["evals_without_improvement"] == 2
+    # a finished run reports its stored best without training
+    again, _ = run_toy(tmp_path, ScoredToyTask(toy_cfg(tmp_path, "--steps", "30"), scores, losses))
+    assert again.already_done and again.best_metric == 0.5 and again.best_val_loss == 0.5
+
+
+@pytest.mark.timeout(180)
+def test_resume_keeps_the_best_selection_score(tmp_path):
+    scores, losses = [0.2, 0.6, 0.1, 0.1], [1.0, 0.9, 0.8, 0.7]
+    cfg = toy_cfg(tmp_path, "--steps", "10")
+    run_toy(tmp_path, ScoredToyTask(cfg, scores, losses))
+    resumed, run_dir = run_toy(tmp_path, ScoredToyTask(toy_cfg(tmp_path, "--steps", "20"), scores[2:], losses[2:]))
+    assert resumed.step == 20 and resumed.best_metric == 0.6 and resumed.best_val_loss == 0.7
+    assert json.loads((run_dir / "best-model" / "meta.json").read_text())["step"] == 10
+
+
 @pytest.mark.timeout(180)
 def test_nonfinite_steps_are_skipped_counted_and_abort(tmp_path):
     cfg = toy_cfg(tmp_path, "--steps", "20", "--max_nonfinite_steps", "4")

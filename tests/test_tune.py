@@ -11,13 +11,28 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from hrm_ray.commands.tune import build_spec, configure, run
-from hrm_ray.config import build_config
+from hrm_ray.config import build_config, to_dict
 from hrm_ray.errors import UserError
-from hrm_ray.tune.sweep import GATE_INIT_BIAS, GATE_WARMUP, HALTING_WEIGHT, SearchSpace, run_sweep
+from hrm_ray.train.loop import LoopResult
+from hrm_ray.tune.sweep import (
+    GATE_INIT_BIAS,
+    GATE_WARMUP,
+    HALTING_WEIGHT,
+    SearchSpace,
+    SweepResult,
+    SweepSpec,
+    best_config_yaml,
+    best_row,
+    finished_report,
+    results_table,
+    run_sweep,
+    trial_rows,
+)
 
 STAGE_B = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "stage_b.yaml"
 
@@ -132,3 +147,49 @@ def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
         records = [json.loads(x) for x in (runs / trial_id / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records if r["split"] == "train"].count(1) == 1
     assert (Path(spec.path) / "trials.jsonl").is_file() and (Path(spec.path) / "best_config.yaml").is_file()
+
+
+def tune_result(trial_id: str, frame: dict[str, list[float]]):
+    """What Tune's ResultGrid yields for one finished trial (the fields `trial_rows` reads)."""
+    import pandas as pd
+
+    return SimpleNamespace(config={"optim.learning_rate": 1e-3}, metrics={"trial_id": trial_id, "done": True},
+                           metrics_dataframe=pd.DataFrame(frame), path=f"/sweep/{trial_id}", error=None)
+
+
+def test_trials_rank_by_the_sweep_metric_and_mode(tmp_path):
+    base = build_config(None, ["task=puzzle", "train.steps=4", "train.val_every=2"])
+    spec = SweepSpec(base=to_dict(base), name="gates", storage=str(tmp_path), metric="val_exact_accuracy",
+                     mode="max")
+    grid = [tune_result("a", {"step": [2, 4], "val_loss": [0.9, 0.5], "val_exact_accuracy": [0.1, 0.2]}),
+            tune_result("b", {"step": [2, 4], "val_loss": [1.0, 0.8], "val_exact_accuracy": [0.4, 0.3]})]
+    rows = trial_rows(grid, spec)
+    a, b = rows
+    assert (a.best_metric, b.best_metric, a.best_val_loss, b.best_val_loss) == (0.2, 0.4, 0.5, 0.8)
+    assert a.history == [[2.0, 0.9], [4.0, 0.5]] and a.metric == "val_exact_accuracy"
+    assert best_row(rows, "max") is b                       # the higher exact accuracy, despite its higher loss
+    assert best_row(rows, "min") is a
+    header = best_config_yaml(spec, b).splitlines()[0]
+    assert "val_exact_accuracy 0.4000" in header
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(results_table(SweepResult(spec.path, rows, b, "", mode="max")))
+    table = console.export_text()
+    assert "best val_exact_accuracy" in table and table.index("b *") < table.index(" a ")
+    # the LM's sweeps rank by val loss as before
+    lm = SweepSpec(base=to_dict(base), name="lm", storage=str(tmp_path))
+    lm_rows = trial_rows(grid, lm)
+    assert best_row(lm_rows) is lm_rows[0] and lm_rows[0].best_metric == lm_rows[0].best_val_loss == 0.5
+    assert "val loss 0.5000" in best_config_yaml(lm, lm_rows[0]).splitlines()[0]
+
+
+def test_a_finished_trial_reports_its_best_under_the_sweep_metric():
+    done = LoopResult(step=8, total_steps=8, best_val_loss=0.7, selection_metric="exact_accuracy",
+                      best_metric=0.25, already_done=True)
+    assert finished_report(done, "val_exact_accuracy") == {"step": 8, "val_loss": 0.7, "val_exact_accuracy": 0.25,
+                                                           "best_val_loss": 0.7}
+    lm = LoopResult(step=8, total_steps=8, best_val_loss=0.7, best_metric=0.7, already_done=True)
+    assert finished_report(lm, "val_loss")["val_loss"] == 0.7
+    with pytest.raises(UserError, match="val_perplexity"):
+        finished_report(lm, "val_perplexity")

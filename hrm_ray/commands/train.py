@@ -43,9 +43,13 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args.config, overrides_from(args), aliases=PAPER_FLAGS)
     if args.dry_run:
-        from hrm_ray.train.dry_run import dry_run, format_dry_run
+        from hrm_ray.train.dry_run import dry_run, format_dry_run, puzzle_dry_run
 
-        print(format_dry_run(dry_run(cfg)))
+        if cfg.task == "puzzle":
+            what = f"a training batch of {cfg.puzzle.data_path}" if cfg.puzzle.data_path else "generated Sudoku"
+            print(format_dry_run(puzzle_dry_run(cfg), what))
+        else:
+            print(format_dry_run(dry_run(cfg)))
         return 0
     from hrm_ray.train.ray_trainer import train
 
@@ -53,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if result.already_done:
         return 0
     how = "stopped early" if result.stopped_early else "finished"
+    best = "" if result.selection_metric == "loss" else f"best validation {result.selection_metric} " \
+        f"{result.best_metric:.4f}, "
     print(f"run '{cfg.train.run_name}' {how} at step {result.step}/{result.total_steps}; "
-          f"best validation loss {result.best_val_loss:.4f}")
+          f"{best}best validation loss {result.best_val_loss:.4f}")
     return 0

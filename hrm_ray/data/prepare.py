@@ -136,9 +136,8 @@ class PrepareUnits:
                 self.write_documents(docs, writer, counts)
         writer.close()
         dropped = {k[len("dropped:"):]: v for k, v in counts.items() if k.startswith("dropped:") and v}
-        shards = {split: [f for f in names if f.endswith(".parquet")] for split, names in writer.files().items()}
         return {"unit": unit.index, "documents": counts["documents"], "tokens": counts["tokens"],
-                "truncated": counts["truncated"], "dropped": json.dumps(dropped), "shards": json.dumps(shards),
+                "truncated": counts["truncated"], "dropped": json.dumps(dropped), "shards": json.dumps(writer.files()),
                 **{f"rows_{split}": n for split, n in writer.counts().items()}}
 
     def write_documents(self, docs: list[dict[str, Any]], writer: DatasetWriter, counts: Counter) -> None:

@@ -5,8 +5,10 @@ Two layouts are read:
   line), `progress.csv` (the same as a table) and `params.json` (the trial's config). A trial that
   ran fewer steps than the longest one counts as stopped early (ASHA's or patience's decision).
 - a `trials.jsonl` the sweep writes: one JSON object a line with `trial_id`, `params` (dict),
-  `best_val_loss`, `steps`, `stopped_early`, and optionally `history` ([[step, val_loss], ...]) or
-  `path` (the trial folder, absolute or relative to the sweep directory) to draw its curve from.
+  `best_val_loss`, `steps`, `stopped_early`, and optionally `metric`/`mode`/`best_metric` (the sweep's
+  ranking metric, e.g. val_exact_accuracy/max for puzzles: trials are ranked by it), `history`
+  ([[step, val_loss], ...]) or `path` (the trial folder, absolute or relative to the sweep directory) to
+  draw its curve from.
 """
 from __future__ import annotations
 
@@ -33,6 +35,18 @@ class Trial:
     best_val_loss: float | None = None
     steps: int | None = None
     stopped_early: bool | None = None
+    metric: str = "val_loss"
+    mode: str = "min"
+    best_metric: float | None = None
+
+    def ranked_by_loss(self) -> bool:
+        return self.metric == "val_loss" or self.best_metric is None
+
+    def rank_key(self) -> tuple[bool, float]:
+        """Sort key: best trial first, by the sweep's metric in its direction, else by val loss."""
+        value = self.best() if self.ranked_by_loss() else self.best_metric
+        sign = -1.0 if self.mode == "max" and not self.ranked_by_loss() else 1.0
+        return value is None, sign * (value or 0.0)
 
     def best(self) -> float | None:
         if self.best_val_loss is not None:
@@ -152,7 +166,8 @@ def read_trials_file(sweep_dir: Path) -> list[Trial]:
         stopped = record.get("stopped_early")
         trials.append(Trial(str(trial_id), flatten(params), curve, number(record.get("best_val_loss")),
                             int(record["steps"]) if number(record.get("steps")) is not None else None,
-                            None if stopped is None else bool(stopped)))
+                            None if stopped is None else bool(stopped), str(record.get("metric", "val_loss")),
+                            str(record.get("mode", "min")), number(record.get("best_metric"))))
     return trials
 
 
@@ -175,7 +190,9 @@ def _fmt(value: object) -> str:
 
 
 def write_sweep_report(sweep_dir: Path, out: Path) -> Path:
-    trials = sorted(load_trials(sweep_dir), key=lambda t: (t.best() is None, t.best() or 0.0))
+    trials = sorted(load_trials(sweep_dir), key=Trial.rank_key)
+    by_metric = [t for t in trials if not t.ranked_by_loss()]
+    metric = by_metric[0].metric if by_metric else None
     notes: list[str] = []
     names = sorted({k for t in trials for k in t.params})
     varying = [n for n in names if len({_fmt(t.params.get(n)) for t in trials}) > 1]
@@ -208,15 +225,20 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> Path:
     lines = [f"# Sweep report: {sweep_dir.resolve().name}", "", f"Source: `{sweep_dir}`", "",
              f"- trials: {len(trials)} ({stopped} stopped early, {len(trials) - stopped} kept)",
              f"- trial-steps run: {used} of {full} if every trial ran to the end ({100 * used / max(full, 1):.0f}%)"]
-    if scored:
+    if metric and by_metric:
+        best = by_metric[0]
+        lines.append(f"- best by {metric} ({best.mode}): trial `{best.trial_id}`, {metric} {best.best_metric:.4f}, "
+                     + ", ".join(f"{n}={_fmt(best.params.get(n))}" for n in varying))
+    elif scored:
         best = scored[0]
         lines.append(f"- best: trial `{best.trial_id}`, val loss {best.best():.4f}, "
                      + ", ".join(f"{n}={_fmt(best.params.get(n))}" for n in varying))
-    header = ["trial", *varying, "best val loss", "steps run", "stopped early"]
+    header = ["trial", *varying, *([f"best {metric}"] if metric else []), "best val loss", "steps run", "stopped early"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for t in trials:
         best_loss = t.best()
-        cells = [f"`{t.trial_id}`", *(_fmt(t.params.get(n, "")) for n in varying),
+        ranked = [] if not metric else [f"{t.best_metric:.4f}" if t.best_metric is not None else "n/a"]
+        cells = [f"`{t.trial_id}`", *(_fmt(t.params.get(n, "")) for n in varying), *ranked,
                  f"{best_loss:.4f}" if best_loss is not None else "n/a", str(t.steps_run()),
                  "yes" if t.stopped_early else "no"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,5 +1,7 @@
-"""`hrm-ray train --dry_run`: build the model from the config and run one forward/backward on a
-synthetic arithmetic batch; report the loss terms and diagnostics. No Ray, no data on disk."""
+"""`hrm-ray train --dry_run`: build the model from the config and run one forward/backward; report the
+loss terms and diagnostics. No Ray. The LM runs on a synthetic arithmetic batch (no data on disk); the
+puzzle HRM (`task=puzzle`) runs one ACT segment on the first training batch of `data_path`, or on
+generated Sudoku puzzles when no `data_path` is given."""
 from __future__ import annotations
 
 import copy
@@ -52,15 +54,63 @@ def dry_run(cfg: Config, gate_scale: float = 1.0) -> dict[str, float]:
     return result
 
 
-def format_dry_run(result: dict[str, float]) -> str:
+DRY_RUN_BLANKS = 40
+
+
+def puzzle_dry_run(cfg: Config) -> dict[str, float]:
+    """One training segment (forward/backward from a fresh carry) of the configured puzzle model on one
+    worker's batch (`global_batch_size / num_workers` examples)."""
+    from hrm_ray.data.puzzles.demo import sudoku_batch
+    from hrm_ray.data.puzzles.sampler import local_batch_size
+    from hrm_ray.data.puzzles.sudoku import sudoku_metadata
+    from hrm_ray.errors import UserError
+    from hrm_ray.models.puzzle import puzzle_embeddings
+    from hrm_ray.train.puzzle_task import PuzzleTask, build_puzzle_model, resolve_arch
+    from hrm_ray.train.task import WorkerContext
+
+    torch.manual_seed(cfg.train.seed)
+    if cfg.puzzle.data_path:
+        task = PuzzleTask(cfg)
+        model, batch = task.build_model(), task.train_feed(WorkerContext()).next_batch()
+    else:
+        try:
+            size = local_batch_size(cfg.puzzle.global_batch_size, max(1, cfg.ray.num_workers))
+        except ValueError as exc:
+            raise UserError(f"global_batch_size: {exc}") from None
+        model = build_puzzle_model(cfg.arch, resolve_arch(cfg.arch, sudoku_metadata(size)))
+        batch = sudoku_batch(size, DRY_RUN_BLANKS, seed=cfg.train.seed)
+    device = torch.device("cuda" if cfg.ray.use_gpu and torch.cuda.is_available() else "cpu")
+    model.to(device).train()
+    batch = {k: v.to(device) for k, v in batch.items()}
+
+    start = time.perf_counter()
+    _, loss, sums, _ = model(model.initial_carry(batch), batch)
+    loss.backward()
+    seconds = time.perf_counter() - start
+
+    samples, embeddings = sums["samples"], puzzle_embeddings(model)
+    result = {"loss": loss, **{k: v / samples for k, v in sums.items() if k.endswith("_loss") or k.startswith("gate_")},
+              "samples": samples, "grad_norm": _grad_norm(list(model.parameters())),
+              "parameters": torch.tensor(sum(p.numel() for p in model.parameters())),
+              "puzzle_emb_parameters": torch.tensor(sum(e.weights.numel() for e in embeddings))}
+    if embeddings:  # the table is a buffer: its looked-up rows are the leaf sign-SGD reads the gradient of
+        result["puzzle_emb_grad_norm"] = _grad_norm([e.local for e in embeddings if e.local is not None])
+    result = {k: float(v.detach()) for k, v in result.items()}
+    result["seconds"] = seconds
+    logger.info("puzzle dry run: %s, loss %.4f", cfg.arch.name, result["loss"])
+    return result
+
+
+def format_dry_run(result: dict[str, float], what: str = "a synthetic batch") -> str:
     """The dry run's figures, one per line."""
-    lines = ["dry run: one forward/backward on a synthetic batch"]
+    lines = [f"dry run: one forward/backward on {what}"]
     if "mamba_ssm_kernel" in result:
         path = "mamba_ssm kernels" if result["mamba_ssm_kernel"] else "PyTorch chunked SSD"
         lines.append(f"  encoder: mamba2 ({path})")
     for key, value in result.items():
         if key == "mamba_ssm_kernel":
             continue
-        text = f"{int(value):,}" if key in ("parameters", "hrm_parameters", "num_tokens") else f"{value:.4f}"
-        lines.append(f"  {key:<18} {text}")
+        counts = ("parameters", "hrm_parameters", "puzzle_emb_parameters", "num_tokens", "samples")
+        text = f"{int(value):,}" if key in counts else f"{value:.4f}"
+        lines.append(f"  {key:<21} {text}")
     return "\n".join(lines)

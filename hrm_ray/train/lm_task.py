@@ -80,6 +80,7 @@ def describe_data(cfg: Config) -> DataInfo:
 
 class LanguageModelTask:
     eval_sum_keys = ("loss_sum", "tokens")
+    selection_metric, selection_mode = "loss", "min"
 
     def __init__(self, cfg: Config, data: DataInfo | None = None, val_split: str = "val"):
         """`val_split="test"` validates on the synthetic held-out test problems (hrm-ray eval)."""

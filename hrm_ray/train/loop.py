@@ -31,11 +31,13 @@ from hrm_ray.train.lr_schedule import LRSchedule
 from hrm_ray.train.metrics import MetricsLogger
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.task import (
+    Selection,
     Task,
     WorkerContext,
     after_step,
     eval_weights,
     load_task_state,
+    selection,
     task_state,
     unwrap,
 )
@@ -72,6 +74,8 @@ class LoopResult:
     step: int
     total_steps: int
     best_val_loss: float = math.inf
+    selection_metric: str = "loss"      # the task's selection metric; best_metric is its best value
+    best_metric: float = math.inf
     last_val: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
     already_done: bool = False
@@ -84,6 +88,24 @@ def total_steps(cfg: Config, train_samples: int, world_size: int) -> int:
         return cfg.train.steps
     per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * world_size
     return max(1, cfg.train.epochs * (train_samples // per_step))
+
+
+def finished_result(meta: dict[str, Any], steps_total: int, sel: Selection) -> LoopResult:
+    """The result of a run whose stored checkpoint (its `meta`) already reached `steps_total`."""
+    best_loss = float(meta.get("best_val_loss", math.inf))
+    return LoopResult(step=meta["step"], total_steps=steps_total, already_done=True, best_val_loss=best_loss,
+                      selection_metric=sel.metric, best_metric=sel.value(stored_score(meta, sel)))
+
+
+def stored_score(stored: dict[str, Any], sel: Selection) -> tuple[float, float]:
+    """The best evaluation's `Selection.score` from a checkpoint's state or meta (checkpoints from before
+    the selection metric existed hold only the best validation loss)."""
+    if "best_metric" in stored and stored.get("selection_metric", sel.metric) == sel.metric:
+        return sel.score(float(stored["best_metric"]), float(stored.get("best_metric_loss", math.inf)))
+    if sel == Selection():
+        loss = float(stored.get("best_val_loss", math.inf))
+        return sel.score(loss, loss)
+    return sel.score(sel.worst, math.inf)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -159,16 +181,16 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
     """
     tc = cfg.train
     rank0 = ctx.rank == 0
+    sel = selection(task)
     steps_total = total_steps(cfg, task.train_samples(), ctx.world_size)
     resume_dir = reporter.latest_checkpoint()
     if resume_dir is not None:
-        stored = read_meta(resume_dir)["step"]
-        if stored >= steps_total:
+        meta = read_meta(resume_dir)
+        if meta["step"] >= steps_total:
             if rank0:
-                print(f"run '{tc.run_name}' is already at step {stored} >= steps {steps_total}: nothing to do "
-                      f"(raise --steps to train further)")
-            return LoopResult(step=stored, total_steps=steps_total, already_done=True,
-                              best_val_loss=read_meta(resume_dir).get("best_val_loss", math.inf))
+                print(f"run '{tc.run_name}' is already at step {meta['step']} >= steps {steps_total}: nothing to "
+                      f"do (raise --steps to train further)")
+            return finished_result(meta, steps_total, sel)
 
     torch.manual_seed(tc.seed)
     model = task.build_model()
@@ -183,9 +205,14 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
                           cfg.optim.lr_min_ratio)
     dtype = autocast_dtype(tc.mixed_precision)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.mixed_precision == "fp16")
+    # A `scale_invariant` optimizer (sign-SGD) steps on the scaled gradients itself and skips non-finite
+    # ones; the scaler unscales, checks and steps the others.
+    scaled = [o for o in optimizers if not getattr(o, "scale_invariant", False)]
     feed = task.train_feed(ctx)
 
-    step, best, bad_evals, nonfinite_total = 0, math.inf, 0, 0
+    # `best`: score of the best evaluation by the task's selection metric (picks best-model/, drives
+    # patience); `best_loss`: the lowest validation loss (reported for every task).
+    step, best, best_loss, bad_evals, nonfinite_total = 0, sel.score(sel.worst, math.inf), math.inf, 0, 0
     if resume_dir is not None:
         state = load_checkpoint(resume_dir)
         core.load_state_dict(state["model"])
@@ -193,7 +220,8 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
             optimizer.load_state_dict(opt_state)
         scaler.load_state_dict(state["scaler"])
         feed.load_state_dict(state["data_position"][ctx.rank % len(state["data_position"])])
-        step, best, bad_evals = state["step"], state["best_val_loss"], state["evals_without_improvement"]
+        step, best_loss, bad_evals = state["step"], state["best_val_loss"], state["evals_without_improvement"]
+        best = stored_score(state, sel)
         nonfinite_total = state["nonfinite_total"]
         load_task_state(task, state.get("task", {}))
         set_rng_state(state["rng"])
@@ -207,7 +235,8 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
     window = MetricWindow()
     window_start, window_tokens = time.perf_counter(), torch.zeros((), device=ctx.device)
     nonfinite_run = 0
-    result = LoopResult(step=step, total_steps=steps_total, best_val_loss=best, nonfinite_steps=nonfinite_total)
+    result = LoopResult(step=step, total_steps=steps_total, best_val_loss=best_loss, selection_metric=sel.metric,
+                        best_metric=sel.value(best), nonfinite_steps=nonfinite_total)
     model.train()
 
     while step < steps_total:
@@ -226,7 +255,7 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
             window_tokens += out.num_tokens if isinstance(out.num_tokens, torch.Tensor) else float(out.num_tokens)
         for p in task.frozen_parameters(core, step):
             p.grad = None
-        for optimizer in optimizers:
+        for optimizer in scaled:
             scaler.unscale_(optimizer)
         max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
@@ -237,7 +266,10 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
             finite = torch.isfinite(grad_norm) if ctx.world_size > 1 else finite & torch.isfinite(grad_norm)
         if bool(finite):
             for optimizer in optimizers:
-                scaler.step(optimizer)
+                if optimizer in scaled:
+                    scaler.step(optimizer)
+                else:
+                    optimizer.step()
             scaler.update()
             after_step(task, core, step)
             nonfinite_run = 0
@@ -269,37 +301,50 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
         if step % tc.val_every == 0 or step == steps_total:
             with eval_weights(task, core):
                 val = evaluate(model, task, task.val_batches(ctx), step, ctx.device, dtype)
-                improved = val["loss"] < best
+                if sel.metric not in val:
+                    raise KeyError(f"the task's validation metrics {sorted(val)} lack its selection metric "
+                                   f"'{sel.metric}'")
+                score = sel.score(val[sel.metric], val["loss"])
+                improved = score > best
                 if improved and rank0 and tc.save_best_model and files is not None:
-                    _write_best(files, core, task, step, val)
+                    _write_best(files, core, task, step, val, sel)
             logger.log(step, "val", val)
             result.last_val = val
+            if val["loss"] < best_loss:
+                best_loss = val["loss"]
             if improved:
-                best, bad_evals = val["loss"], 0
+                best, bad_evals = score, 0
             elif tc.eval_loss_patience > 0 and step >= tc.patience_grace_steps:
                 bad_evals += 1
             stop = tc.eval_loss_patience > 0 and bad_evals >= tc.eval_loss_patience
             final = stop or step == steps_total
-            meta = {"step": step, "final": final, "best_val_loss": best, "val_loss": val["loss"]}
+            meta = {"step": step, "final": final, "best_val_loss": best_loss, "val_loss": val["loss"],
+                    "selection_metric": sel.metric, "selection_mode": sel.mode, "best_metric": sel.value(best),
+                    f"val_{sel.metric}": val[sel.metric]}
             state = None
             if rank0:
                 state = {"model": core.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                          "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
                          "data_position": _gather_positions(feed.state_dict(), ctx.world_size),
-                         "step": step, "best_val_loss": best, "evals_without_improvement": bad_evals,
+                         "step": step, "best_val_loss": best_loss, "selection_metric": sel.metric,
+                         "best_metric": sel.value(best), "best_metric_loss": -best[1],
+                         "evals_without_improvement": bad_evals,
                          "nonfinite_total": nonfinite_total, "task": task_state(task), "config": to_dict(cfg)}
             else:
                 _gather_positions(feed.state_dict(), ctx.world_size)
-            reporter.report({"step": step, **{f"val_{k}": v for k, v in val.items()}, "best_val_loss": best},
-                            state, meta)
+            best_report = {} if sel.metric == "loss" else {f"best_val_{sel.metric}": sel.value(best)}
+            reporter.report({"step": step, **{f"val_{k}": v for k, v in val.items()}, "best_val_loss": best_loss,
+                             **best_report}, state, meta)
             window_start = time.perf_counter()
             if stop:
-                logger.event(f"early stop at step {step}: validation loss has not improved on the best "
-                             f"{best:.4f} for {bad_evals} evaluations")
+                logger.event(f"early stop at step {step}: validation {sel.metric} has not improved on the best "
+                             f"{sel.value(best):.4f} for {bad_evals} evaluations")
                 result.stopped_early = True
                 break
 
-    result.step, result.best_val_loss, result.nonfinite_steps = step, best, nonfinite_total
+    result.step, result.best_val_loss, result.nonfinite_steps = step, best_loss, nonfinite_total
+    result.best_metric = sel.value(best)
+    getattr(feed, "close", lambda: None)()  # a Ray Data iterator must not outlive Ray
     logger.close()
     return result
 
@@ -313,11 +358,13 @@ def _gather_positions(position: dict[str, int], world_size: int) -> list[dict[st
     return gathered
 
 
-def _write_best(files: RunFiles, model: nn.Module, task: Task, step: int, val: dict[str, float]) -> None:
+def _write_best(files: RunFiles, model: nn.Module, task: Task, step: int, val: dict[str, float],
+                sel: Selection) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         write_best_model(tmp, model.state_dict(), yaml.safe_dump(to_dict(task.cfg), sort_keys=False),
-                         task.artifacts(), {"step": step, **{f"val_{k}": v for k, v in val.items()}})
+                         task.artifacts(), {"step": step, "selection_metric": sel.metric, "selection_mode": sel.mode,
+                                            **{f"val_{k}": v for k, v in val.items()}})
         files.put_dir(tmp, BEST_MODEL_DIR)
 

@@ -105,13 +105,17 @@ def puzzle_schedule(cfg: Config, meta: PuzzleDatasetMetadata) -> PuzzleSchedule:
     return PuzzleSchedule(iterations, per_iter, iterations * per_iter)
 
 
-def wilson_interval(successes: float, n: float, population: float, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: float, population: float | None, z: float = Z_95) -> tuple[float, float]:
     """Wilson score interval of a proportion from `n` of `population` items drawn without replacement
-    (finite-population corrected: the interval closes to the point when the whole population is seen)."""
+    (finite-population corrected: the interval closes to the point when the whole population is seen);
+    `population=None`: `n` draws from an unlimited population (no correction)."""
     if n <= 0:
         return 0.0, 1.0
     p = successes / n
-    fpc = max(0.0, (population - n) / (population - 1)) if population > 1 else 0.0
+    if population is None:
+        fpc = 1.0
+    else:
+        fpc = max(0.0, (population - n) / (population - 1)) if population > 1 else 0.0
     zz = z * z * fpc
     denom = 1 + zz / n
     center = (p + zz / (2 * n)) / denom
@@ -166,6 +170,7 @@ def run_to_halt(head: ACTLossHead, batch: Batch) -> tuple[Any, dict[str, torch.T
 
 class PuzzleTask:
     eval_sum_keys = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
+    selection_metric, selection_mode = "exact_accuracy", "max"   # best-model/, patience, sweeps
     ddp_kwargs = {"broadcast_buffers": False}   # the puzzle embedding table is kept equal by sign-SGD
 
     def __init__(self, cfg: Config):

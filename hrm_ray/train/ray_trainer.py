@@ -27,9 +27,9 @@ import yaml
 from hrm_ray.config import Config, to_dict
 from hrm_ray.errors import UserError
 from hrm_ray.train.checkpoint import CheckpointStore, checkpoint_dir_name, read_meta, save_checkpoint
-from hrm_ray.train.loop import LocalReporter, LoopResult, run_loop, total_steps
+from hrm_ray.train.loop import LocalReporter, LoopResult, finished_result, run_loop, total_steps
 from hrm_ray.train.run_files import RunFiles, is_remote, join
-from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs
+from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, selection
 
 CONFIG_FILE = "config.yaml"
 
@@ -101,12 +101,12 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     return vars(result)
 
 
-def stored_step(run_dir: str) -> int | None:
-    """Step of the newest checkpoint in a local run directory (None when there is none)."""
+def stored_meta(run_dir: str) -> dict[str, Any] | None:
+    """meta.json of the newest checkpoint in a local run directory (None when there is none)."""
     if is_remote(run_dir):
         return None
     latest = CheckpointStore(run_dir, 0).latest()
-    return None if latest is None else read_meta(latest)["step"]
+    return None if latest is None else read_meta(latest)
 
 
 def build_task(cfg: Config) -> Task:
@@ -143,11 +143,11 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     storage = storage_root(cfg)
     run_dir = join(storage, cfg.train.run_name)
     steps = total_steps(cfg, task.train_samples(), max(1, rc.num_workers))
-    done = stored_step(run_dir)
-    if done is not None and done >= steps:
-        print(f"run '{cfg.train.run_name}' is already at step {done} >= steps {steps}: nothing to do "
+    done = stored_meta(run_dir)
+    if done is not None and done["step"] >= steps:
+        print(f"run '{cfg.train.run_name}' is already at step {done['step']} >= steps {steps}: nothing to do "
               f"(raise --steps to train further)")
-        return LoopResult(step=done, total_steps=steps, already_done=True)
+        return finished_result(done, steps, selection(task))
 
     RunFiles(run_dir).write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     datasets = task.ray_datasets()

@@ -4,6 +4,11 @@ Each step touches only the rows the batch used: w <- w * (1 - lr * wd) - lr * si
 With a sparse gradient Adam behaves like sign-SGD, and this needs no per-row optimizer state.
 Under torch.distributed the (ids, row gradients) of every worker are all-gathered first, so all
 workers apply the same update and their tables stay identical.
+
+Mixed precision: the update depends on the gradient's sign only, so fp16's loss scale needs no undoing
+(`scale_invariant`: the loop steps this optimizer outside the GradScaler, which could not see these
+gradients: they live on the looked-up rows, not on a parameter). A non-finite row gradient (an fp16
+overflow, a NaN) skips the whole update, as GradScaler skips a step, without a host sync.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ class SparseEmbeddingSignSGD(Optimizer):
     optimizer by writing param_group["lr"].
     """
 
+    scale_invariant = True   # sign(c * g) == sign(g): the loop skips GradScaler.unscale_/step for it
+
     def __init__(self, embeddings: list[PuzzleEmbedding], lr: float = 1e-2, weight_decay: float = 0.1) -> None:
         if lr < 0 or weight_decay < 0:
             raise ValueError(f"puzzle embedding lr ({lr}) and weight_decay ({weight_decay}) must be >= 0")
@@ -62,10 +69,11 @@ class SparseEmbeddingSignSGD(Optimizer):
 
 def apply_sign_sgd(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float, weight_decay: float
                    ) -> None:
-    """Sum the gradients of repeated ids, then update each touched row once."""
+    """Sum the gradients of repeated ids, then update each touched row once; nothing changes when any
+    gradient is non-finite."""
     unique, inverse = ids.unique(return_inverse=True)
     summed = torch.zeros(len(unique), grads.shape[1], dtype=grads.dtype, device=grads.device)
     summed.index_add_(0, inverse, grads)
     rows = weights[unique]
-    rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(summed).to(rows.dtype), alpha=-lr)
-    weights[unique] = rows
+    updated = rows * (1.0 - lr * weight_decay) - lr * torch.sign(summed).to(rows.dtype)
+    weights[unique] = torch.where(torch.isfinite(summed).all(), updated, rows)

@@ -7,6 +7,7 @@ hybrid; the puzzle HRM implements the same protocol.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +41,10 @@ class Task(Protocol):
     cfg: Config
     # Names of the additive sums `eval_sums` returns (all-reduced across ranks in this order).
     eval_sum_keys: tuple[str, ...]
+    # The validation metric that picks best-model/ and drives early stopping, and whether lower ("min")
+    # or higher ("max") is better: ("loss", "min") for the LM, ("exact_accuracy", "max") for puzzles.
+    selection_metric: str
+    selection_mode: str
 
     def ray_datasets(self) -> dict[str, Any]:
         """Driver side: Ray Datasets to shard across workers ({} when the data is built in-process)."""
@@ -66,7 +71,8 @@ class Task(Protocol):
         """Additive quantities of one validation batch (e.g. loss summed over tokens, token count)."""
 
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        """Validation metrics from the summed quantities; must contain `loss` (lower is better)."""
+        """Validation metrics from the summed quantities; must contain `loss` (lower is better) and the
+        selection metric."""
 
     def frozen_parameters(self, model: nn.Module, step: int) -> list[nn.Parameter]:
         """Parameters that get no update (and no weight decay) at `step`."""
@@ -83,6 +89,39 @@ class Task(Protocol):
     #   eval_weights(model)          context manager around validation and best-model/ (e.g. EMA swapped in)
     #   state_dict() / load_state_dict(state)   task state that goes into checkpoints (e.g. the EMA)
     #   ddp_kwargs                   extra DistributedDataParallel arguments (e.g. broadcast_buffers=False)
+
+
+SELECTION_MODES = ("min", "max")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which validation metric picks the best evaluation, and whether lower or higher is better.
+
+    An evaluation's `score` orders evaluations (larger is better): the metric, then the lower validation
+    loss, which breaks ties of a coarse metric (an exact accuracy that stays 0 early in training). For
+    ("loss", "min") it orders by loss alone. A NaN never scores better."""
+    metric: str = "loss"
+    mode: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.mode not in SELECTION_MODES:
+            raise ValueError(f"selection_mode must be min or max, got {self.mode!r}")
+
+    @property
+    def worst(self) -> float:
+        return math.inf if self.mode == "min" else -math.inf
+
+    def score(self, value: float, loss: float) -> tuple[float, float]:
+        return (value if self.mode == "max" else -value, -loss)
+
+    def value(self, score: tuple[float, float]) -> float:
+        return score[0] if self.mode == "max" else -score[0]
+
+
+def selection(task: Task) -> Selection:
+    """The task's selection metric and mode; a task without them is selected by validation loss."""
+    return Selection(getattr(task, "selection_metric", "loss"), getattr(task, "selection_mode", "min"))
 
 
 def after_step(task: Task, model: nn.Module, step: int) -> None:

@@ -14,8 +14,11 @@ weak trial at each rung. A trial's Train run lives in `<sweep>/runs/<trial_id>/`
 checkpoints, best-model/). Rerunning an interrupted sweep restores it (`Tuner.restore`): finished trials
 stay finished, unfinished ones restart and their Train run resumes from its own last checkpoint.
 
+Trials are ranked by the sweep's `metric` and `mode` (val_loss/min for the LM stages, the task's selection
+metric such as val_exact_accuracy/max for puzzles): ASHA's rungs, the best trial and best_config.yaml.
+
 Outputs in `<sweep>/`: trials.jsonl (one trial a line: trial_id, params, best_val_loss, steps,
-stopped_early, history), best_config.yaml (a full config `experiments/stage_b.py --config` accepts),
+stopped_early, history of val_loss, metric, best_metric), best_config.yaml (a full config `experiments/stage_b.py --config` accepts),
 report/ (plots and report.md by `hrm_ray.report`), sweep.json (the settings a restore reuses).
 """
 from __future__ import annotations
@@ -192,9 +195,12 @@ class TrialRow:
     steps: int              # optimizer steps its Train run took (it may run on a little after its last report)
     stopped_early: bool     # its reports ended before max_t: ASHA (or patience) stopped it
     status: str
-    history: list[list[float]]
+    history: list[list[float]]   # [[step, val_loss], ...]
     path: str = ""
     error: str = ""
+    metric: str = METRIC         # the sweep's ranking metric, its direction, and this trial's best value of it
+    mode: str = MODE
+    best_metric: float | None = None
 
 
 @dataclass
@@ -206,6 +212,7 @@ class SweepResult:
     report: str = ""
     restored: bool = False
     interrupted: bool = False  # stopped before every trial finished: rerun to continue
+    mode: str = MODE           # the sweep's ranking direction (its rows carry the metric)
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
@@ -215,7 +222,7 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
     return validate(cfg)
 
 
-def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str) -> None:
+def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str, metric: str = METRIC) -> None:
     """Tune's trial driver: one Ray Train run whose evaluations reach Tune through TuneReportCallback."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -227,15 +234,16 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str) -> No
     cfg.ray.storage_path = runs_dir
     result = train(cfg, callbacks=[TuneReportCallback()])
     if result.already_done:  # finished before an interruption that Tune had not recorded yet
-        best = result.best_val_loss if math.isfinite(result.best_val_loss) else _stored_best(runs_dir, cfg)
-        ray.tune.report({TIME_ATTR: result.step, METRIC: best, "best_val_loss": best})
+        ray.tune.report(finished_report(result, metric))
 
 
-def _stored_best(runs_dir: str, cfg: Config) -> float:
-    from hrm_ray.train.checkpoint import CheckpointStore, read_meta
-
-    latest = CheckpointStore(join(runs_dir, cfg.train.run_name), 0).latest()
-    return float(read_meta(latest).get("best_val_loss", math.inf)) if latest else math.inf
+def finished_report(result, metric: str) -> dict[str, float]:
+    """What a trial whose run had already finished reports: its best values (from the run's checkpoint),
+    under the sweep's metric too (val_loss, or val_<the task's selection metric>)."""
+    best = {f"val_{result.selection_metric}": result.best_metric, "val_loss": result.best_val_loss}
+    if metric not in best:
+        raise UserError(f"sweep metric '{metric}': a finished trial knows only its best {', '.join(best)}")
+    return {TIME_ATTR: result.step, **best, "best_val_loss": result.best_val_loss}
 
 
 def _save_spec(spec: SweepSpec) -> None:
@@ -258,7 +266,7 @@ def build_tuner(spec: SweepSpec, restore: bool):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=spec.base, runs_dir=join(spec.path, RUNS_DIR)),
+        tune.with_parameters(run_trial, base=spec.base, runs_dir=join(spec.path, RUNS_DIR), metric=spec.metric),
         {"CPU": TRIAL_DRIVER_CPUS})
     if restore:
         return tune.Tuner.restore(spec.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -318,18 +326,18 @@ def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool 
             + (f", grace {spec.grace()}, reduction factor {spec.reduction_factor})" if spec.scheduler == "asha" else ")"))
     grid = build_tuner(spec, restored).fit()
     rows = trial_rows(grid, spec)
-    best = best_row(rows)
+    best = best_row(rows, spec.mode)
     if any(r.status == "UNFINISHED" for r in rows):
         log(f"[yellow]sweep interrupted: {sum(r.status == 'UNFINISHED' for r in rows)} of {len(rows)} trials "
             f"unfinished; rerun the same command to continue it[/yellow]")
-        return SweepResult(spec.path, rows, best, "", restored=restored, interrupted=True)
+        return SweepResult(spec.path, rows, best, "", restored=restored, interrupted=True, mode=spec.mode)
     files = RunFiles(spec.path)
     files.write_bytes(TRIALS_FILE, "".join(json.dumps(asdict(r)) + "\n" for r in rows).encode())
     best_config = ""
     if best is not None:
         files.write_bytes(BEST_CONFIG_FILE, best_config_yaml(spec, best).encode())
         best_config = files.path(BEST_CONFIG_FILE)
-    result = SweepResult(spec.path, rows, best, best_config, restored=restored)
+    result = SweepResult(spec.path, rows, best, best_config, restored=restored, mode=spec.mode)
     if report and not is_remote(spec.path) and rows:
         from hrm_ray.report.build import build_report
 
@@ -350,19 +358,27 @@ def trial_rows(grid, spec: SweepSpec) -> list[TrialRow]:
         config = dict(result.config or {})
         last = result.metrics or {}
         trial_id = str(last.get("trial_id") or Path(result.path).name)
-        history: list[list[float]] = []
         frame = result.metrics_dataframe
-        if frame is not None and METRIC in frame and TIME_ATTR in frame:
-            history = [[float(s), float(v)] for s, v in zip(frame[TIME_ATTR], frame[METRIC], strict=True)
-                       if not (math.isnan(float(s)) or math.isnan(float(v)))]
+        history = _curve(frame, METRIC)
+        ranked = history if spec.metric == METRIC else _curve(frame, spec.metric)
         losses = [v for _, v in history if math.isfinite(v)]
-        reported = max([int(s) for s, _ in history], default=0)
+        values = [v for _, v in ranked if math.isfinite(v)]
+        reported = max([int(s) for s, _ in history + ranked], default=0)
         rows.append(TrialRow(
             trial_id=trial_id, params=config, best_val_loss=min(losses) if losses else None,
             steps=max(reported, _steps_trained(spec, trial_id)), stopped_early=reported < spec.max_t,
             status=_status(result, last), history=history, path=_relative(result.path, spec.path),
-            error=_last_line(result.error)))
+            error=_last_line(result.error), metric=spec.metric, mode=spec.mode,
+            best_metric=(max if spec.mode == "max" else min)(values) if values else None))
     return sorted(rows, key=lambda r: r.trial_id)
+
+
+def _curve(frame, metric: str) -> list[list[float]]:
+    """[[step, value], ...] of one reported metric (rows without it skipped)."""
+    if frame is None or metric not in frame or TIME_ATTR not in frame:
+        return []
+    return [[float(s), float(v)] for s, v in zip(frame[TIME_ATTR], frame[metric], strict=True)
+            if not (math.isnan(float(s)) or math.isnan(float(v)))]
 
 
 def _last_line(error: BaseException | None) -> str:
@@ -399,9 +415,12 @@ def _relative(path: str, root: str) -> str:
         return path
 
 
-def best_row(rows: list[TrialRow]) -> TrialRow | None:
-    scored = [r for r in rows if r.best_val_loss is not None]
-    return min(scored, key=lambda r: r.best_val_loss) if scored else None
+def best_row(rows: list[TrialRow], mode: str = MODE) -> TrialRow | None:
+    """The trial with the best `best_metric` (lowest under mode min, highest under max)."""
+    scored = [r for r in rows if r.best_metric is not None]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda r: r.best_metric)
 
 
 def best_config_yaml(spec: SweepSpec, best: TrialRow) -> str:
@@ -409,10 +428,16 @@ def best_config_yaml(spec: SweepSpec, best: TrialRow) -> str:
     cfg = trial_config(spec.base, {k: v for k, v in best.params.items()})
     cfg.train.run_name = f"{spec.name}-best"
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best.params.items()))
-    header = (f"# Best trial of sweep '{spec.name}': {best.trial_id}, val loss {best.best_val_loss:.4f} after "
+    header = (f"# Best trial of sweep '{spec.name}': {best.trial_id}, {_metric_text(best)} after "
               f"{best.steps} steps\n# {params}\n"
               f"# python experiments/stage_b.py --config {BEST_CONFIG_FILE} --steps N   (any flag overrides)\n")
     return header + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _metric_text(row: TrialRow) -> str:
+    """'val loss 1.2345' (as the LM sweeps always printed it), or e.g. 'val_exact_accuracy 0.8125'."""
+    name = "val loss" if row.metric == METRIC else row.metric
+    return f"{name} {row.best_metric:.4f}"
 
 
 def _fmt(value: Any) -> str:
@@ -420,16 +445,25 @@ def _fmt(value: Any) -> str:
 
 
 def results_table(result: SweepResult):
-    """A rich table: trial, params, best val loss, steps run, stopped early."""
+    """A rich table: trial, params, best of the ranking metric (when it is not the val loss), best val
+    loss, steps run, stopped early; best trials first."""
     from rich.table import Table
 
     names = sorted({k for r in result.rows for k in r.params})
+    metrics = sorted({r.metric for r in result.rows} - {METRIC})
     table = Table(title=f"sweep {result.path}")
-    for column in ["trial", *(n.rsplit(".", 1)[-1] for n in names), "best val loss", "steps", "stopped early"]:
+    for column in ["trial", *(n.rsplit(".", 1)[-1] for n in names), *(f"best {m}" for m in metrics),
+                   "best val loss", "steps", "stopped early"]:
         table.add_column(column)
-    for row in sorted(result.rows, key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0)):
+    sign = -1.0 if result.mode == "max" else 1.0
+    for row in sorted(result.rows, key=lambda r: (r.best_metric is None, sign * (r.best_metric or 0.0))):
         mark = " *" if result.best is row else ""
-        table.add_row(row.trial_id + mark, *(_fmt(row.params.get(n, "")) for n in names),
-                      "n/a" if row.best_val_loss is None else f"{row.best_val_loss:.4f}", str(row.steps),
+        ranked = [_number(row.best_metric) for _ in metrics]
+        table.add_row(row.trial_id + mark, *(_fmt(row.params.get(n, "")) for n in names), *ranked,
+                      _number(row.best_val_loss), str(row.steps),
                       "error" if row.status == "ERROR" else ("yes" if row.stopped_early else "no"))
     return table
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
