@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PAGE = os.sysconf("SC_PAGE_SIZE")
+SETTLE_S = 3.0
 
 
 def tree_rss(root: int) -> int:
@@ -96,7 +97,7 @@ def child_raw(args) -> dict:
     for name in ("encode_batch", "encode_batch_fast"):
         fn = getattr(tok, name)
         best = float("inf")
-        for _ in range(2):
+        for _ in range(3):
             start = time.perf_counter()
             tokens = sum(len(e.ids) for e in fn(texts, add_special_tokens=False))
             best = min(best, time.perf_counter() - start)
@@ -143,6 +144,7 @@ def child_ingest(args) -> dict:
 def run_child(kind: str, **kw) -> dict:
     cmd = [sys.executable, __file__, "--child", kind] + [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    time.sleep(SETTLE_S)  # the previous child's Ray processes may still be exiting: let them go first
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{kind} child failed:\n{done.stderr[-3000:]}")
