@@ -38,7 +38,8 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("parquet", "jsonl", "both"), default="parquet")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val hash split")
     p.add_argument("--language", default=None, help="keep rows whose language column equals this")
-    p.add_argument("--rows-per-shard", type=int, default=100_000)
+    p.add_argument("--rows-per-shard", type=int, default=100_000,
+                   help="most rows in one shard (each ~4 MiB work unit of the source writes its own shards)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
 

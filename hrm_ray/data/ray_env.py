@@ -6,12 +6,14 @@ import os
 import ray
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Make sure Ray is up: a no-op when already initialised.
 
     `address` (or `RAY_ADDRESS`) connects to that cluster, as under `ray job submit`;
     otherwise a new local Ray is started (`num_cpus` logical CPUs, default: all cores), never an
-    unrelated `ray start` instance that happens to run on this machine.
+    unrelated `ray start` instance that happens to run on this machine. `dashboard`: training and
+    Tune need it (Ray Train's placement-group cleaner and Tune query the State API it serves; without
+    it the cleaner warns every few seconds); data jobs do without.
     """
     if ray.is_initialized():
         return
@@ -20,7 +22,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                 configure_logging=False)
 
 
 def cluster_cpus() -> float:

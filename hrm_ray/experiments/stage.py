@@ -109,7 +109,8 @@ def start_ray(cfg: Config) -> None:
     from hrm_ray.data.ray_env import ensure_ray
 
     workers_cpus = max(1, cfg.ray.num_workers) * cfg.ray.cpus_per_worker
-    ensure_ray(cfg.ray.address or None, num_cpus=max(os.cpu_count() or 1, math.ceil(workers_cpus) + 1))
+    ensure_ray(cfg.ray.address or None, num_cpus=max(os.cpu_count() or 1, math.ceil(workers_cpus) + 1),
+               dashboard=True)
 
 
 def run_stage(config_path: str | Path, profile: str | None, overrides: list[str],

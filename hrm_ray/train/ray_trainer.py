@@ -136,7 +136,8 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     needs_ray = not local_mode or cfg.data.dataset != "synthetic"
     if needs_ray:
         workers_cpus = max(1, rc.num_workers) * rc.cpus_per_worker
-        ensure_ray(address or rc.address or None, num_cpus=max(os.cpu_count() or 1, math.ceil(workers_cpus) + 1))
+        ensure_ray(address or rc.address or None, num_cpus=max(os.cpu_count() or 1, math.ceil(workers_cpus) + 1),
+                   dashboard=not local_mode)
     if task is None:
         task = build_task(cfg)
     cfg = task.cfg

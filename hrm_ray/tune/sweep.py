@@ -300,8 +300,7 @@ def start_ray(spec: SweepSpec) -> None:
         return
     per_trial = max(1, int(spec.base["ray"]["num_workers"])) * float(spec.base["ray"]["cpus_per_worker"])
     num_cpus = max(os.cpu_count() or 1, math.ceil(per_trial * max(1, spec.max_concurrent_trials)) + 1)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             configure_logging=False)
+    ensure_ray(num_cpus=num_cpus, dashboard=True)
 
 
 def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool = True) -> SweepResult:
