@@ -112,7 +112,6 @@ def test_resume_restores_optimizers_and_ema_and_reinitialises_the_carry(sudoku_d
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(not torch.amp.is_autocast_available("cpu"), reason="no CPU autocast in this torch")
 def test_fp16_trains_the_dense_weights_through_the_scaler_and_the_embedding_by_sign_sgd(sudoku_dir: Path,
                                                                                           tmp_path: Path):
     cfg = tiny_config(sudoku_dir, "global_batch_size=8", "epochs=1", "train.steps=3", "train.val_every=3",

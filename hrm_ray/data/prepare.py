@@ -115,6 +115,7 @@ class PrepareUnits:
                             f"{socket.gethostname()}; on a multi-node cluster --dest must be on a shared filesystem")
         self.tok = Tokenizer.from_str(tokenizer_json)
         self.tcfg, self.cfg, self.opts = tcfg, cfg, opts
+        self.fields = fields_read(opts)
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         return pa.Table.from_pylist([self.prepare(WorkUnit.from_json(u)) for u in batch["unit"]])
@@ -125,7 +126,7 @@ class PrepareUnits:
         limit = self.cfg.max_records
         for piece in unit.pieces:
             record = piece.first_record
-            for records in piece_record_batches(piece, self.cfg.tokenizer_batch_size, fields_read(self.opts)):
+            for records in piece_record_batches(piece, self.cfg.tokenizer_batch_size, self.fields):
                 if limit is not None:
                     records = records[: max(0, limit - record)]
                 if not records:

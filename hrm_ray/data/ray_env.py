@@ -1,6 +1,7 @@
 """Connect to a Ray cluster or start a local one; shared by every job that needs Ray."""
 from __future__ import annotations
 
+import math
 import os
 
 import ray
@@ -24,6 +25,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboar
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
                  configure_logging=False)
+
+
+def local_cpus(needed: float) -> int:
+    """Logical CPUs for a local Ray: every core, and at least `needed` plus one left for Ray Data."""
+    return max(os.cpu_count() or 1, math.ceil(needed) + 1)
 
 
 def cluster_cpus() -> float:

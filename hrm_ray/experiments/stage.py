@@ -16,7 +16,6 @@ such as `--batch_size`, dotted paths such as `model.hrm.ds_weight=0.2`). Then:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 from hrm_ray.config import Config, build_config
 from hrm_ray.errors import UserError
 from hrm_ray.train.loop import LoopResult
-from hrm_ray.train.ray_trainer import storage_root
+from hrm_ray.train.ray_trainer import start_ray, storage_root
 from hrm_ray.train.run_files import is_remote, join
 
 STORAGE_ENV = "HRM_RAY_STORAGE"
@@ -102,15 +101,6 @@ def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
             raise UserError(f"--dataset: {', '.join(map(str, missing))} not found (the demo profile builds only "
                             f"{'/'.join(SOURCE_MODES)} in one directory)")
         build_demo_data(roots.pop(), DemoDataSpec(max_seq_len=cfg.data.max_seq_len, seed=cfg.train.seed), log)
-
-
-def start_ray(cfg: Config) -> None:
-    """Attach to `--address`/`$RAY_ADDRESS`, else start Ray with room for the workers and for Ray Data."""
-    from hrm_ray.data.ray_env import ensure_ray
-
-    workers_cpus = max(1, cfg.ray.num_workers) * cfg.ray.cpus_per_worker
-    ensure_ray(cfg.ray.address or None, num_cpus=max(os.cpu_count() or 1, math.ceil(workers_cpus) + 1),
-               dashboard=True)
 
 
 def run_stage(config_path: str | Path, profile: str | None, overrides: list[str],

@@ -19,6 +19,7 @@ class BatchFeed(Protocol):
     def next_batch(self) -> Batch: ...
     def state_dict(self) -> dict[str, int]: ...
     def load_state_dict(self, state: dict[str, int]) -> None: ...
+    def close(self) -> None: ...
 
 
 class IndexedFeed:
@@ -52,6 +53,9 @@ class IndexedFeed:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batch, self._order = state["epoch"], state["batch"], None
+
+    def close(self) -> None:
+        """Nothing to release: the batches are built in-process."""
 
 
 class EpochFeed:

@@ -344,7 +344,7 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
 
     result.step, result.best_val_loss, result.nonfinite_steps = step, best_loss, nonfinite_total
     result.best_metric = sel.value(best)
-    getattr(feed, "close", lambda: None)()  # a Ray Data iterator must not outlive Ray
+    feed.close()  # a Ray Data iterator must not outlive Ray
     logger.close()
     return result
 

@@ -14,7 +14,6 @@ worker group (max_failures) and a relaunch of the same run name resume from `ray
 from __future__ import annotations
 
 import functools
-import math
 import os
 import tempfile
 import time
@@ -120,6 +119,15 @@ def build_task(cfg: Config) -> Task:
     return LanguageModelTask(cfg)
 
 
+def start_ray(cfg: Config, address: str | None = None, dashboard: bool = True) -> None:
+    """Attach to `address`/`--address`/`$RAY_ADDRESS`, else start a local Ray with room for the workers
+    and for Ray Data (with its dashboard: Ray Train's placement-group cleaner queries its State API)."""
+    from hrm_ray.data.ray_env import ensure_ray, local_cpus
+
+    workers_cpus = max(1, cfg.ray.num_workers) * cfg.ray.cpus_per_worker
+    ensure_ray(address or cfg.ray.address or None, num_cpus=local_cpus(workers_cpus), dashboard=dashboard)
+
+
 def train(cfg: Config, task: Task | None = None, address: str | None = None,
           callbacks: list | None = None) -> LoopResult:
     """Run (or resume) `cfg.train.run_name` under `<storage>/<run_name>/` and return the loop's result.
@@ -127,17 +135,13 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from hrm_ray.data.ray_env import ensure_ray
-
     if not cfg.train.run_name:
         cfg.train.run_name = default_run_name()
     rc = cfg.ray
     local_mode = rc.num_workers == 0
     needs_ray = not local_mode or cfg.data.dataset != "synthetic"
     if needs_ray:
-        workers_cpus = max(1, rc.num_workers) * rc.cpus_per_worker
-        ensure_ray(address or rc.address or None, num_cpus=max(os.cpu_count() or 1, math.ceil(workers_cpus) + 1),
-                   dashboard=not local_mode)
+        start_ray(cfg, address, dashboard=not local_mode)
     if task is None:
         task = build_task(cfg)
     cfg = task.cfg

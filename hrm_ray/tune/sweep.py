@@ -27,7 +27,6 @@ import abc
 import importlib
 import json
 import math
-import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -290,17 +289,11 @@ def start_ray(spec: SweepSpec) -> None:
     """Attach to `--address`/`$RAY_ADDRESS`, else start a local Ray *with* its dashboard: ASHA kills the
     trials it stops, and only through the dashboard's state API can Ray Train's PlacementGroupCleaner
     see that their controllers died and free their workers' CPUs for the next trials."""
-    import ray
+    from hrm_ray.data.ray_env import ensure_ray, local_cpus
 
-    from hrm_ray.data.ray_env import ensure_ray
-
-    address = spec.base["ray"]["address"] or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized() or address:
-        ensure_ray(address or None)
-        return
     per_trial = max(1, int(spec.base["ray"]["num_workers"])) * float(spec.base["ray"]["cpus_per_worker"])
-    num_cpus = max(os.cpu_count() or 1, math.ceil(per_trial * max(1, spec.max_concurrent_trials)) + 1)
-    ensure_ray(num_cpus=num_cpus, dashboard=True)
+    ensure_ray(spec.base["ray"]["address"] or None, num_cpus=local_cpus(per_trial * max(1, spec.max_concurrent_trials)),
+               dashboard=True)
 
 
 def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool = True) -> SweepResult:
