@@ -1,7 +1,9 @@
 """Chunked SSD vs the naive sequential scan: forward + backward time, speed ratio, max difference.
 
 Both run side by side in one process on the same inputs (shaped like a Mamba2 block's: dt and
-A from the block's initialisation). Usage: python bench/bench_mamba2.py [--lengths 256 1024 4096]
+A from the block's initialisation); the chunked SSD also under torch.compile (inductor; compiled once
+per length, its first call not timed). Usage: python bench/bench_mamba2.py [--lengths 256 1024 4096]
+[--no_compile]
 """
 from __future__ import annotations
 
@@ -48,6 +50,15 @@ def best_seconds(fn: Callable[..., torch.Tensor], inputs: Inputs, grad_out: torc
     return min(times)
 
 
+def compiled_seconds(fn: Callable[..., torch.Tensor], inputs: Inputs, grad_out: torch.Tensor, repeats: int,
+                     reference: torch.Tensor) -> tuple[float, float, float]:
+    """(first call seconds, compilation included; best call seconds; max |dy| against `reference`)."""
+    start = time.perf_counter()
+    y, _ = forward_backward(fn, inputs, grad_out)
+    first = time.perf_counter() - start
+    return first, best_seconds(fn, inputs, grad_out, repeats), (y - reference).abs().max().item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
@@ -66,6 +77,7 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile'd chunked SSD")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -73,7 +85,8 @@ def main() -> None:
     block = Mamba2(d_model=args.d_model, d_state=args.d_state, expand=args.expand, headdim=args.headdim,
                    ngroups=args.ngroups, chunk_size=args.chunk_size)
     chunked = lambda *t: ssd_chunked(*t[:5], args.chunk_size, t[5])
-    console = Console(width=120)
+    compiled = None if args.no_compile else torch.compile(chunked, dynamic=False)
+    console = Console(width=180)
     console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU; batch {args.batch}, "
                   f"heads {block.nheads} x headdim {block.headdim}, d_state {block.d_state}, "
                   f"ngroups {block.ngroups}, chunk {args.chunk_size}; forward + backward per call")
@@ -86,7 +99,7 @@ def main() -> None:
 
     table = Table(title="Mamba2 SSD: chunked vs sequential scan (forward + backward)")
     for column in ("L", "chunked ms", "sequential ms", "speed-up", "max |dy|", "max |dgrad| / max |grad|",
-                   "seq calls timed"):
+                   "seq calls timed", "compiled ms", "seq / compiled", "compiled max |dy|", "first call s"):
         table.add_column(column, justify="right")
     for length in args.lengths:
         inputs = make_inputs(block, args.batch, length, args.seed + length)
@@ -98,8 +111,12 @@ def main() -> None:
         t_seq = best_seconds(ssd_sequential_scan, inputs, grad_out, seq_repeats)
         dy = (y_chunk - y_seq).abs().max().item()
         dgrad = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(g_chunk, g_seq, strict=True))
-        table.add_row(str(length), f"{t_chunk * 1e3:.1f}", f"{t_seq * 1e3:.1f}", f"{t_seq / t_chunk:.1f}x",
-                      f"{dy:.2e}", f"{dgrad:.2e}", str(seq_repeats))
+        row = [str(length), f"{t_chunk * 1e3:.1f}", f"{t_seq * 1e3:.1f}", f"{t_seq / t_chunk:.1f}x",
+               f"{dy:.2e}", f"{dgrad:.2e}", str(seq_repeats)]
+        if compiled is not None:
+            first, t_comp, dy_comp = compiled_seconds(compiled, inputs, grad_out, args.repeats, y_seq)
+            row += [f"{t_comp * 1e3:.1f}", f"{t_seq / t_comp:.1f}x", f"{dy_comp:.2e}", f"{first:.1f}"]
+        table.add_row(*row)
     console.print(table)
     console.print(f"times: best of {args.repeats} calls (chunked) and of {args.seq_repeats} calls (sequential; "
                   f"{args.seq_long_repeats} for L > {args.long}: it is slow), each after one untimed call at "

@@ -13,16 +13,18 @@ import sys
 from pathlib import Path
 
 from hrm_ray.commands.tune import configure, run
+from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "stage_b.yaml"
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     configure(parser, default_config=str(CONFIG))
     parser.set_defaults(name="stage-b")
     try:
-        sys.exit(run(parser.parse_args()))
+        sys.exit(run(parser.parse_args(take_verbose_flag(sys.argv[1:]))))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -5,8 +5,11 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from hrm_ray.config import suggest
+from hrm_ray.console import take_verbose_flag
+from hrm_ray.data.ray_errors import user_errors_from_ray
 from hrm_ray.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,12 +24,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors (a missing or malformed argument) are one `error: ...` line and exit 2, as
+    every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        print_error(f"{self.prog}: {message}")
+        sys.exit(2)
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on one line of stderr (a message's own line breaks become spaces)."""
+    print("error: " + " ".join(line.strip() for line in str(message).splitlines() if line.strip()), file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hrm-ray", description=__doc__)
+    parser = Parser(prog="hrm-ray", description=__doc__, allow_abbrev=False)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         module.configure(sub)
         sub.set_defaults(handler=module.run)
     return parser
@@ -44,14 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hrm_ray").setLevel(logging.INFO)
     parser = build_parser()
-    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, unknown = parser.parse_known_args(take_verbose_flag(list(sys.argv[1:] if argv is None else argv)))
     try:
         if unknown:
             raise UserError(unknown_argument_message(parser, args.command, unknown[0]))
-        return int(args.handler(args) or 0)
+        with user_errors_from_ray():  # a UserError raised in a Ray worker arrives wrapped
+            return int(args.handler(args) or 0)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 2
+    except KeyboardInterrupt:  # jobs clean their staging directories on the way out
+        print_error(f"hrm-ray {args.command}: interrupted")
+        return 130
 
 
 if __name__ == "__main__":

@@ -115,6 +115,7 @@ class TrainConfig:
     init_from: str = ""
     max_nonfinite_steps: int = 10
     wandb: str = "auto"
+    compile: bool = False  # torch.compile the model's hot units (hrm_ray/train/compile.py)
 
 
 @dataclass
@@ -131,12 +132,16 @@ class RayConfig:
 # hrm_ray.models imports ModelConfig from this module.
 from hrm_ray.models.puzzle.config import HRMACTv1Config  # noqa: E402
 
+# arch.name -> the preset of its fields (hrm_ray.models.puzzle.config.PRESETS).
+ARCH_PRESETS: dict[str, str] = {"hrm_v1": "hrm_v1", "hrm_v1_gated": "hrm_v1_gated", "transformer_baseline": "hrm_v1"}
+EXPLICIT_ATTR = "_explicit_fields"
+
 
 @dataclass
 class PuzzleArchConfig(HRMACTv1Config):
     """The puzzle model (task=puzzle): a preset `name` plus field overrides.
 
-    Fields left at their HRMACTv1Config default take the preset's value; vocab_size, seq_len and
+    Fields not set explicitly take the preset's value (`apply_presets`); vocab_size, seq_len and
     num_puzzle_identifiers come from the dataset's dataset.json when 0.
     """
     name: str = "hrm_v1"
@@ -192,7 +197,7 @@ BOOL_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "task": ("lm", "puzzle"),
-    "arch.name": ("hrm_v1", "hrm_v1_gated", "transformer_baseline"),
+    "arch.name": tuple(ARCH_PRESETS),
     "arch.loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
     "arch.pos_encodings": ("rope", "learned"),
     "model.encoder_backend": ("transformer", "mamba2"),
@@ -296,6 +301,35 @@ def set_value(cfg: Config, path: str, raw: Any, where: str = "") -> None:
     for part in parents:
         node = getattr(node, part)
     setattr(node, leaf, convert(raw, paths[path], where or path))
+    mark_explicit(node, [leaf])
+
+
+def mark_explicit(section: Any, names: typing.Iterable[str] | None = None) -> Any:
+    """Record `names` (default: every field) of a config section as set explicitly."""
+    names = [f.name for f in dataclasses.fields(section)] if names is None else names
+    section.__dict__.setdefault(EXPLICIT_ATTR, set()).update(names)
+    return section
+
+
+def explicit_fields(section: Any) -> set[str]:
+    """Fields of a config section set explicitly (YAML or command line), as opposed to left at their default;
+    kept on the section object (not a field: not in to_dict, lost by dataclasses.replace)."""
+    return set(section.__dict__.get(EXPLICIT_ATTR, ()))
+
+
+def apply_presets(cfg: Config) -> Config:
+    """Fill the fields of `arch` that were not set explicitly from its preset (`arch.name`): presets first,
+    explicit values after, whatever their order in the YAML or on the command line."""
+    preset_name = ARCH_PRESETS.get(cfg.arch.name)
+    if preset_name is None:
+        return cfg
+    from hrm_ray.models.puzzle.config import PRESETS
+
+    explicit = explicit_fields(cfg.arch)
+    for f in dataclasses.fields(HRMACTv1Config):
+        if f.name not in explicit:
+            setattr(cfg.arch, f.name, getattr(PRESETS[preset_name], f.name))
+    return cfg
 
 
 def apply_mapping(cfg: Config, mapping: dict, where: str, prefix: str = "") -> None:
@@ -428,7 +462,7 @@ def build_config(config_path: str | None, overrides: list[str],
     if profile and not config_path:
         raise UserError("--profile needs --config (profiles are defined in the config YAML)")
     cfg = load_yaml(config_path, profile=profile) if config_path else Config()
-    return validate(apply_overrides(cfg, overrides, aliases))
+    return validate(apply_presets(apply_overrides(cfg, overrides, aliases)))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray session for the whole test run, and the real data directory."""
+"""Shared fixtures: one Ray session for the whole test run, and the slices of real data in tests/data."""
 from __future__ import annotations
 
 import gc
@@ -17,12 +17,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """Real data (read-only): $HRM_RAY_DATA, default ../shared/data beside the repo."""
-    path = Path(os.environ.get("HRM_RAY_DATA", REPO_ROOT.parent / "shared" / "data"))
-    if not path.is_dir():
-        pytest.fail(f"real data directory not found: {path} (set HRM_RAY_DATA)")
-    return path
+def real_data() -> Path:
+    """Small slices of real data committed with the tests (tests/data/README.md names their sources)."""
+    return REPO_ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")

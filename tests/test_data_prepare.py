@@ -33,19 +33,19 @@ def _files_bytes(path: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def small_tokenizer(tmp_path_factory, shared_data):
-    texts = pq.read_table(shared_data / "wikitext2" / "train-00000-of-00002.parquet")["text"].to_pylist()[:300]
-    texts += [json.loads(line)["question"] for line in open(shared_data / "gsm8k" / "train.jsonl")][:300]
+def small_tokenizer(tmp_path_factory, real_data):
+    texts = pq.read_table(real_data / "wikitext2" / "train-00000-of-00002.parquet")["text"].to_pylist()[:300]
+    texts += [json.loads(line)["question"] for line in open(real_data / "gsm8k" / "train.jsonl")][:300]
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     save_tokenizer(train_tokenizer(texts + [CODE], vocab_size=600, num_threads=1), path)
     return path
 
 
 @pytest.mark.timeout(120)
-def test_wikitext_prepare_validates_and_reruns_byte_identical(ray_session, shared_data, tmp_path):
+def test_wikitext_prepare_validates_and_reruns_byte_identical(ray_session, real_data, tmp_path):
     def run(dest: Path):
         return prepare_language_dataset(PrepareConfig(
-            source=[str(shared_data / "wikitext2")], dest=str(dest), vocab_size=500, max_seq_len=64,
+            source=[str(real_data / "wikitext2")], dest=str(dest), vocab_size=500, max_seq_len=64,
             val_ratio=0.2, max_records=150, tokenizer_workers=2, tokenizer_num_threads=1,
             rows_per_shard=300, language="en"))
 
@@ -64,7 +64,7 @@ def test_wikitext_prepare_validates_and_reruns_byte_identical(ray_session, share
 
     # continuation: the decoder target is the text right after the encoder's context, never inside it
     tok = load_tokenizer(tmp_path / "a")
-    source = "\n".join(pq.read_table(shared_data / "wikitext2").column("text").to_pylist())
+    source = "\n".join(pq.read_table(real_data / "wikitext2").column("text").to_pylist())
     for row in _rows(tmp_path / "a", "train")[:60]:
         context = tok.decode(row["encoder_ids"], skip_special_tokens=False)
         target = tok.decode(row["labels"][:-1], skip_special_tokens=False)
@@ -74,14 +74,14 @@ def test_wikitext_prepare_validates_and_reruns_byte_identical(ray_session, share
 
 
 @pytest.mark.timeout(90)
-def test_gsm8k_prompt_response_never_leaks_the_answer(ray_session, shared_data, tmp_path, small_tokenizer):
+def test_gsm8k_prompt_response_never_leaks_the_answer(ray_session, real_data, tmp_path, small_tokenizer):
     report = prepare_language_dataset(PrepareConfig(
-        source=[str(shared_data / "gsm8k" / "train.jsonl")], dest=str(tmp_path / "g"),
+        source=[str(real_data / "gsm8k" / "train.jsonl")], dest=str(tmp_path / "g"),
         tokenizer=str(small_tokenizer), max_seq_len=512, val_ratio=0.1, max_records=200,
         mode="prompt_response", tokenizer_workers=2, format="both"))
     assert report.documents_read == 200 and report.dropped == {} and not report.tokenizer_trained
     assert report.samples["train"] + report.samples["val"] == 200
-    records = [json.loads(line) for line in open(shared_data / "gsm8k" / "train.jsonl")][:200]
+    records = [json.loads(line) for line in open(real_data / "gsm8k" / "train.jsonl")][:200]
     by_question = {r["question"].strip(): r["answer"].strip() for r in records}
     tok = load_tokenizer(small_tokenizer)
     rows = _rows(tmp_path / "g", "train") + _rows(tmp_path / "g", "val")
@@ -170,11 +170,11 @@ def test_failed_job_leaves_no_dataset(ray_session, tmp_path, small_tokenizer):
 
 
 @pytest.mark.timeout(90)
-def test_job_script_uses_ray_address(ray_session, tmp_path, shared_data, small_tokenizer):
+def test_job_script_uses_ray_address(ray_session, tmp_path, real_data, small_tokenizer):
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     dest = tmp_path / "wiki"
     cmd = [sys.executable, str(REPO / "data_jobs" / "prepare_language_dataset.py"),
-           "--source", str(shared_data / "wikitext2"), "--dest", str(dest), "--tokenizer", str(small_tokenizer),
+           "--source", str(real_data / "wikitext2"), "--dest", str(dest), "--tokenizer", str(small_tokenizer),
            "--max-seq-len", "64", "--max-files", "1", "--max-records", "40", "--tokenizer-workers", "1"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=80)
     assert done.returncode == 0, done.stderr[-2000:]

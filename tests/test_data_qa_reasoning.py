@@ -77,10 +77,10 @@ def test_qa_errors(tmp_path):
     assert _read(tmp_path / "o.jsonl") == [{"prompt": "q1", "response": "a1"}]
 
 
-def test_gsm8k_from_shared_data(shared_data, tmp_path):
+def test_gsm8k_from_a_local_file(real_data, tmp_path):
     out = tmp_path / "gsm8k.jsonl"
     report = build_reasoning_dataset("gsm8k", str(out), limit=50, cache_dir=str(tmp_path / "cache"),
-                                     local_path=str(shared_data / "gsm8k" / "train.jsonl"))
+                                     local_path=str(real_data / "gsm8k" / "train.jsonl"))
     assert report.written == 50
     rows = _read(out)
     assert rows[0]["prompt"].startswith("Natalia sold clips to 48 of her friends")

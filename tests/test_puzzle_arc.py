@@ -36,9 +36,9 @@ def test_grid_encoding_and_inverse_augmentations():
 
 
 @pytest.fixture(scope="module")
-def task_dirs(shared_data, tmp_path_factory):
+def task_dirs(real_data, tmp_path_factory):
     """4 real training tasks and 2 more as "evaluation" tasks, copied into a temporary directory."""
-    files = sorted((shared_data / "arc" / "training").glob("*.json"))[:6]
+    files = sorted((real_data / "arc" / "training").glob("*.json"))[:6]
     root = tmp_path_factory.mktemp("arc")
     (root / "training").mkdir()
     (root / "evaluation").mkdir()

@@ -21,10 +21,10 @@ from hrm_ray.train.task import WorkerContext
 
 
 @pytest.fixture(scope="module")
-def arc_dir(shared_data: Path, tmp_path_factory) -> Path:
+def arc_dir(real_data: Path, tmp_path_factory) -> Path:
     """4 training tasks + 3 evaluation tasks (copied from the shared ARC set), 5 augmentations each."""
     tmp = tmp_path_factory.mktemp("arc")
-    tasks = sorted((shared_data / "arc" / "training").glob("*.json"))[:7]
+    tasks = sorted((real_data / "arc" / "training").glob("*.json"))[:7]
     for sub, chosen in (("train", tasks[:4]), ("eval", tasks[4:])):
         (tmp / sub).mkdir()
         for path in chosen:
@@ -78,8 +78,8 @@ def test_arc_voting_pass_at_2_keeps_the_runner_up(arc_dir: Path):
 
 
 @pytest.mark.timeout(120)
-def test_hrm_ray_eval_on_a_puzzle_run(shared_data: Path, tmp_path: Path, capsys):
-    lines = [ln for ln in (shared_data / "sudoku" / "top95.txt").read_text().splitlines() if ln.strip()][:12]
+def test_hrm_ray_eval_on_a_puzzle_run(real_data: Path, tmp_path: Path, capsys):
+    lines = [ln for ln in (real_data / "sudoku" / "top95.txt").read_text().splitlines() if ln.strip()][:12]
     (tmp_path / "p.txt").write_text("\n".join(lines) + "\n")
     data = tmp_path / "data"
     build_sudoku_dataset(SudokuBuildConfig(output_dir=str(data), puzzles=str(tmp_path / "p.txt"), test_size=3,

@@ -12,9 +12,9 @@ from hrm_ray.data.puzzles.sudoku import SudokuBuildConfig, build_sudoku_dataset
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_ray_dataset_matches_sampler(ray_session, shared_data, tmp_path):
+def test_ray_dataset_matches_sampler(ray_session, real_data, tmp_path):
     out = tmp_path / "sd"
-    build_sudoku_dataset(SudokuBuildConfig(output_dir=str(out), puzzles=str(shared_data / "sudoku" / "top95.txt"),
+    build_sudoku_dataset(SudokuBuildConfig(output_dir=str(out), puzzles=str(real_data / "sudoku" / "top95.txt"),
                                            test_size=10, num_aug=2, workers=1), log=lambda *_: None)
     ds = train_dataset(out, global_batch_size=16, epochs_per_iter=2, iteration=1, seed=3).materialize()
     rows = ds.take_all()

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def top95(shared_data):
-    return read_puzzle_lines(shared_data / "sudoku" / "top95.txt")
+def top95(real_data):
+    return read_puzzle_lines(real_data / "sudoku" / "top95.txt")
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +39,15 @@ def test_solver_on_top95(top95, top95_solved):
         assert is_valid_solution(p, s)
 
 
-def test_solver_on_sudoku17_slice(shared_data):
-    puzzles = read_puzzle_lines(shared_data / "sudoku" / "sudoku17_train.txt")
-    assert len(puzzles) == 40000 and all((p > 0).sum() == 17 for p in puzzles[:50])  # citation line skipped
+def test_solver_on_sudoku17_slice(real_data):
+    puzzles = read_puzzle_lines(real_data / "sudoku" / "sudoku17_train.txt")
+    assert len(puzzles) == 300 and all((p > 0).sum() == 17 for p in puzzles[:50])  # citation line skipped
     solved = solve_many(puzzles[:300], workers=2, chunk_size=150)
     assert all(is_valid_solution(p, s) for p, s in zip(puzzles[:300], solved, strict=True))
 
 
-def test_uniqueness_rejects_several_and_zero_solutions(shared_data):
-    puzzle = read_puzzle_lines(shared_data / "sudoku" / "sudoku17_train.txt")[0]
+def test_uniqueness_rejects_several_and_zero_solutions(real_data):
+    puzzle = read_puzzle_lines(real_data / "sudoku" / "sudoku17_train.txt")[0]
     several = puzzle.copy()
     several[np.flatnonzero(several)[0]] = 0   # 16 clues never determine a Sudoku
     assert len(solve(several, limit=2)) == 2 and unique_solution(several) is None
@@ -117,9 +117,9 @@ def test_build_from_paper_csv(tmp_path, top95, top95_solved):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporary directory left
 
 
-def test_build_from_puzzle_file_and_cli(tmp_path, shared_data, capsys):
+def test_build_from_puzzle_file_and_cli(tmp_path, real_data, capsys):
     src = tmp_path / "p.txt"
-    lines = list(iter_grids_text(read_puzzle_lines(shared_data / "sudoku" / "sudoku17_train.txt")[:30]))
+    lines = list(iter_grids_text(read_puzzle_lines(real_data / "sudoku" / "sudoku17_train.txt")[:30]))
     several = lines[0][:-1] + "0" if lines[0][-1] != "0" else "0" * 81
     src.write_text("\n".join(["# header", *lines, several, "11" + "0" * 79]) + "\n")
     out = tmp_path / "ds"

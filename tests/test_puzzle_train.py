@@ -28,10 +28,10 @@ TINY = ["task=puzzle", "arch.hidden_size=32", "arch.num_heads=2", "arch.expansio
 
 
 @pytest.fixture(scope="module")
-def sudoku_dir(shared_data: Path, tmp_path_factory) -> Path:
+def sudoku_dir(real_data: Path, tmp_path_factory) -> Path:
     """26 top95 puzzles, solved by the builder: 22 train (x2 with one augmentation each), 4 test."""
     tmp = tmp_path_factory.mktemp("sudoku")
-    lines = [ln for ln in (shared_data / "sudoku" / "top95.txt").read_text().splitlines() if ln.strip()][:26]
+    lines = [ln for ln in (real_data / "sudoku" / "top95.txt").read_text().splitlines() if ln.strip()][:26]
     (tmp / "puzzles.txt").write_text("\n".join(lines) + "\n")
     build_sudoku_dataset(SudokuBuildConfig(output_dir=str(tmp / "data"), puzzles=str(tmp / "puzzles.txt"),
                                            num_aug=1, test_size=4, workers=1), log=lambda _: None)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
+from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
 
 
@@ -166,7 +167,7 @@ JOBS: dict[str, Job] = {
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_job", metavar="JOB", required=True)
     for name, job in JOBS.items():
-        job.add_args(sub.add_parser(name, help=job.help, description=job.help))
+        job.add_args(sub.add_parser(name, help=job.help, description=job.help, allow_abbrev=False))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,10 +176,10 @@ def run(args: argparse.Namespace) -> int:
 
 def job_main(job: str, argv: list[str] | None = None, prog: str | None = None) -> int:
     """Entry point of a data_jobs/ script: the subcommand's parser, errors on one line, exit 2."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = take_verbose_flag(list(sys.argv[1:] if argv is None else argv))
     if job == "merge" and "--sources" in argv:  # merge_prepared_batches.py also runs mix mode
         job = "mix"
-    parser = argparse.ArgumentParser(prog=prog, description=JOBS[job].help)
+    parser = argparse.ArgumentParser(prog=prog, description=JOBS[job].help, allow_abbrev=False)
     JOBS[job].add_args(parser)
     args = parser.parse_args(argv)
     try:

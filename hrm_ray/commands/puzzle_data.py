@@ -15,7 +15,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="puzzle", required=True)
 
-    s = sub.add_parser("sudoku", help="Sudoku from the paper's CSV, Hugging Face, or a puzzle-per-line file")
+    s = sub.add_parser("sudoku", allow_abbrev=False,
+                       help="Sudoku from the paper's CSV, Hugging Face, or a puzzle-per-line file")
     _common(s)
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--puzzles", help="one puzzle per line: 81 chars, 0 or . blank (solved and checked here)")
@@ -29,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--min-difficulty", type=int, help="CSV rating filter")
     s.add_argument("--workers", type=int, default=2, help="solver processes")
 
-    a = sub.add_parser("arc", help="ARC-AGI JSON tasks with dihedral + colour augmentations")
+    a = sub.add_parser("arc", allow_abbrev=False, help="ARC-AGI JSON tasks with dihedral + colour augmentations")
     _common(a)
     a.add_argument("--tasks-dir", action="append", required=True, help="training tasks (repeatable)")
     a.add_argument("--eval-tasks-dir", action="append", required=True, help="evaluation tasks (repeatable)")
@@ -38,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="keep evaluation tasks out of train entirely (no demonstration pairs)")
     a.add_argument("--limit", type=int, help="first N tasks of each directory")
 
-    m = sub.add_parser("maze", help="mazes in the paper's square character-grid CSV layout")
+    m = sub.add_parser("maze", allow_abbrev=False, help="mazes in the paper's square character-grid CSV layout")
     _common(m)
     msrc = m.add_mutually_exclusive_group(required=True)
     msrc.add_argument("--source-csv", help="train CSV source,question,answer,rating")

@@ -67,8 +67,8 @@ def _pair(text: str, flag: str) -> tuple[float, float] | None:
 
 def build_spec(args: argparse.Namespace):
     from hrm_ray.commands.train import overrides_from
-    from hrm_ray.experiments.stage import load_stage_config
-    from hrm_ray.train.ray_trainer import storage_root
+    from hrm_ray.experiments.stage import absolute_dataset_spec, load_stage_config
+    from hrm_ray.train.ray_trainer import check_before_start, storage_root
     from hrm_ray.tune.sweep import SearchSpace, SweepSpec
 
     if not args.config and args.profile:
@@ -80,6 +80,9 @@ def build_spec(args: argparse.Namespace):
         from hrm_ray.config import build_config
 
         cfg = build_config(None, overrides)
+        if cfg.data.dataset != "synthetic":  # trials run in their own directories
+            cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
+    check_before_start(cfg)  # --init_from, the data: fail here, not in every trial
     warmup = None if args.search_gate_warmup == "auto" else _range(args.search_gate_warmup, "search_gate_warmup", int)
     space = SearchSpace(
         gate_init_bias=_pair(args.search_gate_init_bias, "search_gate_init_bias"),
@@ -112,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"best trial {result.best.trial_id}: val loss {result.best.best_val_loss:.4f}; "
                       f"config {result.best_config}")
     errors = [r for r in result.rows if r.status == "ERROR"]
+    if errors and len(errors) == len(result.rows):
+        raise UserError(f"all {len(errors)} trials failed (trial {errors[0].trial_id}: {errors[0].error})")
     for row in errors:
         console.print(f"[red]trial {row.trial_id} failed: {row.error}[/red]")
     if result.report:
         console.print(f"report: {result.report}")
-    return 1 if errors and len(errors) == len(result.rows) else 0
+    return 0

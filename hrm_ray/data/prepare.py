@@ -8,7 +8,12 @@ write their shards themselves, so the driver never touches the tokens; it adds u
 counts (exact) and completes the layout: tokenizer.json, meta.json, empty splits, JSONL parts
 joined in unit order. A unit's output depends only on its records, so a rerun with the same
 inputs and seed gives byte-identical shards. Everything is written into a hidden temporary
-directory renamed to --dest at the end.
+directory renamed to --dest at the end; a failed or interrupted job deletes it (its actors find
+it gone at their next batch and stop, and cannot bring it back: see `writer`).
+
+`--max-records N` applies while reading, in record order: nothing after a file's first N records
+is read or parsed. A --source that yields no usable document, or a job that yields no training
+sample, is an error, never a dataset with nothing to train on.
 """
 from __future__ import annotations
 
@@ -34,11 +39,17 @@ from hrm_ray.data.sources import MODES, ExtractOptions, check_source_fields, ext
 from hrm_ray.data.split import is_val
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, save_tokenizer, train_tokenizer
 from hrm_ray.data.triplets import TripletConfig, continuation_windows, prompt_response_windows, triplet_arrays
-from hrm_ray.data.work_units import UNIT_BYTES, WorkUnit, piece_record_batches, plan_units
+from hrm_ray.data.work_units import UNIT_BYTES, Piece, WorkUnit, piece_record_batches, plan_units
 from hrm_ray.data.writer import DatasetWriter, atomic_dir, check_dest, finish_parts
 from hrm_ray.errors import UserError
 
 READ_BATCH = 1024
+POSITIVE_FLAGS = ("tokenizer_batch_size", "max_files", "max_records", "rows_per_shard", "tokenizer_workers",
+                  "tokenizer_num_threads", "tokenizer_sample_chars")
+
+
+class StagingRemoved(RuntimeError):
+    """The job's staging directory is gone: the driver failed or was interrupted and cleaned up."""
 
 
 @dataclass
@@ -121,25 +132,27 @@ class PrepareUnits:
         return pa.Table.from_pylist([self.prepare(WorkUnit.from_json(u)) for u in batch["unit"]])
 
     def prepare(self, unit: WorkUnit) -> dict[str, Any]:
-        counts: Counter = Counter()
         writer = DatasetWriter(self.staging, self.cfg.format, rows_per_shard=self.cfg.rows_per_shard, part=unit.index)
-        limit = self.cfg.max_records
+        by_file: dict[str, Counter] = {}
         for piece in unit.pieces:
-            record = piece.first_record
-            for records in piece_record_batches(piece, self.cfg.tokenizer_batch_size, self.fields):
-                if limit is not None:
-                    records = records[: max(0, limit - record)]
-                if not records:
-                    break
-                docs = [extract_document(r, f"{piece.prefix}:{record + i}", self.opts) for i, r in enumerate(records)]
-                record += len(records)
-                counts["documents"] += len(docs)
-                self.write_documents(docs, writer, counts)
+            self.prepare_piece(piece, writer, by_file.setdefault(piece.path, Counter()))
         writer.close()
-        dropped = {k[len("dropped:"):]: v for k, v in counts.items() if k.startswith("dropped:") and v}
+        counts: Counter = sum(by_file.values(), Counter())
         return {"unit": unit.index, "documents": counts["documents"], "tokens": counts["tokens"],
-                "truncated": counts["truncated"], "dropped": json.dumps(dropped), "shards": json.dumps(writer.files()),
-                **{f"rows_{split}": n for split, n in writer.counts().items()}}
+                "truncated": counts["truncated"], "dropped": json.dumps(dropped_of(counts)),
+                "files": json.dumps({path: dict(c) for path, c in by_file.items()}),
+                "shards": json.dumps(writer.files()), **{f"rows_{split}": n for split, n in writer.counts().items()}}
+
+    def prepare_piece(self, piece: Piece, writer: DatasetWriter, counts: Counter) -> None:
+        limit = None if self.cfg.max_records is None else max(0, self.cfg.max_records - piece.first_record)
+        record = piece.first_record
+        for records in piece_record_batches(piece, self.cfg.tokenizer_batch_size, self.fields, limit):
+            if not self.staging.is_dir():
+                raise StagingRemoved(f"{self.staging} was removed: the job failed or was interrupted")
+            docs = [extract_document(r, f"{piece.prefix}:{record + i}", self.opts) for i, r in enumerate(records)]
+            record += len(records)
+            counts["documents"] += len(docs)
+            self.write_documents(docs, writer, counts)
 
     def write_documents(self, docs: list[dict[str, Any]], writer: DatasetWriter, counts: Counter) -> None:
         """Tokenize the usable documents in one call and turn them into triplets with array
@@ -191,10 +204,8 @@ def tokenizer_sample(files: list[tuple[Path, str]], opts: ExtractOptions, max_ch
     share = max(1, max_chars // len(files))
     for path, prefix in files:
         used, row = 0, 0
-        for records in iter_record_batches(path, READ_BATCH):
+        for records in iter_record_batches(path, READ_BATCH, max_records):
             for record in records:
-                if max_records is not None and row >= max_records:
-                    break
                 doc = extract_document(record, f"{prefix}:{row}", opts)
                 row += 1
                 if doc["status"] != "ok":
@@ -204,7 +215,7 @@ def tokenizer_sample(files: list[tuple[Path, str]], opts: ExtractOptions, max_ch
                     yield text
                 if used >= share:
                     break
-            if used >= share or (max_records is not None and row >= max_records):
+            if used >= share:
                 break
 
 
@@ -220,50 +231,101 @@ def build_pipeline(units: list[WorkUnit], opts: ExtractOptions, tokenizer_json: 
     )
 
 
-def _validate(cfg: PrepareConfig) -> None:
+def dropped_of(counts: Counter) -> dict[str, int]:
+    return {k[len("dropped:"):]: v for k, v in counts.items() if k.startswith("dropped:") and v}
+
+
+def _validate(cfg: PrepareConfig) -> TripletConfig:
+    """Check every value before any work starts; returns the triplet layout."""
     if cfg.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if not 0 <= cfg.val_ratio < 1:
         raise UserError(f"--val-ratio must be in [0, 1), got {cfg.val_ratio}")
-    if cfg.tokenizer_batch_size < 1:
-        raise UserError(f"--tokenizer-batch-size must be >= 1, got {cfg.tokenizer_batch_size}")
-    if cfg.max_files is not None and cfg.max_files < 1:
-        raise UserError(f"--max-files must be >= 1, got {cfg.max_files}")
+    for name in POSITIVE_FLAGS:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if cfg.unit_bytes < 1:
+        raise UserError(f"unit_bytes must be >= 1, got {cfg.unit_bytes}")
+    return TripletConfig.build(cfg.max_seq_len, cfg.encoder_len, cfg.decoder_len, BOS_ID, EOS_ID)
 
 
-def prepare_language_dataset(cfg: PrepareConfig) -> PrepareReport:
-    start = time.perf_counter()
-    _validate(cfg)
-    check_dest(cfg.dest, cfg.overwrite)
-    files = find_files(cfg.source, cfg.max_files)
-    opts = ExtractOptions(mode=cfg.mode, text_field=cfg.text_field, language=cfg.language)
+def source_of(path: str | Path, sources: list[str]) -> str:
+    """The --source argument a found file came from."""
+    path = Path(path)
+    return next((s for s in sources if path == Path(s) or Path(s) in path.parents), str(path))
+
+
+def _check_files(files: list[tuple[Path, str]], sources: list[str], opts: ExtractOptions) -> None:
+    """Before any work: each file's first record has a field the mode can use, and every --source
+    has a record at all."""
+    paths_of: dict[str, list[Path]] = {}
+    with_records: set[Path] = set()
     for path, _ in files:
-        first = next(iter_record_batches(path, 1), None)
+        paths_of.setdefault(source_of(path, sources), []).append(path)
+        first = next(iter_record_batches(path, 1, limit=1), None)
         if first:
             check_source_fields(first[0], str(path), opts)
-    notes: list[str] = []
+            with_records.add(path)
+    for source, paths in paths_of.items():
+        if with_records.isdisjoint(paths):
+            what = f"{paths[0]} has no records" if len(paths) == 1 else f"none of its {len(paths)} files has a record"
+            raise UserError(f"--source {source}: {what}")
+
+
+def _check_usable(rows: list[dict[str, Any]], sources: list[str], samples: dict[str, int], val_ratio: float) -> None:
+    """Every --source gave at least one usable document, and the train split is not empty."""
+    by_source: dict[str, Counter] = {}
+    for row in rows:
+        for path, counts in json.loads(row["files"]).items():
+            by_source.setdefault(source_of(path, sources), Counter()).update(counts)
+    for source, counts in by_source.items():
+        dropped = dropped_of(counts)
+        if counts["documents"] <= sum(dropped.values()):
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+            raise UserError(f"--source {source}: no usable document: all {counts['documents']} records read were "
+                            f"dropped ({reasons or 'no records'}); check --mode, --text-field, --language")
+    if samples["train"] == 0:
+        raise UserError(f"--source {' '.join(sources)}: no training sample: all {samples['val']} samples fell in "
+                        f"the val split (--val-ratio {val_ratio}); lower --val-ratio or add documents")
+
+
+def _tokenizer(cfg: PrepareConfig, files: list[tuple[Path, str]], opts: ExtractOptions, notes: list[str]):
     if cfg.tokenizer:
         tok = load_tokenizer(cfg.tokenizer)
         if cfg.vocab_size != tok.get_vocab_size():
             notes.append(f"--tokenizer given: its vocab size {tok.get_vocab_size()} is used")
-    else:
-        tok = train_tokenizer(tokenizer_sample(files, opts, cfg.tokenizer_sample_chars, cfg.max_records),
-                              cfg.vocab_size, cfg.tokenizer_num_threads)
-    tcfg = TripletConfig.build(cfg.max_seq_len, cfg.encoder_len, cfg.decoder_len, BOS_ID, EOS_ID)
+        return tok
+    return train_tokenizer(tokenizer_sample(files, opts, cfg.tokenizer_sample_chars, cfg.max_records),
+                           cfg.vocab_size, cfg.tokenizer_num_threads)
 
+
+def _shards(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    shards: dict[str, list[str]] = {split: [] for split in SPLITS}
+    for row in rows:
+        for split, names in json.loads(row["shards"]).items():
+            shards[split].extend(names)
+    return shards
+
+
+def prepare_language_dataset(cfg: PrepareConfig) -> PrepareReport:
+    start = time.perf_counter()
+    tcfg = _validate(cfg)
+    check_dest(cfg.dest, cfg.overwrite, "--dest")
+    files = find_files(cfg.source, cfg.max_files)
+    opts = ExtractOptions(mode=cfg.mode, text_field=cfg.text_field, language=cfg.language)
+    _check_files(files, cfg.source, opts)
+    notes: list[str] = []
+    tok = _tokenizer(cfg, files, opts, notes)
     units = plan_units(files, cfg.unit_bytes, cfg.max_records)
     ensure_ray(cfg.address)
-    with atomic_dir(cfg.dest, cfg.overwrite) as tmp, user_errors_from_ray():
+    with atomic_dir(cfg.dest, cfg.overwrite, "--dest") as tmp, user_errors_from_ray():
         sha = save_tokenizer(tok, tmp / "tokenizer.json")
         rows = sorted(build_pipeline(units, opts, tok.to_str(), tcfg, cfg, tmp).take_all(), key=lambda r: r["unit"])
-        dropped: Counter = Counter()
-        shards: dict[str, list[str]] = {split: [] for split in SPLITS}
-        for row in rows:
-            dropped.update(json.loads(row["dropped"]))
-            for split, names in json.loads(row["shards"]).items():
-                shards[split].extend(names)
-        files_by_split = finish_parts(tmp, cfg.format, shards, len(units))
+        dropped: Counter = sum((Counter(json.loads(r["dropped"])) for r in rows), Counter())
         samples = {split: sum(int(r[f"rows_{split}"]) for r in rows) for split in SPLITS}
+        _check_usable(rows, cfg.source, samples, cfg.val_ratio)
+        files_by_split = finish_parts(tmp, cfg.format, _shards(rows), len(units))
         docs = sum(int(r["documents"]) for r in rows)
         if cfg.val_ratio > 0 and samples["val"] == 0:
             notes.append("val split is empty: raise --val-ratio or add documents")

@@ -52,6 +52,8 @@ def normalize_qa_dataset(input: str, output: str, question_field: str = "questio
     src = Path(input)
     if not src.is_file():
         raise UserError(f"--input not found: {src}")
+    if max_records is not None and max_records < 1:
+        raise UserError(f"--max-records must be >= 1, got {max_records}")
     if answer_field is None:
         answer_field = "answers.text[0]" if _is_squad_nested(src) else "answer"
     prompt_template = prompt_template or "{question}"
@@ -69,9 +71,7 @@ def normalize_qa_dataset(input: str, output: str, question_field: str = "questio
 
     def records():
         nonlocal skipped
-        for number, record in enumerate(iter_records(src), 1):
-            if max_records is not None and number > max_records:
-                return
+        for number, record in enumerate(iter_records(src, max_records), 1):
             try:
                 values = {name: str(get_field(record, p)) for name, p in parsed.items()}
             except FieldError as exc:

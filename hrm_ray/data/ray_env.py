@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 
 import ray
+
+from hrm_ray.console import quiet_ray, ray_log_level, ray_runtime_env
+
+ADDRESS_ENV = "RAY_ADDRESS"
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
+_exported: str | None = None  # the RAY_ADDRESS this process set for the local Ray it started
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
@@ -19,12 +26,44 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, dashboar
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS")
+    if _exported is not None and os.environ.get(ADDRESS_ENV) == _exported:
+        del os.environ[ADDRESS_ENV]  # ours, from a local Ray that has been shut down since
+    address = address or os.environ.get(ADDRESS_ENV)
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=ray_runtime_env(), logging_level=ray_log_level())
     else:
+        _start_local(num_cpus, dashboard)
+    quiet_ray()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _start_local(num_cpus: int | None, dashboard: bool) -> None:
+    """Start a local Ray whose processes all know its address: `RAY_ADDRESS` is set, before they are spawned,
+    to the GCS address it is about to get. Ray's address auto-detection (Ray Train's placement-group cleaner,
+    the State API behind Ray Data's and Ray Train's monitors) otherwise fails with "Found multiple active Ray
+    instances", or picks another instance on this machine (a `ray start` head), when there is one."""
+    global _exported
+    port = free_port()
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    saved_port = os.environ.get(GCS_PORT_ENV)
+    os.environ[GCS_PORT_ENV], os.environ[ADDRESS_ENV] = str(port), address
+    try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                 configure_logging=False)
+                 configure_logging=False, runtime_env=ray_runtime_env())
+    except BaseException:
+        os.environ.pop(ADDRESS_ENV, None)
+        raise
+    finally:
+        if saved_port is None:
+            os.environ.pop(GCS_PORT_ENV, None)
+        else:
+            os.environ[GCS_PORT_ENV] = saved_port
+    _exported = os.environ[ADDRESS_ENV] = ray.get_runtime_context().gcs_address
 
 
 def local_cpus(needed: float) -> int:

@@ -3,14 +3,17 @@
 Formats: .parquet, .arrow (IPC file or stream, as written by `datasets`), .jsonl,
 .jsonl.gz, .json (a list of records, {"data": [...]}, SQuAD-style nested
 `data[].paragraphs[].qas[]`, or JSON lines), .txt (documents of at most ~1 MiB cut at
-line breaks). Readers stream, except .json, which must be parsed whole.
+line breaks). Readers stream, except .json, which must be parsed whole. A file that cannot be
+read (truncated, corrupt, not UTF-8) is a UserError naming it, and the row group or the line and
+byte offset where that is known, also when it happens inside a Ray worker.
 """
 from __future__ import annotations
 
 import gzip
-import io
+import itertools
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,43 @@ from hrm_ray.errors import UserError
 SUFFIXES = (".parquet", ".arrow", ".jsonl", ".jsonl.gz", ".json", ".txt")
 TXT_DOC_CHARS = 1 << 20
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_AFTER_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line (Arrow's can span several)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def guard_reads(path: str | Path, items: Iterator, where: str = "") -> Iterator:
+    """`items`, with read errors (I/O, decompression, Arrow) turned into a UserError naming the file."""
+    try:
+        yield from items
+    except READ_ERRORS as exc:
+        raise UserError(f"{path}: {where}cannot read ({_reason(exc)})") from exc
+
+
+def open_parquet(path: str | Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except READ_ERRORS as exc:
+        raise UserError(f"{path}: not a readable Parquet file ({_reason(exc)})") from exc
+
+
+def parquet_batches(path: str | Path, batch_size: int, row_groups: tuple[int, ...] | None = None,
+                    fields: set[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of the given row groups (default: all), read one row group at a time so that
+    a corrupt one is named; `fields`: read only these columns."""
+    source = open_parquet(path)
+    columns = [c for c in source.schema_arrow.names if fields is None or c in fields]
+    meta = source.metadata
+    first_rows = [0, *itertools.accumulate(meta.row_group(i).num_rows for i in range(meta.num_row_groups))]
+    for group in range(meta.num_row_groups) if row_groups is None else row_groups:
+        where = f"row group {group} (rows {first_rows[group]}-{first_rows[group + 1] - 1}): "
+        yield from guard_reads(path, source.iter_batches(batch_size=batch_size, row_groups=[group],
+                                                         columns=columns), where)
 
 
 def file_format(path: str | Path) -> str:
@@ -58,26 +98,37 @@ def find_files(sources: list[str] | str, max_files: int | None = None) -> list[t
     return found[:max_files] if max_files else found
 
 
-def iter_record_batches(path: str | Path, batch_size: int = 1024) -> Iterator[list[dict[str, Any]]]:
-    """Records of one file in lists of at most `batch_size`."""
+def iter_record_batches(path: str | Path, batch_size: int = 1024,
+                        limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Records of one file in lists of at most `batch_size`; with `limit`, only the first `limit`
+    records, and nothing after them is read or parsed."""
     path = Path(path)
     fmt = file_format(path)
-    if fmt == ".parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-            yield batch.to_pylist()
-        return
-    if fmt == ".arrow":
-        for batch in _arrow_batches(path):
-            for start in range(0, batch.num_rows, batch_size):
-                yield batch.slice(start, batch_size).to_pylist()
+    if fmt in (".parquet", ".arrow"):
+        batches = parquet_batches(path, batch_size) if fmt == ".parquet" else _arrow_batches(path)
+        yield from guard_reads(path, limit_batches(batches, batch_size, limit))
         return
     if fmt == ".txt":
         records = ({"text": doc} for doc in _txt_documents(path))
     elif fmt == ".json":
-        records = iter(_json_records(path))
+        records = _json_iter(path)
     else:
         records = _jsonl_records(path)
-    yield from chunked(records, batch_size)
+    yield from guard_reads(path, chunked(itertools.islice(records, limit), batch_size))
+
+
+def limit_batches(batches: Iterator[pa.RecordBatch], batch_size: int,
+                  limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Arrow batches as lists of at most `batch_size` records, stopping after `limit` records."""
+    left = limit
+    for batch in batches:
+        if left is not None:
+            batch = batch.slice(0, left)
+            left -= batch.num_rows
+        for start in range(0, batch.num_rows, batch_size):
+            yield batch.slice(start, batch_size).to_pylist()
+        if left == 0:
+            return
 
 
 def chunked(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -91,8 +142,8 @@ def chunked(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[
         yield chunk
 
 
-def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    for batch in iter_record_batches(path):
+def iter_records(path: str | Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    for batch in iter_record_batches(path, limit=limit):
         yield from batch
 
 
@@ -111,11 +162,37 @@ def _arrow_batches(path: Path) -> Iterator[pa.RecordBatch]:
             raise UserError(f"{path}: not an Arrow IPC file or stream: {exc}") from exc
 
 
+def decode_line(path: Path, raw: bytes, lineno: int, offset: int) -> str:
+    """`raw` (line `lineno`, starting at byte `offset` of the file) as text."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc, lineno, offset) from None
+
+
+def not_utf8(path: Path, exc: UnicodeDecodeError, lineno: int, offset: int = 0) -> UserError:
+    return UserError(f"{path}: line {lineno} (byte offset {offset + exc.start}): not valid UTF-8 "
+                     f"({exc.reason}); convert the file to UTF-8")
+
+
+def universal_lines(path: Path, handle: Any) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a binary file's lines, cut after LF, CRLF and a lone CR like Python's
+    text mode (line endings kept); a line that is not UTF-8 is named by line and byte offset."""
+    lineno = offset = 0
+    for raw in handle:
+        text = decode_line(path, raw, lineno + 1, offset)
+        offset += len(raw)
+        for line in _AFTER_LONE_CR.split(text) if "\r" in text else (text,):
+            if line:
+                lineno += 1
+                yield lineno, line
+
+
 def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a .jsonl or .jsonl.gz file."""
     opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    with opener(path, "rb") as handle:
+        for lineno, line in guard_reads(path, universal_lines(path, handle)):
             if line.strip():
                 yield lineno, _jsonl_object(path, lineno, line)
 
@@ -130,7 +207,7 @@ def jsonl_line_records(path: Path, start: int, stop: int, first_line: int) -> It
             if pos >= stop:
                 break
             if line.strip():
-                yield _jsonl_object(path, lineno, line.decode("utf-8"))
+                yield _jsonl_object(path, lineno, decode_line(path, line, lineno, pos))
             pos += len(line)
             lineno += 1
 
@@ -149,8 +226,16 @@ def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
     return (record for _, record in numbered_jsonl(path))
 
 
+def _json_iter(path: Path) -> Iterator[dict[str, Any]]:
+    yield from _json_records(path)  # read when iterated, inside the caller's read-error guard
+
+
 def _json_records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc, raw.count(b"\n", 0, exc.start) + 1) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -188,18 +273,17 @@ def flatten_squad(articles: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def _txt_documents(path: Path) -> Iterator[str]:
     """A text file as documents of at most ~TXT_DOC_CHARS, cut after a line break."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        buffer = io.StringIO()
+    with open(path, "rb") as handle:
+        buffer: list[str] = []
         size = 0
-        for line in handle:
-            buffer.write(line)
+        for _, line in universal_lines(path, handle):
+            buffer.append(line)
             size += len(line)
             if size >= TXT_DOC_CHARS:
-                yield buffer.getvalue()
-                buffer = io.StringIO()
-                size = 0
+                yield "".join(buffer)
+                buffer, size = [], 0
         if size:
-            yield buffer.getvalue()
+            yield "".join(buffer)
 
 
 class FieldError(KeyError):

@@ -3,7 +3,7 @@
 Checks: meta.json and tokenizer.json present and consistent (sha256, vocab size), schema
 (list<int32> triplet columns), token ids in [0, vocab_size), lengths <= max_seq_len, non-empty
 encoder, decoder_input_ids = BOS + target and labels = target + EOS (aligned, same length),
-and per-split row counts equal to meta.json.
+per-split row counts equal to meta.json, and a train split that is not empty.
 """
 from __future__ import annotations
 
@@ -145,4 +145,6 @@ def validate_dataset(path: str) -> ValidationReport:
         expected = meta.samples(split)
         if expected is not None and expected != total:
             report.add(f"{split}: {total} rows but meta.json says {split}_samples = {expected}")
+    if report.rows.get("train") == 0:
+        report.add("train: no rows, so training would get no batch (prepare it again from a source with documents)")
     return report

@@ -8,15 +8,23 @@ depend on the cut.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from hrm_ray.data.records import chunked, file_format, iter_record_batches, jsonl_line_records
+from hrm_ray.data.records import (
+    chunked,
+    file_format,
+    guard_reads,
+    iter_record_batches,
+    jsonl_line_records,
+    limit_batches,
+    open_parquet,
+    parquet_batches,
+)
 
 UNIT_BYTES = 4 << 20
 
@@ -66,7 +74,7 @@ def plan_units(files: list[tuple[Path, str]], unit_bytes: int = UNIT_BYTES,
         if fmt == ".parquet":
             cuts = _parquet_pieces(path, unit_bytes)
         elif fmt == ".jsonl" and path.stat().st_size > unit_bytes:
-            cuts = _jsonl_pieces(path, unit_bytes)
+            cuts = _jsonl_pieces(path, unit_bytes, max_records)
         else:
             cuts = [{"size": path.stat().st_size}]
         for cut in cuts:
@@ -82,7 +90,7 @@ def plan_units(files: list[tuple[Path, str]], unit_bytes: int = UNIT_BYTES,
 
 
 def _parquet_pieces(path: Path, unit_bytes: int) -> list[dict[str, Any]]:
-    meta = pq.ParquetFile(path).metadata
+    meta = open_parquet(path).metadata
     pieces: list[dict[str, Any]] = []
     groups: list[int] = []
     size = rows = first = 0
@@ -98,14 +106,17 @@ def _parquet_pieces(path: Path, unit_bytes: int) -> list[dict[str, Any]]:
     return pieces
 
 
-def _jsonl_pieces(path: Path, unit_bytes: int) -> list[dict[str, Any]]:
+def _jsonl_pieces(path: Path, unit_bytes: int, max_records: int | None = None) -> list[dict[str, Any]]:
     """Byte ranges of about `unit_bytes`, each starting at a line start, with the record and
-    line numbers of their first line (one pass over the file, no JSON parsing)."""
+    line numbers of their first line (one pass over the file, or its first `max_records` records;
+    no JSON parsing)."""
     bounds = [(0, 0, 1)]  # (byte offset, record number, line number) of each piece's first line
     pos = records = 0
     line_no = 1
     with open(path, "rb") as handle:
         for line in handle:
+            if max_records is not None and records >= max_records:
+                break
             if pos - bounds[-1][0] >= unit_bytes:
                 bounds.append((pos, records, line_no))
             pos += len(line)
@@ -116,15 +127,15 @@ def _jsonl_pieces(path: Path, unit_bytes: int) -> list[dict[str, Any]]:
             for (start, record, line), stop in zip(bounds, ends, strict=True)]
 
 
-def piece_record_batches(piece: Piece, batch_size: int,
-                         fields: set[str] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """The piece's records in lists of at most `batch_size`; `fields`: Parquet reads only these columns."""
+def piece_record_batches(piece: Piece, batch_size: int, fields: set[str] | None = None,
+                         limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """The piece's records in lists of at most `batch_size`; `fields`: Parquet reads only these columns;
+    `limit`: only the piece's first `limit` records, nothing after them is read or parsed."""
     if piece.row_groups is not None:
-        source = pq.ParquetFile(piece.path)
-        columns = [c for c in source.schema_arrow.names if fields is None or c in fields]
-        for batch in source.iter_batches(batch_size=batch_size, row_groups=list(piece.row_groups), columns=columns):
-            yield batch.to_pylist()
+        batches = parquet_batches(piece.path, batch_size, piece.row_groups, fields)
+        yield from guard_reads(piece.path, limit_batches(batches, batch_size, limit))
     elif piece.byte_range is not None:
-        yield from chunked(jsonl_line_records(Path(piece.path), *piece.byte_range, piece.first_line), batch_size)
+        lines = jsonl_line_records(Path(piece.path), *piece.byte_range, piece.first_line)
+        yield from guard_reads(piece.path, chunked(itertools.islice(lines, limit), batch_size))
     else:
-        yield from iter_record_batches(piece.path, batch_size)
+        yield from iter_record_batches(piece.path, batch_size, limit)

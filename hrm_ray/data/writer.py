@@ -2,7 +2,9 @@
 JSONL files), inside a temporary directory that is renamed into place only when complete.
 
 Shard and row-group boundaries depend only on the row sequence, never on how Ray cut the
-blocks, so the same rows give byte-identical files.
+blocks, so the same rows give byte-identical files. Work-unit writers (`part=k`) never create
+the dataset's root directory, nor any missing parent: once a failed job has removed its temporary
+directory, a worker still writing fails instead of bringing it back.
 """
 from __future__ import annotations
 
@@ -26,17 +28,24 @@ FORMATS = ("parquet", "jsonl", "both")
 PARTS_DIR = ".parts"
 
 
-def check_dest(dest: str | Path, overwrite: bool) -> Path:
+def check_dest(dest: str | Path, overwrite: bool, flag: str = "") -> Path:
+    """`dest` as an output directory: refused when it or a parent is a file, or when it is not
+    empty (unless `overwrite`). `flag` names the option in messages."""
     dest = Path(dest)
+    name = f"{flag} {dest}" if flag else str(dest)
+    blocker = next((p for p in (dest, *dest.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        what = "is" if blocker == dest else f"is inside {blocker}, which is"
+        raise UserError(f"{name} {what} an existing file, not a directory (choose another path)")
     if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise UserError(f"{dest} already exists and is not empty (pass --overwrite to replace it)")
+        raise UserError(f"{name} already exists and is not empty (pass --overwrite to replace it)")
     return dest
 
 
 @contextmanager
-def atomic_dir(dest: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(dest: str | Path, overwrite: bool = False, flag: str = "") -> Iterator[Path]:
     """`staged_dir` for a job's output: refuses an existing `dest` unless `overwrite`."""
-    with staged_dir(check_dest(dest, overwrite)) as tmp:
+    with staged_dir(check_dest(dest, overwrite, flag)) as tmp:
         yield tmp
 
 
@@ -46,6 +55,8 @@ class ParquetShards:
 
     def __init__(self, directory: Path, schema: pa.Schema, rows_per_shard: int, row_group_rows: int,
                  name_prefix: str = "part-", write_empty: bool = True):
+        if rows_per_shard < 1:
+            raise UserError(f"--rows-per-shard must be >= 1, got {rows_per_shard}")
         self.directory, self.schema = directory, schema
         self.name_prefix, self.write_empty = name_prefix, write_empty
         self.rows_per_shard, self.row_group_rows = rows_per_shard, min(row_group_rows, rows_per_shard)
@@ -79,7 +90,7 @@ class ParquetShards:
         group, rest = table.slice(0, n).combine_chunks(), table.slice(n)
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         if self.writer is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(exist_ok=True)
             name = f"{self.name_prefix}{len(self.files):05d}.parquet"
             self.files.append(name)
             self.writer = pq.ParquetWriter(self.directory / name, self.schema, compression="zstd")
@@ -103,7 +114,7 @@ class JsonlFile:
 
     def __init__(self, path: Path, columns: list[str], listed: bool = True):
         self.path, self.columns = path, columns
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)
         self.handle = open(path, "w", encoding="utf-8")
         self.rows = 0
         self.files = [path.name] if listed else []
@@ -128,6 +139,8 @@ class DatasetWriter:
                  rows_per_shard: int = 100_000, row_group_rows: int = 10_000, part: int | None = None):
         if fmt not in FORMATS:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if part is None:  # the only writer of `root`; unit writers (`part`) need it to exist
+            root.mkdir(parents=True, exist_ok=True)
         self.sinks: dict[str, list] = {}
         for split in SPLITS:
             sinks: list = []

@@ -7,13 +7,13 @@ validation set -> `hrm-ray report` of both runs -> a summary of the gate opening
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
 from hrm_ray.experiments.stage import DEMO_PROFILE, run_stage
 from hrm_ray.train.ray_trainer import storage_root
@@ -57,7 +57,6 @@ def gate_halt_summary(records: list[dict], rows: int = 8) -> list[str]:
 
 def run_demo(configs_dir: str | Path, overrides_a: list[str] | None = None, overrides_b: list[str] | None = None,
              log: Callable[[str], None] = print) -> DemoResult:
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     start = time.perf_counter()
     configs_dir = Path(configs_dir)
     log("[bold]== Stage A: language only, HRM gate closed ==[/bold]")
@@ -117,7 +116,8 @@ def demo_main(configs_dir: str | Path, argv: Sequence[str] | None = None) -> int
 
     console = Console(highlight=False, soft_wrap=True)
     try:
-        run_demo(configs_dir, *split_overrides(sys.argv[1:] if argv is None else argv), log=console.print)
+        argv = take_verbose_flag(list(sys.argv[1:] if argv is None else argv))
+        run_demo(configs_dir, *split_overrides(argv), log=console.print)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hrm_ray.config import PAPER_FLAGS, Config, build_config
+from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
 from hrm_ray.experiments.stage import (
     CLUSTER_PROFILE,
@@ -118,7 +119,7 @@ def puzzle_sweep_main(default_config: str | Path, argv: Sequence[str] | None = N
     parser.add_argument("--max_concurrent_trials", type=int, default=0)
     parser.add_argument("--grace_period", type=int, default=0)
     parser.add_argument("--search_seed", type=int, default=0)
-    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, overrides = parser.parse_known_args(take_verbose_flag(list(sys.argv[1:] if argv is None else argv)))
     try:
         from hrm_ray.config import to_dict
         from hrm_ray.tune.sweep import SweepSpec, results_table, run_sweep

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hrm_ray.config import Config, build_config
+from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
 from hrm_ray.train.loop import LoopResult
 from hrm_ray.train.ray_trainer import start_ray, storage_root
@@ -39,7 +40,7 @@ def parse_stage_args(argv: Sequence[str], default_config: str | Path) -> tuple[s
                                            "[section.key=value ...]")
     parser.add_argument("--config", default=str(default_config), help=f"config YAML (default: {default_config})")
     parser.add_argument("--profile", default=None, help="a profile of the config: demo, gpu or cluster")
-    args, overrides = parser.parse_known_args(list(argv))
+    args, overrides = parser.parse_known_args(take_verbose_flag(list(argv)))
     return args.config, args.profile, overrides
 
 

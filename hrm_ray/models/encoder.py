@@ -55,7 +55,7 @@ class Encoder(nn.Module):
         return "transformer"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self._logged_path != self.kernel_path:
+        if not torch.compiler.is_compiling() and self._logged_path != self.kernel_path:
             self._logged_path = self.kernel_path
             logger.info("encoder backend: %s", self._logged_path)
         if self.backend == "transformer":

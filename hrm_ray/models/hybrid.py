@@ -59,6 +59,7 @@ class HRMLanguageModel(nn.Module):
         self.decoder = Decoder(cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.embed.weight
+        self.loss_fn = token_cross_entropy  # an attribute, so that --compile can swap in a compiled one
         self.apply(_init_weights)
         if self.bridge is not None:
             self.bridge.gate.reset_bias()
@@ -78,12 +79,6 @@ class HRMLanguageModel(nn.Module):
     def _logits(self, decoder_input: torch.Tensor, memory: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.decoder(decoder_input, memory, bias))
 
-    @staticmethod
-    def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
-        total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                reduction="sum")
-        return total / num_tokens.clamp_min(1)
-
     def forward(self, batch: dict[str, torch.Tensor], gate_scale: float | torch.Tensor = 1.0) -> ModelOutput:
         """Loss = token-mean CE (+ ds_weight * deep_supervision + halting when enabled).
 
@@ -97,7 +92,7 @@ class HRMLanguageModel(nn.Module):
         num_tokens = (labels != IGNORE_INDEX).sum()
         if self.hrm is None:
             logits = self._logits(dec_in, E, memory_bias(enc_mask, E.dtype))
-            ce = self._cross_entropy(logits, labels, num_tokens)
+            ce = self.loss_fn(logits, labels, num_tokens)
             return ModelOutput(logits, ce, {"ce": ce}, {"cycles_used": E.new_zeros((), dtype=torch.float32)},
                                num_tokens)
 
@@ -105,11 +100,11 @@ class HRMLanguageModel(nn.Module):
         thought = self.hrm(E, enc_mask)
         memory, bias, gate, gate_eff = self.bridge(E, enc_mask, thought.final, gate_scale)
         logits = self._logits(dec_in, memory, bias)
-        ce = self._cross_entropy(logits, labels, num_tokens)
+        ce = self.loss_fn(logits, labels, num_tokens)
         losses, loss = {"ce": ce}, ce
         if h.deep_supervision:
-            per_cycle = [self._cross_entropy(self._logits(dec_in, *self.bridge(E, enc_mask, z, gate_scale)[:2]),
-                                             labels, num_tokens) for z in thought.z_H[:-1]]
+            per_cycle = [self.loss_fn(self._logits(dec_in, *self.bridge(E, enc_mask, z, gate_scale)[:2]),
+                                      labels, num_tokens) for z in thought.z_H[:-1]]
             losses["deep_supervision"] = torch.stack(per_cycle).mean() if per_cycle else ce.new_zeros(())
             loss = loss + h.ds_weight * losses["deep_supervision"]
         diagnostics = {**gate_stats(gate_eff), "gate_raw_mean": gate.detach().mean()}
@@ -182,6 +177,13 @@ class HRMLanguageModel(nn.Module):
         else:
             lengths = (generated != eos_id).long().cumprod(-1).sum(-1)
         return GenerationResult(generated, lengths, cycles_used)
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy over labels != -100 (`num_tokens` of them)."""
+    total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                            reduction="sum")
+    return total / num_tokens.clamp_min(1)
 
 
 def _init_weights(module: nn.Module) -> None:

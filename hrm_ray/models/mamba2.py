@@ -279,7 +279,8 @@ class Mamba2(nn.Module):
             raise ValueError(f"Mamba2: mask must be a bool tensor of shape {tuple(x.shape[:2])}, "
                              f"got {mask.dtype} {tuple(mask.shape)}")
         path = self._path(x.is_cuda)
-        _log_path_once(path)
+        if not torch.compiler.is_compiling():
+            _log_path_once(path)
         batch, length, _ = x.shape
         zxbcdt = self.in_proj(x)
         A = -torch.exp(self.A_log.float())

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,22 @@ class CheckpointStore:
         self.run_dir = Path(run_dir)
         self.limit = limit
 
-    def checkpoints(self) -> list[Path]:
+    def complete(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Complete checkpoints with their meta, oldest first. One that vanishes or is half written while
+        it is read (Ray persists and prunes its own checkpoints concurrently) is not one."""
         if not self.run_dir.is_dir():
             return []
-        found = [p for p in self.run_dir.glob(f"{CHECKPOINT_PREFIX}*") if is_complete(p)]
-        return sorted(found, key=lambda p: read_meta(p)["step"])
+        found = []
+        for path in self.run_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+            try:
+                if is_complete(path):
+                    found.append((path, read_meta(path)))
+            except (OSError, ValueError):
+                continue
+        return sorted(found, key=lambda item: item[1]["step"])
+
+    def checkpoints(self) -> list[Path]:
+        return [path for path, _ in self.complete()]
 
     def latest(self) -> Path | None:
         found = self.checkpoints()
@@ -108,14 +120,17 @@ class CheckpointStore:
         self.prune()
         return path
 
-    def prune(self) -> None:
+    def prune(self, candidates: Collection[str] | None = None) -> None:
+        """Delete all but the newest `limit` by step and the newest final one, whichever run (a resume, a
+        restarted worker group) wrote them; with `candidates`, only directories of those names go."""
         if self.limit <= 0:
             return
-        found = self.checkpoints()
-        finals = [p for p in found if read_meta(p).get("final")]
+        complete = self.complete()
+        found = [path for path, _ in complete]
+        finals = [path for path, meta in complete if meta.get("final")]
         keep = set(found[-self.limit:]) | set(finals[-1:])
         for path in found:
-            if path not in keep:
+            if path not in keep and (candidates is None or path.name in candidates):
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -150,7 +165,8 @@ def find_weights(path: str | Path) -> Path:
     raise UserError(f"--init_from: no best-model/, checkpoint or model.pt found at {path}")
 
 
-def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Model weights only (for the next curriculum stage), from anything `find_weights` accepts."""
-    weights = torch.load(find_weights(path), map_location="cpu", weights_only=False)
+def load_model_weights(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Model weights only (for the next curriculum stage), from anything `find_weights` accepts; `mmap` maps
+    the file instead of reading it (enough to compare shapes)."""
+    weights = torch.load(find_weights(path), map_location="cpu", weights_only=False, mmap=mmap)
     return weights["model"] if isinstance(weights, dict) and "model" in weights and "step" in weights else weights

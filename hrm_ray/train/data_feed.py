@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import torch
 
+from hrm_ray.errors import UserError
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -29,8 +31,8 @@ class IndexedFeed:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.batches_per_epoch = (size // world_size) // batch_size
         if self.batches_per_epoch == 0:
-            raise ValueError(f"dataset of {size} samples is too small for batch_size {batch_size} "
-                             f"x {world_size} workers")
+            raise UserError(f"dataset of {size} samples is too small for batch_size {batch_size} "
+                            f"x {world_size} workers")
         self.epoch, self.batch = 0, 0
         self._order: list[int] | None = None
 
@@ -78,12 +80,12 @@ class EpochFeed:
         batch = next(self._iter, None)
         if batch is None:
             if self.batch == 0:
-                raise ValueError("the training data yielded no batch (dataset smaller than one batch?)")
+                raise UserError("the training data yielded no batch (dataset smaller than one batch?)")
             self.epoch, self.batch = self.epoch + 1, 0
             self._start(0)
             batch = next(self._iter, None)
             if batch is None:
-                raise ValueError("the training data yielded no batch in a new epoch")
+                raise UserError("the training data yielded no batch in a new epoch")
         self.batch += 1
         return batch
 

@@ -18,6 +18,7 @@ from torch import nn
 from hrm_ray.config import Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from hrm_ray.errors import UserError
 from hrm_ray.train.data_feed import (
     Batch,
     BatchFeed,
@@ -78,6 +79,30 @@ def describe_data(cfg: Config) -> DataInfo:
                     meta={**first.raw, "mixture": info["sources"]})
 
 
+def check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
+    """An explicit model.vocab_size must be the data's (0 takes the data's)."""
+    if model_vocab and model_vocab != data_vocab:
+        raise UserError(f"{where}: vocab_size {data_vocab} does not match the model's vocab_size {model_vocab} "
+                        f"(data of another tokenizer? model.vocab_size 0 takes the dataset's)")
+
+
+def check_data(cfg: Config) -> None:
+    """Driver side, before Ray starts: each prepared dataset has a readable meta.json whose vocabulary is the
+    model's."""
+    if cfg.data.dataset == SYNTHETIC:
+        return
+    from hrm_ray.data.ingest import parse_dataset_spec, read_meta
+
+    for path, _ in parse_dataset_spec(cfg.data.dataset):
+        check_vocab(cfg.model.vocab_size, read_meta(path).vocab_size, str(Path(path, "meta.json")))
+
+
+def source_counts(source_id: torch.Tensor, sources: int) -> torch.Tensor:
+    """How many rows came from each source, as floats; unlike bincount, no host sync on CUDA."""
+    counts = torch.zeros(sources, dtype=torch.float32, device=source_id.device)
+    return counts.index_add_(0, source_id.long(), torch.ones_like(source_id, dtype=torch.float32))
+
+
 class LanguageModelTask:
     eval_sum_keys = ("loss_sum", "tokens")
     selection_metric, selection_mode = "loss", "min"
@@ -85,6 +110,7 @@ class LanguageModelTask:
     def __init__(self, cfg: Config, data: DataInfo | None = None, val_split: str = "val"):
         """`val_split="test"` validates on the synthetic held-out test problems (hrm-ray eval)."""
         self.data = data or describe_data(cfg)
+        check_vocab(cfg.model.vocab_size, self.data.vocab_size, cfg.data.dataset)
         self.val_split = val_split
         self.cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.data.vocab_size))
         self._rows: dict[str, list] = {}
@@ -152,9 +178,11 @@ class LanguageModelTask:
         return lambda indices: pad_batch([rows[i] for i in indices], pad_id)
 
     def _ray_collate(self):
-        from hrm_ray.data.ingest import TripletCollate
+        from hrm_ray.data.ingest import parse_dataset_spec
+        from hrm_ray.train.token_check import CheckedTripletCollate
 
-        return TripletCollate(self.data.pad_id, self.cfg.data.max_seq_len)
+        paths = [path for path, _ in parse_dataset_spec(self.cfg.data.dataset)]
+        return CheckedTripletCollate(self.data.pad_id, self.cfg.data.max_seq_len, self.cfg.model.vocab_size, paths)
 
     def train_feed(self, ctx: WorkerContext) -> BatchFeed:
         t = self.cfg.train
@@ -177,7 +205,7 @@ class LanguageModelTask:
         out = model(batch, self.gate_scale(step))
         metrics = {**out.losses, **out.diagnostics}
         if source_id is not None and self.data.sources:
-            counts = torch.bincount(source_id, minlength=len(self.data.sources)).float() / source_id.numel()
+            counts = source_counts(source_id, len(self.data.sources)) / source_id.numel()
             metrics.update({f"mix_{name}": counts[i] for i, name in enumerate(self.data.sources)})
         return StepOutput(out.loss, metrics, out.num_tokens)
 

@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 from hrm_ray.config import Config, to_dict
+from hrm_ray.errors import UserError
 from hrm_ray.train.checkpoint import (
     BEST_MODEL_DIR,
     CheckpointStore,
@@ -27,6 +28,7 @@ from hrm_ray.train.checkpoint import (
     set_rng_state,
     write_best_model,
 )
+from hrm_ray.train.compile import compile_model
 from hrm_ray.train.lr_schedule import LRSchedule
 from hrm_ray.train.metrics import MetricsLogger
 from hrm_ray.train.run_files import RunFiles
@@ -43,8 +45,9 @@ from hrm_ray.train.task import (
 )
 
 
-class NonFiniteLossError(RuntimeError):
-    """Too many non-finite steps in a row; the last good checkpoint is left as it was."""
+class NonFiniteLossError(UserError):
+    """Too many non-finite steps in a row; the last good checkpoint is left as it was (a UserError: the
+    config or data must change, a retry would fail the same way)."""
 
 
 class Reporter(Protocol):
@@ -106,6 +109,29 @@ def stored_score(stored: dict[str, Any], sel: Selection) -> tuple[float, float]:
         loss = float(stored.get("best_val_loss", math.inf))
         return sel.score(loss, loss)
     return sel.score(sel.worst, math.inf)
+
+
+def load_init_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
+    """Load `--init_from` weights (missing and unexpected keys allowed); a tensor of another shape (another
+    vocabulary or width) is a UserError naming the path."""
+    try:
+        result = model.load_state_dict(load_model_weights(path), strict=False)
+    except RuntimeError as exc:
+        raise UserError(f"--init_from {path}: its weights do not fit this model ({_first_mismatch(exc)})") from None
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def load_resumed_weights(model: nn.Module, weights: dict[str, torch.Tensor], resume_dir: Path) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(f"{resume_dir}: this run's checkpoint does not fit the model of the current config (model "
+                        f"settings changed since? use another --run_name): {_first_mismatch(exc)}") from None
+
+
+def _first_mismatch(exc: RuntimeError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    return lines[0] if lines else str(exc)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -195,11 +221,12 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
     torch.manual_seed(tc.seed)
     model = task.build_model()
     if resume_dir is None and tc.init_from:
-        missing, unexpected = model.load_state_dict(load_model_weights(tc.init_from), strict=False)
+        missing, unexpected = load_init_weights(model, tc.init_from)
         if rank0:
             print(f"initialised from {tc.init_from} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
     model = prepare_model(model) if prepare_model else model.to(ctx.device)
     core = unwrap(model)
+    compiled = compile_model(core) if tc.compile else None  # in place, after DDP wrapping
     optimizers = task.build_optimizers(core)
     schedule = LRSchedule(optimizers, steps_total, cfg.optim.warmup_steps, cfg.optim.lr_scheduler,
                           cfg.optim.lr_min_ratio)
@@ -215,7 +242,7 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
     step, best, best_loss, bad_evals, nonfinite_total = 0, sel.score(sel.worst, math.inf), math.inf, 0, 0
     if resume_dir is not None:
         state = load_checkpoint(resume_dir)
-        core.load_state_dict(state["model"])
+        load_resumed_weights(core, state["model"], resume_dir)
         for optimizer, opt_state in zip(optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(opt_state)
         scaler.load_state_dict(state["scaler"])
@@ -295,7 +322,12 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
             tokens = float(window_tokens) * ctx.world_size
             values = {**values, "lr": lr, "tokens_per_s": tokens / max(elapsed, 1e-9),
                       "nonfinite_steps": nonfinite_total, **task.step_log(step - 1)}
+            if compiled is not None:
+                values["compile_s"] = compiled.seconds
             logger.log(step, "train", values)
+            news = compiled.news() if compiled is not None else None
+            if news:
+                logger.event(news)
             window_start, window_tokens = time.perf_counter(), torch.zeros((), device=ctx.device)
 
         if step % tc.val_every == 0 or step == steps_total:

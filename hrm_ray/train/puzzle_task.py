@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrm_ray.config import Config, PuzzleArchConfig, PuzzleDataConfig
+from hrm_ray.config import Config, PuzzleArchConfig, PuzzleDataConfig, explicit_fields, mark_explicit
 from hrm_ray.data.puzzles.format import (
     IGNORE_LABEL_ID,
     PuzzleDatasetMetadata,
@@ -54,13 +54,14 @@ Z_95 = 1.959963984540054
 
 
 def resolve_arch(arch: PuzzleArchConfig, meta: PuzzleDatasetMetadata) -> HRMACTv1Config:
-    """The preset `arch.name` with every field the user changed from its default applied on top,
-    and the data fields taken from the dataset (order-independent: `arch=X arch.f=v` == `arch.f=v arch=X`)."""
+    """The preset `arch.name` with every field set explicitly (YAML or command line) or changed from its
+    default applied on top, and the data fields taken from the dataset (order-independent:
+    `arch=X arch.f=v` == `arch.f=v arch=X`; an explicit `arch.f=<default>` wins over the preset too)."""
     if arch.name not in ARCHS:
         raise UserError(f"arch.name: unknown arch '{arch.name}' (one of {', '.join(ARCHS)})")
-    defaults = HRMACTv1Config()
+    defaults, explicit = HRMACTv1Config(), explicit_fields(arch)
     changed = {f.name: getattr(arch, f.name) for f in dataclasses.fields(HRMACTv1Config)
-               if f.name not in DATA_FIELDS and getattr(arch, f.name) != getattr(defaults, f.name)}
+               if f.name not in DATA_FIELDS and (f.name in explicit or getattr(arch, f.name) != getattr(defaults, f.name))}
     if arch.vocab_size and arch.vocab_size != meta.vocab_size:
         raise UserError(f"arch.vocab_size: {arch.vocab_size} differs from the dataset's vocab_size {meta.vocab_size}")
     try:
@@ -190,8 +191,8 @@ class PuzzleTask:
         if cfg.train.steps == 0:
             train = dataclasses.replace(train, steps=self.schedule.total_steps,
                                         val_every=self.schedule.steps_per_iteration)
-        arch = PuzzleArchConfig(**{**dataclasses.asdict(self.model_config), "name": cfg.arch.name,
-                                   "loss_type": cfg.arch.loss_type})
+        arch = mark_explicit(PuzzleArchConfig(**{**dataclasses.asdict(self.model_config), "name": cfg.arch.name,
+                                                 "loss_type": cfg.arch.loss_type}))  # resolved: no preset applies
         self.cfg = dataclasses.replace(cfg, train=train, arch=arch, puzzle=p)
         self.eval_rows = eval_rows(self.test, p.eval_subset, seed=cfg.train.seed)
         self.ema: EMA | None = None

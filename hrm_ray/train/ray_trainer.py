@@ -10,11 +10,15 @@
 Every rank calls `ray.train.report` at each evaluation and rank 0 passes the checkpoint; a restarted
 worker group (max_failures) and a relaunch of the same run name resume from `ray.train.get_checkpoint()`.
 `num_workers=0` runs the loop in-process (Ray's local mode), checkpoints kept by `LocalReporter`.
+What can be checked before Ray starts is (`check_before_start`); a UserError raised in a worker is not
+retried (hrm_ray.train.ray_failures) and reaches the caller as a UserError.
 """
 from __future__ import annotations
 
 import functools
+import json
 import os
+import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -24,20 +28,38 @@ import torch
 import yaml
 
 from hrm_ray.config import Config, to_dict
+from hrm_ray.console import train_log_level
 from hrm_ray.errors import UserError
-from hrm_ray.train.checkpoint import CheckpointStore, checkpoint_dir_name, read_meta, save_checkpoint
+from hrm_ray.train.checkpoint import (
+    CheckpointStore,
+    checkpoint_dir_name,
+    find_weights,
+    load_model_weights,
+    read_meta,
+    save_checkpoint,
+)
 from hrm_ray.train.loop import LocalReporter, LoopResult, finished_result, run_loop, total_steps
 from hrm_ray.train.run_files import RunFiles, is_remote, join
 from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, selection
 
 CONFIG_FILE = "config.yaml"
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's list of the run's checkpoints
 
 
 class RayReporter:
-    """Checkpoints through Ray Train: rank 0 writes one to a temp dir, Ray copies it into the run dir."""
+    """Checkpoints through Ray Train: rank 0 writes one to a temp dir, Ray copies it into the run dir.
 
-    def __init__(self, run_dir: str):
+    Ray's CheckpointConfig(num_to_keep) prunes only the checkpoints its run snapshot knows. Rank 0 prunes the
+    others of a local run directory, those already there when this worker started and unknown to Ray (from
+    a run in local mode before a resume, or reported just before a worker died), by the rule of
+    `CheckpointStore.prune`: the newest `limit` by step and the final one stay. What Ray knows or may still
+    register (what this worker reports) is Ray's alone: it fails on a checkpoint deleted under it.
+    """
+
+    def __init__(self, run_dir: str, limit: int = 0):
         self.run_dir = run_dir
+        self.limit = limit
+        self.orphans: set[str] = set()
 
     def latest_checkpoint(self) -> Path | None:
         """Ray's latest checkpoint, or a newer complete one in a local run directory: Ray registers a
@@ -50,7 +72,9 @@ class RayReporter:
         if checkpoint is not None:
             candidates.append(Path(checkpoint.to_directory()))
         if not is_remote(self.run_dir):
-            newest = CheckpointStore(self.run_dir, 0).latest()
+            store = CheckpointStore(self.run_dir, 0)
+            self.orphans = unknown_to_ray(self.run_dir, {p.name for p in store.checkpoints()})
+            newest = store.latest()
             if newest is not None:
                 candidates.append(newest)
         return max(candidates, key=lambda p: read_meta(p)["step"]) if candidates else None
@@ -66,6 +90,64 @@ class RayReporter:
             directory = save_checkpoint(state, Path(tmp, name), meta)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
                              checkpoint_dir_name=name)
+        self.prune()
+
+    def prune(self) -> None:
+        if self.orphans and self.limit > 0:
+            self.orphans = prune_unknown_to_ray(self.run_dir, self.limit, self.orphans)
+
+
+class LocalModeReporter(LocalReporter):
+    """num_workers 0 (no Ray Train workers): LocalReporter, except that checkpoints Ray Train's run snapshot
+    lists stay (a later run with workers resumes through that snapshot, and fails on one deleted under it);
+    Ray prunes those itself when it runs again."""
+
+    def __init__(self, run_dir: str, limit: int):
+        super().__init__(run_dir, 0)  # the store saves without pruning
+        self.run_dir, self.limit = str(run_dir), limit
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
+        super().report(metrics, state, meta)
+        if state is not None and self.limit > 0:
+            prune_unknown_to_ray(self.run_dir, self.limit, {p.name for p in self.store.checkpoints()})
+
+
+def prune_unknown_to_ray(run_dir: str, limit: int, names: set[str]) -> set[str]:
+    """`CheckpointStore.prune` over those of `names` Ray Train's snapshot does not list; returns them. While
+    the snapshot cannot be read (it is being written) nothing goes: the next report prunes."""
+    registered = ray_registered_checkpoints(run_dir)
+    if registered is None:
+        return names
+    names = names - registered
+    CheckpointStore(run_dir, limit).prune(candidates=names)
+    return names
+
+
+def unknown_to_ray(run_dir: str, names: set[str]) -> set[str]:
+    """Those of `names` that Ray Train's run snapshot does not list (none when it cannot be read)."""
+    registered = ray_registered_checkpoints(run_dir)
+    return set() if registered is None else names - registered
+
+
+def ray_registered_checkpoints(run_dir: str, tries: int = 20) -> set[str] | None:
+    """Names of the checkpoints Ray Train's run snapshot lists: those Ray prunes itself, and which must stay
+    while it lists them (a resume fails on a snapshot naming a deleted checkpoint). Ray's controller rewrites
+    the file in place as it registers checkpoints: a read that catches it half written is tried again; None
+    when it stays unreadable."""
+    path = Path(run_dir, RAY_SNAPSHOT_FILE)
+    for attempt in range(tries):
+        if not path.is_file():
+            return set()
+        try:
+            snapshot = json.loads(path.read_text())
+            break
+        except (OSError, ValueError):
+            time.sleep(0.05 * (attempt + 1))
+    else:
+        return None
+    results = [*snapshot.get("checkpoint_results", []), snapshot.get("latest_checkpoint_result") or {},
+               *snapshot.get("pending_training_results", [])]
+    return {r["checkpoint_dir_name"] for r in results if isinstance(r, dict) and "checkpoint_dir_name" in r}
 
 
 def storage_root(cfg: Config) -> str:
@@ -87,12 +169,16 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     local = config["local_mode"]
     if not local:  # a worker uses the CPUs it reserved (Ray would set 1 thread for a fractional CPU)
         torch.set_num_threads(config["threads"])
+        from hrm_ray.train.ray_failures import quiet_user_errors
+
+        quiet_user_errors()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if not local else torch.device("cuda" if cfg.ray.use_gpu else "cpu")
     shards = {name: ray.train.get_dataset_shard(name) for name in config["datasets"]}
     ctx = WorkerContext(rank=rank, world_size=world, device=device, shards=shards)
-    reporter = LocalReporter(config["run_dir"], cfg.train.checkpoint_limit) if local else RayReporter(config["run_dir"])
+    limit = cfg.train.checkpoint_limit
+    reporter = LocalModeReporter(config["run_dir"], limit) if local else RayReporter(config["run_dir"], limit)
     files = RunFiles(config["run_dir"]) if rank == 0 else None
     prepare = None if local else functools.partial(ray.train.torch.prepare_model,
                                                     parallel_strategy_kwargs=ddp_kwargs(task) or None)
@@ -128,26 +214,64 @@ def start_ray(cfg: Config, address: str | None = None, dashboard: bool = True) -
     ensure_ray(address or cfg.ray.address or None, num_cpus=local_cpus(workers_cpus), dashboard=dashboard)
 
 
+def check_before_start(cfg: Config) -> None:
+    """What the driver can check before Ray starts or anything is written, each a UserError naming the path:
+    `--init_from` (made absolute: workers run in another directory) and the data."""
+    tc = cfg.train
+    if tc.init_from and not is_remote(tc.init_from):
+        tc.init_from = os.path.abspath(os.path.expanduser(tc.init_from))
+        find_weights(tc.init_from)
+    if cfg.task == "puzzle":
+        from hrm_ray.train.puzzle_task import load_dataset_split
+
+        for split in ("train", cfg.puzzle.test_split):
+            load_dataset_split(cfg.puzzle.data_path, split)
+    else:
+        from hrm_ray.train.lm_task import check_data
+
+        check_data(cfg)
+
+
+def check_init_weights(task: Task) -> None:
+    """`--init_from` weights with a tensor of another shape than the model's (another vocabulary or size): a
+    UserError on the driver. The model is built on the meta device: no memory, no random numbers drawn."""
+    path = task.cfg.train.init_from
+    if not path or is_remote(path):
+        return
+    try:
+        weights = load_model_weights(path, mmap=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise UserError(f"--init_from {path}: cannot read its weights ({exc})") from None
+    try:
+        with torch.device("meta"):
+            expected = task.build_model().state_dict()
+    except (RuntimeError, NotImplementedError):
+        return  # not buildable on the meta device: the worker's load says what does not fit
+    for name, tensor in expected.items():
+        other = weights.get(name) if isinstance(weights, dict) else None
+        if isinstance(other, torch.Tensor) and other.shape != tensor.shape:
+            raise UserError(f"--init_from {path}: '{name}' has shape {tuple(other.shape)}, this model's is "
+                            f"{tuple(tensor.shape)} (another vocabulary or model size?)")
+
+
 def train(cfg: Config, task: Task | None = None, address: str | None = None,
           callbacks: list | None = None) -> LoopResult:
     """Run (or resume) `cfg.train.run_name` under `<storage>/<run_name>/` and return the loop's result.
     `callbacks` go to the RunConfig (a sweep trial passes Tune's TuneReportCallback)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from hrm_ray.data.ray_errors import user_errors_from_ray
 
     if not cfg.train.run_name:
         cfg.train.run_name = default_run_name()
-    rc = cfg.ray
-    local_mode = rc.num_workers == 0
-    needs_ray = not local_mode or cfg.data.dataset != "synthetic"
-    if needs_ray:
+    check_before_start(cfg)
+    local_mode = cfg.ray.num_workers == 0
+    if not local_mode or cfg.data.dataset != "synthetic":
         start_ray(cfg, address, dashboard=not local_mode)
     if task is None:
         task = build_task(cfg)
+    check_init_weights(task)
     cfg = task.cfg
-    storage = storage_root(cfg)
-    run_dir = join(storage, cfg.train.run_name)
-    steps = total_steps(cfg, task.train_samples(), max(1, rc.num_workers))
+    run_dir = join(storage_root(cfg), cfg.train.run_name)
+    steps = total_steps(cfg, task.train_samples(), max(1, cfg.ray.num_workers))
     done = stored_meta(run_dir)
     if done is not None and done["step"] >= steps:
         print(f"run '{cfg.train.run_name}' is already at step {done['step']} >= steps {steps}: nothing to do "
@@ -155,24 +279,37 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
         return finished_result(done, steps, selection(task))
 
     RunFiles(run_dir).write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    trainer = build_trainer(task, run_dir, callbacks)
+    with user_errors_from_ray():  # a UserError raised in a worker arrives wrapped by Ray Train
+        result = trainer.fit()
+    if result.return_value is None:
+        raise UserError(f"training run '{cfg.train.run_name}' returned no result (see the worker logs above)")
+    return LoopResult(**result.return_value)
+
+
+def build_trainer(task: Task, run_dir: str, callbacks: list | None = None):
+    """The TorchTrainer of `task` (one that never retries a UserError), checkpointing into `run_dir`."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+
+    from hrm_ray.train.ray_failures import Trainer
+
+    cfg, rc = task.cfg, task.cfg.ray
+    local_mode = rc.num_workers == 0
     datasets = task.ray_datasets()
     loop_config = {"task": task, "run_dir": run_dir, "local_mode": local_mode, "datasets": sorted(datasets),
                    "threads": max(1, int(rc.cpus_per_worker))}
     resources = {"CPU": rc.cpus_per_worker}
     if rc.use_gpu:
         resources["GPU"] = 1
-    trainer = TorchTrainer(
+    return Trainer(
         _train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu,
                                      resources_per_worker=None if local_mode else resources),
         run_config=RunConfig(
-            storage_path=storage, name=cfg.train.run_name,
+            storage_path=storage_root(cfg), name=cfg.train.run_name,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_limit or None),
-            failure_config=FailureConfig(max_failures=rc.max_failures), callbacks=callbacks),
+            failure_config=FailureConfig(max_failures=rc.max_failures), callbacks=callbacks,
+            logging_config=LoggingConfig(log_level=train_log_level())),
         datasets=datasets or None,
     )
-    result = trainer.fit()
-    if result.return_value is None:
-        raise UserError(f"training run '{cfg.train.run_name}' returned no result (see the worker logs above)")
-    return LoopResult(**result.return_value)

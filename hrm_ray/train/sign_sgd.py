@@ -67,13 +67,30 @@ class SparseEmbeddingSignSGD(Optimizer):
             emb.local_ids = None
 
 
+def group_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(order, group, rows): a stable sort of ids [N], each sorted id's group index, and each group's id at
+    its index [N] (indices past the last group hold ids[order][0]). Like unique(), but with sizes fixed at N
+    there is no host sync; within a group the original order is kept."""
+    order = ids.argsort(stable=True)
+    sorted_ids = ids[order]
+    new_group = torch.ones_like(sorted_ids, dtype=torch.bool)
+    new_group[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    group = new_group.cumsum(0) - 1
+    rows = sorted_ids[:1].expand(len(ids)).clone().scatter_(0, group, sorted_ids)
+    return order, group, rows
+
+
 def apply_sign_sgd(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float, weight_decay: float
                    ) -> None:
     """Sum the gradients of repeated ids, then update each touched row once; nothing changes when any
-    gradient is non-finite."""
-    unique, inverse = ids.unique(return_inverse=True)
-    summed = torch.zeros(len(unique), grads.shape[1], dtype=grads.dtype, device=grads.device)
-    summed.index_add_(0, inverse, grads)
-    rows = weights[unique]
-    updated = rows * (1.0 - lr * weight_decay) - lr * torch.sign(summed).to(rows.dtype)
-    weights[unique] = torch.where(torch.isfinite(summed).all(), updated, rows)
+    gradient is non-finite. Unused group slots rewrite the first row with its own new value."""
+    if ids.numel() == 0:
+        return
+    order, group, rows = group_ids(ids)
+    summed = torch.zeros(len(ids), grads.shape[1], dtype=grads.dtype, device=grads.device)
+    summed.index_add_(0, group, grads[order])
+    used = (torch.arange(len(ids), device=ids.device) <= group[-1]).unsqueeze(-1)
+    old = weights[rows]
+    updated = old * (1.0 - lr * weight_decay) - lr * torch.sign(summed).to(old.dtype)
+    new = torch.where(torch.isfinite(summed).all(), updated, old)
+    weights[rows] = torch.where(used, new, new[:1])

@@ -151,5 +151,8 @@ def ddp_kwargs(task: Task) -> dict[str, Any]:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The model inside DistributedDataParallel and torch.compile wrappers (or the model itself): the one
+    whose state dict has the model's own names (no `module.` or `_orig_mod.` prefix)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model._orig_mod if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) else model

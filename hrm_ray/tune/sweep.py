@@ -300,7 +300,7 @@ def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool 
     """Run the sweep, or continue it when `<storage>/<name>/` holds an interrupted one."""
     from ray import tune
 
-    start_ray(spec)
+    requested = spec
     restored = tune.Tuner.can_restore(spec.path)
     if restored:
         stored = load_spec(spec.path)
@@ -316,6 +316,7 @@ def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool 
         _save_spec(spec)
         log(f"sweep {spec.path}: {spec.num_samples} trials, {spec.scheduler} (max_t {spec.max_t} steps"
             + (f", grace {spec.grace()}, reduction factor {spec.reduction_factor})" if spec.scheduler == "asha" else ")"))
+    start_ray(requested)  # after the checks: a bad setting never waits for Ray to start
     grid = build_tuner(spec, restored).fit()
     rows = trial_rows(grid, spec)
     best = best_row(rows, spec.mode)
@@ -374,8 +375,13 @@ def _curve(frame, metric: str) -> list[list[float]]:
 
 
 def _last_line(error: BaseException | None) -> str:
-    lines = [x.strip() for x in str(error or "").splitlines() if x.strip()]
-    return lines[-1][:300] if lines else ""
+    """A trial's error in one line: the UserError's message when it is one, else the last line of its text."""
+    from hrm_ray.data.ray_errors import find_user_error
+
+    user_error = find_user_error(error)
+    lines = [x.strip() for x in str(user_error or error or "").splitlines() if x.strip()]
+    text = " ".join(lines) if user_error is not None else (lines[-1] if lines else "")
+    return text[:300]
 
 
 def _status(result, last: dict[str, Any]) -> str:

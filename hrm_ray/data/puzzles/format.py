@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+
+from hrm_ray.atomic import staged_dir
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 IGNORE_LABEL_ID = -100
@@ -147,20 +147,15 @@ def write_split(root: str | Path, split: str, sets: dict[str, dict[str, np.ndarr
 
 @contextlib.contextmanager
 def atomic_dataset_dir(output_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory that becomes `output_dir` only when the block succeeds."""
+    """Yield a temporary sibling directory that becomes `output_dir` only when the block succeeds
+    (`staged_dir`: also removes what a crashed earlier build of `output_dir` left)."""
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output-dir {out} is an existing file, not a directory")
     if out.exists() and not overwrite:
         raise ValueError(f"output directory already exists: {out} (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -83,7 +83,7 @@ class ACTLossHead(nn.Module):
                 "exact_accuracy": (valid & seq_correct).sum(),
                 "q_halt_accuracy": (valid & ((outputs["q_halt_logits"] >= 0) == seq_correct)).sum(),
                 "steps": torch.where(valid, new_carry.steps, 0).sum(),
-                "samples": torch.tensor(labels.shape[0], device=labels.device),
+                "samples": torch.full((), labels.shape[0], device=labels.device),  # no host-to-device copy
             }
 
         lm_loss = (self.loss_fn(logits, labels) / divisor).sum()

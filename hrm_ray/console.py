@@ -1,0 +1,79 @@
+"""What reaches the console: progress, evaluations and results. Ray's own chatter (Ray Data execution
+plans, Ray Train's INFO lines, deprecation warnings) goes to Ray's log files in the session directory.
+
+`quiet_ray()` runs in the driver and, as the runtime env's worker setup hook, in every Ray worker
+process, so Ray Data's split coordinators and Ray Train's controller are quiet too. `--verbose`
+(`HRM_RAY_VERBOSE=1`, inherited by child processes and passed to workers) leaves Ray as it is.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+VERBOSE_ENV = "HRM_RAY_VERBOSE"
+SETUP_HOOK = "hrm_ray.console.quiet_ray"
+RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
+
+
+def set_verbose(verbose: bool) -> None:
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
+
+
+def is_verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+
+class RayDataConsoleFilter(logging.Filter):
+    """Ray Data's warnings only. Not its errors: the exception reaches the caller, which reports it on one
+    line; nor the notice, on every run, that progress bars are off (they are off on purpose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno == logging.WARNING and not record.getMessage().startswith("Progress bars")
+
+
+def quiet_ray() -> None:
+    """Ray Data logs through `ray_data_logging.yaml` (it reconfigures its loggers per dataset, so the
+    config is what stays); Ray Train's per-report INFO line and Ray's deprecation warnings are hidden."""
+    if is_verbose():
+        return
+    os.environ["RAY_DATA_LOGGING_CONFIG"] = str(RAY_DATA_LOGGING)
+    import ray.data
+    from ray.data._internal.logging import configure_logging
+    from ray.train.v2._internal.execution import context
+    from ray.util.annotations import RayDeprecationWarning
+
+    configure_logging()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    warnings.filterwarnings("ignore", category=RayDeprecationWarning)
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)  # "Reporting training result N: ..."
+
+
+def ray_runtime_env() -> dict[str, Any]:
+    """The runtime env every Ray this project starts or joins gets: the same console rules in workers."""
+    env_vars = {VERBOSE_ENV: "1" if is_verbose() else "0",
+                # Ray Train's print patch sends a worker's print() to its logger and, at times, to stdout too
+                "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    return {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env_vars}
+
+
+def ray_log_level() -> int:
+    """The driver's 'ray' logger ("Connecting to existing Ray cluster at ...")."""
+    return logging.INFO if is_verbose() else logging.WARNING
+
+
+def train_log_level() -> str:
+    """Ray Train's own log level on the console (RunConfig.logging_config)."""
+    return "INFO" if is_verbose() else "WARNING"
+
+
+def take_verbose_flag(argv: list[str]) -> list[str]:
+    """`--verbose` anywhere on a command line (any command or subcommand): Ray's own logs on the
+    console again. Returns the arguments without it."""
+    rest = [token for token in argv if token != "--verbose"]
+    set_verbose(len(rest) != len(argv))
+    return rest

@@ -1,0 +1,110 @@
+"""A test's own `ray start --head`, as a user or a neighbour would run one: bound to loopback, free ports
+for every Ray port, its own temp dir, in its own process group. Stopped by that group, never by
+`ray stop`, which would take down every Ray instance on the machine."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+              "--metrics-export-port", "--runtime-env-agent-port", "--ray-client-server-port",
+              "--node-manager-port", "--object-manager-port")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment for a child process that must not attach to the test session's Ray."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled",
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", **extra}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@dataclass
+class Head:
+    proc: subprocess.Popen
+    temp_dir: str
+    ports: dict[str, int]
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['--dashboard-port']}"
+
+
+def _ready(head: Head, dashboard: bool) -> bool:
+    if not dashboard:
+        return bool(list(Path(head.temp_dir).glob("session_*/logs/raylet.out")))
+    try:
+        with urllib.request.urlopen(f"{head.dashboard_url}/api/version", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _launch(cwd: Path, num_cpus: int, dashboard: bool) -> Head:
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS) + 1), strict=False))
+    workers = max(ports.values()) + 1000 if max(ports.values()) < 60000 else 20000
+    temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    argv = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+            "--num-cpus", str(num_cpus), "--num-gpus", "0", "--temp-dir", temp_dir, "--disable-usage-stats",
+            "--include-dashboard", "true" if dashboard else "false", "--dashboard-host", "127.0.0.1",
+            "--min-worker-port", str(workers), "--max-worker-port", str(workers + 100)]
+    argv += [x for flag, port in ports.items() for x in (flag, str(port))]
+    log = open(Path(temp_dir, "ray-start.log"), "wb")  # noqa: SIM115 - closed with the head's directory
+    proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return Head(proc, temp_dir, ports)
+
+
+def start_head(cwd: Path, num_cpus: int = 1, dashboard: bool = False, timeout_s: float = 120,
+               attempts: int = 2) -> Head:
+    """A running head; a start that fails at once (a port taken in between) is tried again on new ports."""
+    for attempt in range(attempts):
+        head = _launch(cwd, num_cpus, dashboard)
+        deadline = time.monotonic() + timeout_s
+        while head.proc.poll() is None and not _ready(head, dashboard) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if head.proc.poll() is None and _ready(head, dashboard):
+            return head
+        output = Path(head.temp_dir, "ray-start.log").read_text(errors="replace")[-3000:]
+        stop_head(head)
+        if attempt == attempts - 1:
+            raise RuntimeError(f"ray start --head did not come up (exit {head.proc.returncode}):\n{output}")
+    raise AssertionError("unreachable")
+
+
+def stop_head(head: Head) -> None:
+    """SIGTERM to our `ray start --block` (it shuts its Ray processes down), then SIGKILL to its group."""
+    if head.proc.poll() is None:
+        head.proc.send_signal(signal.SIGTERM)
+        try:
+            head.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(head.proc.pid, signal.SIGKILL)  # the session we started for it, and nothing else
+    except ProcessLookupError:
+        pass
+    head.proc.wait(timeout=10)
+    shutil.rmtree(head.temp_dir, ignore_errors=True)

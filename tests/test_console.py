@@ -1,0 +1,24 @@
+"""`--verbose` anywhere on a command line brings Ray's own logs back; without it they go to log files."""
+from __future__ import annotations
+
+import pytest
+
+from hrm_ray.console import VERBOSE_ENV, ray_runtime_env, take_verbose_flag, train_log_level
+
+
+@pytest.fixture(autouse=True)
+def _restore_env(monkeypatch):
+    monkeypatch.setenv(VERBOSE_ENV, "0")  # restored afterwards, whatever the test sets
+
+
+def test_quiet_by_default_and_verbose_anywhere_on_the_line():
+    assert take_verbose_flag(["data", "prepare", "--source", "x"]) == ["data", "prepare", "--source", "x"]
+    assert train_log_level() == "WARNING" and ray_runtime_env()["env_vars"][VERBOSE_ENV] == "0"
+    assert take_verbose_flag(["data", "prepare", "--verbose", "--source", "x"]) == ["data", "prepare", "--source", "x"]
+    assert train_log_level() == "INFO" and ray_runtime_env()["env_vars"][VERBOSE_ENV] == "1"
+
+
+def test_workers_get_the_same_console_rules():
+    env = ray_runtime_env()
+    assert env["worker_process_setup_hook"] == "hrm_ray.console.quiet_ray"
+    assert env["env_vars"]["RAY_TRAIN_ENABLE_PRINT_PATCH"] == "0"

@@ -1,0 +1,104 @@
+"""Golden outputs: every model family stays bit-identical on CPU to what tests/golden/*.pt recorded.
+
+tests/golden/make_golden.py documents how the goldens were made (from a fixed git revision) and
+holds the computation: each case's model is rebuilt from the config recorded in the file, with the
+recorded seed and inputs, and every recorded tensor (outputs, losses, diagnostics, the gradient of
+every parameter) must be `torch.equal` to the recomputed one; parameter and state-dict names must
+match exactly. A refactor that renames parameters must update the goldens deliberately. This test
+never regenerates them.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+FAMILIES = ("hrm_v1", "hrm_v1_gated", "transformer_baseline", "hrm_lm_transformer", "hrm_lm_mamba2")
+RECORD_KEYS = ("param_names", "state_dict_keys", "tensors")
+
+
+@pytest.fixture(scope="module")
+def maker():
+    spec = importlib.util.spec_from_file_location("hrm_ray_make_golden", GOLDEN_DIR / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture
+def isolated_torch_state():
+    """compute_case seeds the global generator and runs on one thread: restore both afterwards."""
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    torch.set_num_threads(threads)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor {value.dtype} {tuple(value.shape)}"
+    return repr(value)
+
+
+def _mismatch(expected: Any, actual: Any) -> str | None:
+    """Why `actual` is not bit-identical to `expected`, or None."""
+    if not isinstance(expected, torch.Tensor) or not isinstance(actual, torch.Tensor):
+        return None if type(expected) is type(actual) and expected == actual else \
+            f"expected {_describe(expected)}, got {_describe(actual)}"
+    if expected.dtype != actual.dtype or expected.shape != actual.shape:
+        return f"expected {_describe(expected)}, got {_describe(actual)}"
+    if torch.equal(expected, actual):
+        return None
+    differ = (expected != actual)
+    if expected.is_floating_point():
+        diff = (expected.double() - actual.double()).abs()
+        return (f"{int(differ.sum())}/{expected.numel()} elements differ, max abs diff {diff.max().item():.3e} "
+                f"(max |expected| {expected.abs().max().item():.3e})")
+    return f"{int(differ.sum())}/{expected.numel()} elements differ"
+
+
+def _name_diff(what: str, expected: list[str], actual: list[str]) -> str:
+    missing = [n for n in expected if n not in actual]
+    extra = [n for n in actual if n not in expected]
+    if not missing and not extra:
+        return f"{what}: same names in another order"
+    return f"{what}: missing {missing}, unexpected {extra}"
+
+
+def test_every_family_has_a_golden():
+    assert sorted(p.stem for p in GOLDEN_DIR.glob("*.pt")) == sorted(FAMILIES)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_golden_outputs(family: str, maker, isolated_torch_state) -> None:
+    golden = torch.load(GOLDEN_DIR / f"{family}.pt", weights_only=True)
+    assert golden["format"] == maker.FORMAT and golden["family"] == family
+    where = (f"recorded from {golden['source'] or '?'} with torch {golden['torch_version']} "
+             f"({golden['cpu_capability']}); now torch {torch.__version__} "
+             f"({torch.backends.cpu.get_cpu_capability()})")
+    for case_name, recorded in golden["cases"].items():
+        case = {k: v for k, v in recorded.items() if k not in RECORD_KEYS}
+        actual = maker.compute_case(case)
+        label = f"{family}/{case_name}"
+
+        for key in ("param_names", "state_dict_keys"):
+            assert actual[key] == recorded[key], f"{label}: {_name_diff(key, recorded[key], actual[key])}"
+
+        expected_t, actual_t = recorded["tensors"], actual["tensors"]
+        problems = [f"{name}: missing from the recomputation" for name in expected_t if name not in actual_t]
+        problems += [f"{name}: not in the golden" for name in actual_t if name not in expected_t]
+        for name, value in expected_t.items():
+            if name in actual_t:
+                why = _mismatch(value, actual_t[name])
+                if why is not None:
+                    problems.append(f"{name}: {why}")
+        assert not problems, (f"{label}: {len(problems)} of {len(expected_t)} recorded values are not "
+                              f"bit-identical ({where}):\n  " + "\n  ".join(problems))
