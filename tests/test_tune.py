@@ -117,7 +117,7 @@ def test_asha_sweep_writes_trials_best_config_and_report(tune_ray, tmp_path, cap
 
 @pytest.mark.timeout(240)
 def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
-    spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "16", "--val_every", "2",
+    spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--val_every", "2",
                                 "--log_steps", "1", "--num_samples", "2", "--max_concurrent_trials", "1",
                                 "--scheduler", "fifo", "--search_gate_warmup", "0"))
     runs = Path(spec.path) / "runs"
@@ -140,9 +140,9 @@ def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
     started = {p.parent.parent.name for p in runs.glob("*/checkpoint_*/state.pt")}
     assert started
 
-    second = run_sweep(build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "16")), report=False)
+    second = run_sweep(build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8")), report=False)
     assert second.restored and not second.interrupted
-    assert len(second.rows) == 2 and all(r.status == "TERMINATED" and r.steps == 16 for r in second.rows)
+    assert len(second.rows) == 2 and all(r.status == "TERMINATED" and r.steps == 8 for r in second.rows)
     for trial_id in started:  # the Train run resumed from its checkpoint instead of starting over
         records = [json.loads(x) for x in (runs / trial_id / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records if r["split"] == "train"].count(1) == 1
