@@ -43,13 +43,16 @@ def quiet_ray() -> None:
         return
     os.environ["RAY_DATA_LOGGING_CONFIG"] = str(RAY_DATA_LOGGING)
     import ray.data
-    from ray.data._internal.logging import configure_logging
-    from ray.train.v2._internal.execution import context
     from ray.util.annotations import RayDeprecationWarning
 
-    configure_logging()
     ray.data.DataContext.get_current().enable_progress_bars = False
     warnings.filterwarnings("ignore", category=RayDeprecationWarning)
+    try:  # Ray internals: a Ray that moved them keeps its chatter, and every worker still starts
+        from ray.data._internal.logging import configure_logging
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return
+    configure_logging()
     logging.getLogger(context.__file__).setLevel(logging.WARNING)  # "Reporting training result N: ..."
 
 
