@@ -19,21 +19,28 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
-from hrm_ray.config import to_dict
 from hrm_ray.experiments.stage import load_stage_config
-from hrm_ray.tune.sweep import SearchSpace, SweepResult, SweepSpec, run_sweep
+from hrm_ray.tune.sweep import SweepResult, SweepSpec, run_sweep
 
 STAGE_B = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "stage_b.yaml"
 
 
-def base_config(steps: int, val_every: int, save_dir: str) -> dict:
+def sweep_spec(args: argparse.Namespace, tmp: str) -> SweepSpec:
+    """Stage B's demo sweep at a toy size: its `tune:` space with gate warmups that fit --steps and the
+    learning rate added; the scheduler settings as the sweep's flags."""
     cfg = load_stage_config(STAGE_B, "demo", [
-        "--dataset", "synthetic", "--init_from=", "--steps", str(steps), "--val_every", str(val_every),
-        "--log_steps", str(val_every), "--d_model", "32", "--n_heads", "2", "--max_seq_len", "32",
+        "--dataset", "synthetic", "--init_from=", "--steps", str(args.steps), "--val_every", str(args.val_every),
+        "--log_steps", str(args.val_every), "--d_model", "32", "--n_heads", "2", "--max_seq_len", "32",
         "--batch_size", "16", "--eval_batch_size", "128", "--synthetic_train_size", "4000",
         "--synthetic_val_size", "256", "--warmup_steps", "10", "--num_workers", "1", "--cpus_per_worker", "1",
-        "--save_dir", save_dir])
-    return to_dict(cfg)
+        "--save_dir", str(Path(tmp, "runs")), "--num_samples", str(args.trials),
+        "--max_concurrent_trials", str(args.concurrent), "--grace_period", str(args.grace),
+        "--reduction_factor", str(args.reduction_factor)])
+    cfg.tune.space.update({"train.hrm_gate_warmup_steps": {"choice": [0, args.steps // 6, args.steps // 3]},
+                           "optim.learning_rate": {"loguniform": [3.0e-4, 1.0e-2]}})
+    spec = SweepSpec.from_config(cfg, "", str(Path(tmp, "sweeps")))
+    spec.points = spec.search_space().sample(args.trials, args.seed)  # the same configs for both sweeps
+    return spec
 
 
 def point_index(result: SweepResult, points: list[dict]) -> dict[str, int]:
@@ -63,13 +70,9 @@ def main() -> None:
     ray.init(address="local", num_cpus=args.trials + args.concurrent, include_dashboard=True,
              dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
 
-    space = SearchSpace(gate_warmup_steps=(0, args.steps // 6, args.steps // 3), learning_rate=(3e-4, 1e-2))
-    points = space.sample(args.trials, args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-asha-") as tmp:
-        base = base_config(args.steps, args.val_every, str(Path(tmp, "runs")))
-        common = SweepSpec(base=base, name="", storage=str(Path(tmp, "sweeps")), space=space,
-                           num_samples=args.trials, max_concurrent_trials=args.concurrent,
-                           grace_period=args.grace, reduction_factor=args.reduction_factor, points=points)
+        common = sweep_spec(args, tmp)
+        points = common.points
         results, seconds = {}, {}
         for name, scheduler in (("asha", "asha"), ("full", "fifo")):
             start = time.perf_counter()

@@ -18,6 +18,7 @@ import torch
 from hrm_ray.config import Config
 from hrm_ray.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from hrm_ray.train.lm_task import LanguageModelTask
+from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.task import WorkerContext
 
 
@@ -27,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = Config()
     cfg.train.batch_size = 8
-    task = LanguageModelTask(cfg)
+    task = LanguageModelTask(resolve_config(cfg))
     model = task.build_model()
     optimizer = task.build_optimizers(model)[0]
     scaler = torch.amp.GradScaler("cpu", enabled=False)

@@ -25,11 +25,11 @@ from rich.table import Table
 from hrm_ray.config import PAPER_FLAGS, build_config
 from hrm_ray.data.puzzles.format import PuzzleDatasetMetadata
 from hrm_ray.experiments.demo_data import DemoDataSpec
-from hrm_ray.models.hybrid import HRMLanguageModel
-from hrm_ray.models.puzzle import puzzle_embeddings
+from hrm_ray.models.hrm_act_v1 import puzzle_embeddings
+from hrm_ray.models.hrm_lm import HRMLanguageModel
 from hrm_ray.train.compile import compile_model
 from hrm_ray.train.optim import build_optimizer
-from hrm_ray.train.puzzle_task import build_puzzle_model, resolve_arch
+from hrm_ray.train.puzzle_task import build_puzzle_model, resolve_model
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD
 
 SUDOKU_6X6 = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=8, seq_len=36,
@@ -68,14 +68,14 @@ def lm_family(batches: int) -> Family:
         return {"encoder_ids": ids(), "encoder_mask": torch.ones(size, half, dtype=torch.bool),
                 "decoder_input_ids": ids(), "labels": ids()}
     return Family(f"HRM×LM stage_b demo (d_model {model_cfg.d_model}, {model_cfg.hrm.h_cycles}x"
-                  f"{model_cfg.hrm.l_steps} cycles, batch {size})", lambda: HRMLanguageModel(model_cfg),
+                  f"{model_cfg.hrm.l_cycles} cycles, batch {size})", lambda: HRMLanguageModel(model_cfg),
                   lambda m: [build_optimizer(m.parameters(), cfg.optim)], [batch() for _ in range(batches)])
 
 
 def puzzle_family(batches: int) -> Family:
     cfg = build_config("experiments/configs/sudoku.yaml", [], profile="demo", aliases=PAPER_FLAGS)
-    arch = resolve_arch(cfg.arch, SUDOKU_6X6)
-    size, p = cfg.puzzle.global_batch_size, cfg.puzzle
+    arch = resolve_model(cfg.model, SUDOKU_6X6)
+    size, p = cfg.train.global_batch_size, cfg.optim
     g = torch.Generator().manual_seed(0)
 
     def optimizers(model: torch.nn.Module) -> list:
@@ -86,8 +86,8 @@ def puzzle_family(batches: int) -> Family:
     def batch() -> dict[str, torch.Tensor]:
         digits = lambda: torch.randint(1, 8, (size, 36), generator=g)
         return {"inputs": digits(), "labels": digits(), "puzzle_identifiers": torch.zeros(size, dtype=torch.long)}
-    return Family(f"puzzle HRM sudoku demo (hidden {arch.hidden_size}, {arch.H_layers}+{arch.L_layers} layers, "
-                  f"{arch.H_cycles}x{arch.L_cycles} cycles, batch {size})", lambda: build_puzzle_model(cfg.arch, arch),
+    return Family(f"puzzle HRM sudoku demo (d_model {arch.d_model}, {arch.h_layers}+{arch.l_layers} layers, "
+                  f"{arch.h_cycles}x{arch.l_cycles} cycles, batch {size})", lambda: build_puzzle_model(arch),
                   optimizers, [batch() for _ in range(batches)])
 
 

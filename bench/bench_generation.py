@@ -12,7 +12,7 @@ import torch
 
 from hrm_ray.config import Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
-from hrm_ray.models import HRMLanguageModel
+from hrm_ray.models.hrm_lm import HRMLanguageModel
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -42,7 +42,7 @@ def main() -> None:
     cached_s, cached = timed(lambda: run(True), args.repeats)
     full_s, full = timed(lambda: run(False), args.repeats)
     print(f"config: d_model={cfg.d_model} decoder_layers={cfg.decoder_layers} encoder={cfg.encoder_backend} "
-          f"hrm={cfg.hrm.h_cycles}x{cfg.hrm.l_steps} batch={args.batch} new_tokens={args.new_tokens} "
+          f"hrm={cfg.hrm.h_cycles}x{cfg.hrm.l_cycles} batch={args.batch} new_tokens={args.new_tokens} "
           f"threads={torch.get_num_threads()} (best of {args.repeats})")
     print(f"kv cache:  {cached_s:.3f} s  ({args.batch * args.new_tokens / cached_s:,.0f} tokens/s)")
     print(f"recompute: {full_s:.3f} s  ({args.batch * args.new_tokens / full_s:,.0f} tokens/s)")

@@ -1,6 +1,6 @@
 """Ingest headroom: batches/s a streaming Ray Dataset shard delivers through
 `iter_torch_batches` (collate padding per batch) vs batches/s the default small HRM x LM model
-(hrm_ray.models.HRMLanguageModel, d_model 256) consumes training on CPU, side by side in one run.
+(hrm_ray.models.hrm_lm.HRMLanguageModel, d_model 256) consumes training on CPU, side by side in one run.
 Goal: delivery >= 5x consumption, so the data path never starves a CPU worker.
 
     .venv/bin/python bench/bench_ingest.py [--data ../shared/data] [--batch-size 32] [--seq-len 256]
@@ -34,10 +34,10 @@ def main() -> None:
     import ray
     import torch
 
-    from hrm_ray.config import ModelConfig
     from hrm_ray.data.ingest import TripletCollate, load_prepared_split, read_meta
     from hrm_ray.data.prepare import PrepareConfig, prepare_language_dataset
-    from hrm_ray.models.hybrid import HRMLanguageModel
+    from hrm_ray.models.hrm_lm import HRMLanguageModel
+    from hrm_ray.models.hrm_lm.config import HRMLMConfig
 
     ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
@@ -69,7 +69,7 @@ def main() -> None:
 
         # consumption: forward + backward + AdamW step of the default small model on CPU
         torch.manual_seed(0)
-        model = HRMLanguageModel(ModelConfig(vocab_size=meta.vocab_size))
+        model = HRMLanguageModel(HRMLMConfig(vocab_size=meta.vocab_size))
         optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
         params = sum(p.numel() for p in model.parameters())
 

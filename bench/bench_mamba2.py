@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from hrm_ray.models.mamba2 import Mamba2, ssd_chunked, ssd_sequential_scan
+from hrm_ray.models.hrm_lm.mamba2 import Mamba2, ssd_chunked, ssd_sequential_scan
 
 Inputs = tuple[torch.Tensor, ...]
 

@@ -25,7 +25,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "sudoku.yaml"
-ARCHS = ("hrm_v1", "transformer_baseline", "transformer_baseline:arch.pos_encodings=learned")
+ARCHS = ("hrm_v1", "transformer_baseline", "transformer_baseline:model.pos_encodings=learned")
 
 
 def train_one(config: Path, profile: str, overrides: list[str], spec: str, save: Path) -> dict:
@@ -35,6 +35,7 @@ def train_one(config: Path, profile: str, overrides: list[str], spec: str, save:
     from hrm_ray.experiments.puzzle import ensure_demo_sudoku, load_puzzle_config
     from hrm_ray.train.loop import LocalReporter, run_loop
     from hrm_ray.train.puzzle_task import PuzzleTask, wilson_interval
+    from hrm_ray.train.resolve import resolve_config
     from hrm_ray.train.run_files import RunFiles
     from hrm_ray.train.task import WorkerContext
 
@@ -43,7 +44,7 @@ def train_one(config: Path, profile: str, overrides: list[str], spec: str, save:
     cfg = load_puzzle_config(config, profile, [*overrides, f"arch={arch}", *extra, f"--run_name={name}",
                                                f"--save_dir={save}", "ray.num_workers=0", "train.wandb=off"])
     ensure_demo_sudoku(cfg, log=lambda msg: print(msg, file=sys.stderr))
-    task = PuzzleTask(cfg)
+    task = PuzzleTask(resolve_config(cfg))
     params = sum(p.numel() for p in task.build_model().parameters())
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -53,9 +54,9 @@ def train_one(config: Path, profile: str, overrides: list[str], spec: str, save:
     val = result.last_val
     n = val["examples"]
     low, high = wilson_interval(val["exact_accuracy"] * n, n, population=None)
-    return {"arch": spec.replace("arch.", ""), "name": name, "params": params, "steps": result.step, "wall_s": wall, "exact": val["exact_accuracy"],
+    return {"arch": spec.replace("model.", ""), "name": name, "params": params, "steps": result.step, "wall_s": wall, "exact": val["exact_accuracy"],
             "low": low, "high": high, "token": val["accuracy"], "halt_steps": val["steps"], "examples": int(n),
-            "data": task.cfg.puzzle.data_path, "train_examples": task.train_samples(), "run_dir": run_dir}
+            "data": task.cfg.data.dataset, "train_examples": task.train_samples(), "run_dir": run_dir}
 
 
 def main() -> int:

@@ -26,10 +26,10 @@ def config(data: Path, save: Path, name: str, workers: int, steps: int, hidden: 
     from hrm_ray.config import PAPER_FLAGS, build_config
 
     return build_config(None, [
-        "task=puzzle", f"data_path={data}", f"arch.hidden_size={hidden}", "arch.num_heads=4", "arch.H_layers=1",
-        "arch.L_layers=1", f"arch.puzzle_emb_ndim={hidden}", "arch.halt_max_steps=4", "global_batch_size=32",
+        "model.name=hrm_v1", f"data_path={data}", f"model.d_model={hidden}", "model.n_heads=4", "model.h_layers=1",
+        "model.l_layers=1", f"model.puzzle_emb_ndim={hidden}", "model.halt_max_steps=4", "global_batch_size=32",
         "epochs=10", "optim.optimizer=adam_atan2", "lr=1e-3", "lr_warmup_steps=5", f"train.steps={steps}",
-        f"train.val_every={steps}", "train.log_steps=5", "puzzle.eval_subset=32", "train.eval_batch_size=32",
+        f"train.val_every={steps}", "train.log_steps=5", "train.eval_subset=32", "train.eval_batch_size=32",
         "train.wandb=off", f"ray.num_workers={workers}", "ray.cpus_per_worker=1", f"--save_dir={save}",
         f"--run_name={name}"], aliases=PAPER_FLAGS)
 
@@ -46,12 +46,13 @@ def bench_training(data: Path, tmp: Path, steps: int, hidden: int) -> dict[str, 
     from hrm_ray.train.loop import LocalReporter, run_loop
     from hrm_ray.train.puzzle_task import PuzzleTask
     from hrm_ray.train.ray_trainer import train
+    from hrm_ray.train.resolve import resolve_config
     from hrm_ray.train.run_files import RunFiles
     from hrm_ray.train.task import WorkerContext
 
     torch.set_num_threads(1)
     bare_cfg = config(data, tmp, "bare", 0, steps, hidden)
-    task = PuzzleTask(bare_cfg)
+    task = PuzzleTask(resolve_config(bare_cfg))
     run_loop(task.cfg, task, WorkerContext(), LocalReporter(tmp / "bare", 1), RunFiles(str(tmp / "bare")))
     ensure_ray(None, num_cpus=max(os.cpu_count() or 1, 2))
     train(config(data, tmp, "ray", 1, steps, hidden))
@@ -61,8 +62,9 @@ def bench_training(data: Path, tmp: Path, steps: int, hidden: int) -> dict[str, 
 
 def bench_eval(data: Path, hidden: int, subset: int) -> dict[str, float]:
     from hrm_ray.train.puzzle_task import PuzzleTask, eval_rows, eval_subset_batches, run_to_halt
+    from hrm_ray.train.resolve import resolve_config
 
-    task = PuzzleTask(config(data, Path(tempfile.gettempdir()), "eval", 0, 1, hidden))
+    task = PuzzleTask(resolve_config(config(data, Path(tempfile.gettempdir()), "eval", 0, 1, hidden)))
     head = task.build_model().eval()
     test = task.test
 

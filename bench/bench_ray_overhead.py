@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from hrm_ray.config import build_config  # noqa: E402
 from hrm_ray.train.lm_task import LanguageModelTask  # noqa: E402
 from hrm_ray.train.loop import LocalReporter, run_loop  # noqa: E402
+from hrm_ray.train.resolve import resolve_config  # noqa: E402
 from hrm_ray.train.run_files import RunFiles  # noqa: E402
 from hrm_ray.train.task import WorkerContext  # noqa: E402
 
@@ -48,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = build_config(args.config, [*flags, "--run_name", "bare"])
     start = time.time()
-    task = LanguageModelTask(cfg)
+    task = LanguageModelTask(resolve_config(cfg))
     run_loop(task.cfg, task, WorkerContext(), LocalReporter(root / "bare", 1), RunFiles(str(root / "bare")))
     bare_rate, bare_first = steady_rate(root / "bare")
     bare_startup = bare_first - start

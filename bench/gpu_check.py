@@ -32,19 +32,19 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from hrm_ray.config import ModelConfig, OptimConfig
-from hrm_ray.models.hybrid import HRMLanguageModel
-from hrm_ray.models.layers import Attention as LMAttention
-from hrm_ray.models.mamba2 import Mamba2, _mamba_ssm_kernels, ssd_chunked, ssd_sequential_scan
-from hrm_ray.models.puzzle import ACTLossHead, HRMACTv1, HRMACTv1Config, preset, puzzle_embeddings
-from hrm_ray.models.puzzle.baseline import PuzzleTransformer
-from hrm_ray.models.puzzle.layers import Attention as PuzzleAttention
+from hrm_ray.config import OptimConfig
+from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1Config, puzzle_embeddings
+from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.hrm_lm.config import HRMLMConfig
+from hrm_ray.models.hrm_lm.mamba2 import Mamba2, _mamba_ssm_kernels, ssd_chunked, ssd_sequential_scan
+from hrm_ray.models.layers import Attention
+from hrm_ray.models.registry import build_model, default_config
 from hrm_ray.train.compile import compile_model
 from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD
 
 H200_BF16_DENSE_TFLOPS = 989.0
-PUZZLE_ARCHS = {"hrm_v1": HRMACTv1, "hrm_v1_gated": HRMACTv1, "transformer_baseline": PuzzleTransformer}
+PUZZLE_ARCHS = ("hrm_v1", "hrm_v1_gated", "transformer_baseline")  # registry names
 Row = tuple[str, str, str]   # check, result, detail
 
 
@@ -64,12 +64,12 @@ BENCH = Sizes(lm=(768, 12, 6, 2, 32000, 32, 256, 256), puzzle=(512, 8, 4, 384, 8
 # ------------------------------------------------------------------------------------- models and data
 
 
-def lm_config(sizes: Sizes, backend: str = "transformer") -> ModelConfig:
+def lm_config(sizes: Sizes, backend: str = "transformer") -> HRMLMConfig:
     """Stage B's HRM (3 cycles of 2 L-steps, deep supervision, halting) at the given width."""
     d, heads, layers, hrm_layers, vocab = sizes.lm[:5]
-    cfg = ModelConfig(vocab_size=vocab, d_model=d, n_heads=heads, encoder_layers=layers, decoder_layers=layers,
+    cfg = HRMLMConfig(vocab_size=vocab, d_model=d, n_heads=heads, encoder_layers=layers, decoder_layers=layers,
                       encoder_backend=backend)
-    cfg.hrm = dataclasses.replace(cfg.hrm, h_cycles=3, l_steps=2, h_layers=hrm_layers, l_layers=hrm_layers,
+    cfg.hrm = dataclasses.replace(cfg.hrm, h_cycles=3, l_cycles=2, h_layers=hrm_layers, l_layers=hrm_layers,
                                   deep_supervision=True, use_halting=True)
     cfg.mamba = dataclasses.replace(cfg.mamba, headdim=min(cfg.mamba.headdim, d // 2), chunk_size=16)
     return cfg
@@ -77,9 +77,9 @@ def lm_config(sizes: Sizes, backend: str = "transformer") -> ModelConfig:
 
 def puzzle_config(sizes: Sizes, arch: str = "hrm_v1") -> HRMACTv1Config:
     hidden, heads, layers, _, seq_len = sizes.puzzle
-    return preset("hrm_v1_gated" if arch == "hrm_v1_gated" else "hrm_v1", hidden_size=hidden, num_heads=heads,
-                  H_layers=layers, L_layers=layers, puzzle_emb_ndim=hidden, vocab_size=11, seq_len=seq_len,
-                  num_puzzle_identifiers=4, halt_max_steps=16 if hidden >= 512 else 4)
+    return default_config(arch, d_model=hidden, n_heads=heads, h_layers=layers, l_layers=layers,
+                          puzzle_emb_ndim=hidden, vocab_size=11, seq_len=seq_len, num_puzzle_identifiers=4,
+                          halt_max_steps=16 if hidden >= 512 else 4)
 
 
 def build_lm(sizes: Sizes, backend: str = "transformer", seed: int = 0) -> HRMLanguageModel:
@@ -89,7 +89,7 @@ def build_lm(sizes: Sizes, backend: str = "transformer", seed: int = 0) -> HRMLa
 
 def build_puzzle(sizes: Sizes, arch: str, seed: int = 0) -> ACTLossHead:
     torch.manual_seed(seed)
-    head = ACTLossHead(PUZZLE_ARCHS[arch](puzzle_config(sizes, arch)))
+    head = ACTLossHead(build_model(puzzle_config(sizes, arch)))
     for emb in puzzle_embeddings(head):   # a non-zero table, so the prefix carries signal
         emb.weights.normal_(0.0, 0.1)
     return head
@@ -315,7 +315,7 @@ def counted_flops(step: Callable[[], torch.Tensor]) -> int:
 def dense_estimate(model: torch.nn.Module, tokens: int, seq: int, width: int) -> float:
     """6·N·T + 12·A·S·d·T: each parameter and each attention module (A of them, context S) once per token."""
     params = sum(p.numel() for p in model.parameters())
-    attention = sum(isinstance(m, (LMAttention, PuzzleAttention)) for m in model.modules())
+    attention = sum(isinstance(m, Attention) for m in model.modules())
     return 6.0 * params * tokens + 12.0 * attention * seq * width * tokens
 
 
@@ -377,8 +377,8 @@ def throughput(sizes: Sizes, device: torch.device, args: argparse.Namespace) -> 
                  lm_batch(sizes, device), batch * (enc + dec), enc, d, device, args)
     hidden, _, _, pbatch, seq_len = sizes.puzzle
     cfg = puzzle_config(sizes)
-    puzzle = measure(f"puzzle HRM hidden {hidden} ({cfg.H_layers}+{cfg.L_layers} layers, "
-                     f"{cfg.H_cycles}x{cfg.L_cycles} cycles)", lambda: build_puzzle(sizes, "hrm_v1"),
+    puzzle = measure(f"puzzle HRM hidden {hidden} ({cfg.h_layers}+{cfg.l_layers} layers, "
+                     f"{cfg.h_cycles}x{cfg.l_cycles} cycles)", lambda: build_puzzle(sizes, "hrm_v1"),
                      puzzle_batch(sizes, device), pbatch * (seq_len + cfg.puzzle_emb_len), seq_len, hidden,
                      device, args)
     return lm + puzzle

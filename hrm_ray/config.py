@@ -17,60 +17,13 @@ from typing import Any
 import yaml
 
 from hrm_ray.errors import UserError
-
-
-@dataclass
-class MambaConfig:
-    d_state: int = 64
-    d_conv: int = 4
-    expand: int = 2
-    headdim: int = 32
-    chunk_size: int = 64
-
-
-@dataclass
-class HRMConfig:
-    enabled: bool = True
-    h_cycles: int = 2
-    l_steps: int = 2
-    h_layers: int = 1
-    l_layers: int = 1
-    one_step_grad: bool = True
-    deep_supervision: bool = False
-    ds_weight: float = 0.1
-    use_halting: bool = False
-    halting_weight: float = 0.005
-    halt_target: float = 1.0
-    halt_threshold: float = 0.5
-
-
-@dataclass
-class BridgeConfig:
-    mode: str = "residual"
-    prefix_tokens: int = 4
-    gate_init_bias: float = -2.2
-    gate_hidden_ratio: float = 0.25
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 0
-    d_model: int = 256
-    n_heads: int = 4
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    encoder_backend: str = "transformer"
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    mamba: MambaConfig = field(default_factory=MambaConfig)
-    hrm: HRMConfig = field(default_factory=HRMConfig)
-    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+from hrm_ray.models import registry
 
 
 @dataclass
 class DataConfig:
+    # The LM: "synthetic" or a prepared dataset directory; the puzzle families: a puzzle dataset directory
+    # (the paper's `data_path`).
     dataset: str = "synthetic"
     max_seq_len: int = 256
     dataset_workers: int = 1
@@ -78,6 +31,7 @@ class DataConfig:
     synthetic_train_size: int = 20000
     synthetic_val_size: int = 500
     synthetic_max_operand: int = 99
+    test_split: str = "test"            # puzzles: the split evaluations read
 
 
 @dataclass
@@ -91,16 +45,21 @@ class OptimConfig:
     lr_min_ratio: float = 0.1
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    puzzle_emb_lr: float = 1e-2         # puzzles: sign-SGD on the sparse puzzle embedding
+    puzzle_emb_weight_decay: float = 0.1
 
 
 @dataclass
 class TrainConfig:
     steps: int = 0
-    epochs: int = 1
-    batch_size: int = 32
+    epochs: int = 1                     # puzzles: group-based epochs (one puzzle of each group per epoch)
+    batch_size: int = 32                # the LM: per worker
+    global_batch_size: int = 768        # puzzles: shared by all workers
     eval_batch_size: int = 64
     grad_accum_steps: int = 1
-    val_every: int = 200
+    val_every: int = 200                # the LM: steps between evaluations
+    eval_interval: int = 0              # puzzles: epochs between evaluations; 0 = only at the end
+    eval_subset: int = 1000             # puzzles: test examples in intermediate evaluations (0 = all)
     log_steps: int = 10
     mixed_precision: str = "none"
     seed: int = 0
@@ -114,6 +73,8 @@ class TrainConfig:
     gate_ramp_steps: int = 0
     init_from: str = ""
     max_nonfinite_steps: int = 10
+    ema: bool = False                   # evaluate (and keep best-model/ of) an EMA of the weights
+    ema_decay: float = 0.999
     wandb: str = "auto"
     compile: bool = False  # torch.compile the model's hot units (hrm_ray/train/compile.py)
 
@@ -128,102 +89,94 @@ class RayConfig:
     max_failures: int = 0
 
 
-# The puzzle model's config lives with the model; imported here, after ModelConfig, because
-# hrm_ray.models imports ModelConfig from this module.
-from hrm_ray.models.puzzle.config import HRMACTv1Config  # noqa: E402
+@dataclass
+class TuneConfig:
+    """A sweep: the search space (`space`: dotted config path -> a Tune distribution such as
+    `{uniform: [-4.0, -1.0]}`, written in YAML as dotted keys of the `tune:` section) and the scheduler."""
+    space: dict = field(default_factory=dict)
+    num_samples: int = 8
+    max_t: int = 0                      # ASHA's budget in steps; 0: train.steps
+    grace_period: int = 0               # steps before ASHA's first cut; 0: max_t / reduction_factor^2
+    reduction_factor: int = 3
+    max_concurrent_trials: int = 0      # 0: as many as the cluster's resources allow
+    scheduler: str = "asha"             # asha | fifo (every trial runs to max_t)
+    search_seed: int = 0
 
-# arch.name -> the preset of its fields (hrm_ray.models.puzzle.config.PRESETS).
-ARCH_PRESETS: dict[str, str] = {"hrm_v1": "hrm_v1", "hrm_v1_gated": "hrm_v1_gated", "transformer_baseline": "hrm_v1"}
+
+DEFAULT_MODEL = "hrm_lm"
 EXPLICIT_ATTR = "_explicit_fields"
 
 
 @dataclass
-class PuzzleArchConfig(HRMACTv1Config):
-    """The puzzle model (task=puzzle): a preset `name` plus field overrides.
-
-    Fields not set explicitly take the preset's value (`apply_presets`); vocab_size, seq_len and
-    num_puzzle_identifiers come from the dataset's dataset.json when 0.
-    """
-    name: str = "hrm_v1"
-    loss_type: str = "stablemax_cross_entropy"
-
-
-@dataclass
-class PuzzleDataConfig:
-    """Puzzle training in the paper's terms: group-based epochs (train.epochs), a global batch."""
-    data_path: str = ""
-    global_batch_size: int = 768
-    eval_interval: int = 0             # epochs between evaluations; 0 = only at the end
-    eval_subset: int = 1000            # test examples in intermediate evaluations (0 = all); the last is full
-    test_split: str = "test"
-    puzzle_emb_lr: float = 1e-2
-    puzzle_emb_weight_decay: float = 0.1
-    ema: bool = False
-    ema_decay: float = 0.999
-
-
-@dataclass
 class Config:
-    task: str = "lm"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=lambda: model_section(DEFAULT_MODEL))
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ray: RayConfig = field(default_factory=RayConfig)
-    arch: PuzzleArchConfig = field(default_factory=PuzzleArchConfig)
-    puzzle: PuzzleDataConfig = field(default_factory=PuzzleDataConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+    @property
+    def task(self) -> str:
+        """The task that trains the chosen model family: "lm" or "puzzle"."""
+        return registry.resolve(self.model.name)[0].task
+
+
+def model_section(name: str) -> Any:
+    """The config of model `name` (a family or a named preset of one), preset values filled in."""
+    try:
+        return registry.default_config(name)
+    except ValueError as exc:
+        raise UserError(f"model.name: {exc}") from None
 
 
 # The HRM paper's flag names (its pretrain.py / Hydra config) -> fields, for the puzzle experiments.
 PAPER_FLAGS: dict[str, str] = {
-    "data_path": "puzzle.data_path",
-    "epochs": "train.epochs",
-    "eval_interval": "puzzle.eval_interval",
+    "data_path": "data.dataset",
     "lr": "optim.learning_rate",
-    "lr_min_ratio": "optim.lr_min_ratio",
     "lr_warmup_steps": "optim.warmup_steps",
-    "weight_decay": "optim.weight_decay",
-    "puzzle_emb_lr": "puzzle.puzzle_emb_lr",
-    "puzzle_emb_weight_decay": "puzzle.puzzle_emb_weight_decay",
-    "global_batch_size": "puzzle.global_batch_size",
-    "beta1": "optim.beta1",
-    "beta2": "optim.beta2",
-    "arch": "arch.name",
-    "ema": "puzzle.ema",
+    "arch": "model.name",
 }
-
+# Sections of configs saved before the model families shared one `model` section (old runs' config.yaml).
+LEGACY_SECTIONS: dict[str, dict[str, str]] = {
+    "puzzle": {"data_path": "data.dataset", "global_batch_size": "train.global_batch_size",
+               "eval_interval": "train.eval_interval", "eval_subset": "train.eval_subset",
+               "test_split": "data.test_split", "puzzle_emb_lr": "optim.puzzle_emb_lr",
+               "puzzle_emb_weight_decay": "optim.puzzle_emb_weight_decay", "ema": "train.ema",
+               "ema_decay": "train.ema_decay"},
+}
 
 BOOL_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("lm", "puzzle"),
-    "arch.name": tuple(ARCH_PRESETS),
-    "arch.loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
-    "arch.pos_encodings": ("rope", "learned"),
+    "model.loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
+    "model.pos_encodings": ("rope", "learned"),
     "model.encoder_backend": ("transformer", "mamba2"),
     "model.bridge.mode": ("residual", "prefix"),
     "optim.optimizer": ("adamw", "adamw_8bit", "adam_atan2"),
     "optim.lr_scheduler": ("cosine", "linear", "constant"),
     "train.mixed_precision": ("none", "bf16", "fp16"),
     "train.wandb": ("auto", "online", "offline", "off"),
+    "tune.scheduler": ("asha", "fifo"),
 }
 
+# Range checks of the fields a tree has (model fields only apply to the families that have them).
 NON_NEGATIVE = (
     "train.steps", "train.epochs", "train.val_every", "train.eval_loss_patience",
     "train.patience_grace_steps", "train.hrm_gate_warmup_steps", "train.gate_ramp_steps",
     "train.checkpoint_limit", "train.max_nonfinite_steps", "optim.warmup_steps", "optim.weight_decay",
     "optim.grad_clip", "model.dropout", "model.hrm.ds_weight", "model.hrm.halting_weight",
     "data.max_val_samples", "ray.num_workers", "ray.max_failures", "model.vocab_size",
-    "puzzle.eval_interval", "puzzle.eval_subset", "puzzle.puzzle_emb_lr", "puzzle.puzzle_emb_weight_decay",
-    "arch.puzzle_emb_ndim",
+    "train.eval_interval", "train.eval_subset", "optim.puzzle_emb_lr", "optim.puzzle_emb_weight_decay",
+    "model.puzzle_emb_ndim", "tune.max_t", "tune.grace_period", "tune.max_concurrent_trials",
 )
 POSITIVE = (
     "train.batch_size", "train.eval_batch_size", "train.grad_accum_steps", "train.log_steps",
-    "optim.learning_rate", "model.d_model", "model.n_heads", "model.hrm.h_cycles", "model.hrm.l_steps",
+    "optim.learning_rate", "model.d_model", "model.n_heads", "model.hrm.h_cycles", "model.hrm.l_cycles",
     "model.hrm.h_layers", "model.hrm.l_layers", "data.max_seq_len", "data.dataset_workers",
     "model.mamba.chunk_size", "model.bridge.prefix_tokens", "model.bridge.gate_hidden_ratio",
-    "ray.cpus_per_worker", "puzzle.global_batch_size", "arch.hidden_size", "arch.num_heads", "arch.H_cycles",
-    "arch.L_cycles", "arch.H_layers", "arch.L_layers", "arch.halt_max_steps", "arch.gate_hidden_ratio",
+    "ray.cpus_per_worker", "train.global_batch_size", "model.h_cycles", "model.l_cycles", "model.h_layers",
+    "model.l_layers", "model.halt_max_steps", "model.gate_hidden_ratio", "tune.num_samples",
 )
 
 
@@ -232,7 +185,8 @@ def _is_section(value: Any) -> bool:
 
 
 def leaf_paths(node: Any, prefix: str = "") -> dict[str, type]:
-    """Every leaf field of the tree as `dotted.path -> type`."""
+    """Every leaf field of the tree as `dotted.path -> type` (mapping fields such as tune.space are not
+    leaves: they are set from YAML only)."""
     hints = typing.get_type_hints(type(node))
     paths: dict[str, type] = {}
     for f in dataclasses.fields(node):
@@ -240,7 +194,7 @@ def leaf_paths(node: Any, prefix: str = "") -> dict[str, type]:
         path = f"{prefix}{f.name}"
         if _is_section(value):
             paths.update(leaf_paths(value, path + "."))
-        else:
+        elif hints[f.name] is not dict:
             paths[path] = hints[f.name]
     return paths
 
@@ -251,6 +205,15 @@ def flag_index(cfg: Config) -> dict[str, str]:
     for path in leaf_paths(cfg):
         by_name.setdefault(path.rsplit(".", 1)[-1], []).append(path)
     return {name: paths[0] for name, paths in by_name.items() if len(paths) == 1}
+
+
+def aliases_of(cfg: Config) -> dict[str, str]:
+    """Other names of fields -> dotted paths: the paper's flags and the chosen family's own (the seed's and
+    the paper's spellings of its fields, e.g. H_cycles -> model.h_cycles)."""
+    family = {name: f"model.{path}" for name, path in getattr(cfg.model, "ALIASES", {}).items()}
+    hydra = {f"arch.{name}": path for name, path in family.items()}  # the paper's `arch.H_cycles=3`
+    hydra.update({f"arch.{path[len('model.'):]}": path for path in leaf_paths(cfg) if path.startswith("model.")})
+    return {**family, **hydra, **PAPER_FLAGS}
 
 
 def suggest(name: str, candidates: typing.Iterable[str]) -> str:
@@ -292,16 +255,60 @@ def get_value(cfg: Config, path: str) -> Any:
     return node
 
 
+def has_path(cfg: Config, path: str) -> bool:
+    try:
+        get_value(cfg, path)
+    except AttributeError:
+        return False
+    return True
+
+
 def set_value(cfg: Config, path: str, raw: Any, where: str = "") -> None:
+    """Set one leaf. Setting `model.name` to another model swaps the model section for that model's
+    defaults and keeps the explicit values its fields share with the old one."""
     paths = leaf_paths(cfg)
     if path not in paths:
         raise UserError(f"{where or 'config'}: unknown key '{path}'{suggest(path, paths)}")
+    if path == "model.name":
+        switch_model(cfg, convert(raw, str, where or path), where or path)
+        return
     *parents, leaf = path.split(".")
     node: Any = cfg
     for part in parents:
         node = getattr(node, part)
     setattr(node, leaf, convert(raw, paths[path], where or path))
     mark_explicit(node, [leaf])
+
+
+def switch_model(cfg: Config, name: str, where: str = "model.name") -> None:
+    old = cfg.model
+    if name == old.name:
+        mark_explicit(old, ["name"])
+        return
+    try:
+        new = registry.default_config(name)
+    except ValueError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    kept = explicit_values(old)
+    cfg.model = new
+    new_paths = leaf_paths(new)
+    for path, value in kept.items():
+        if path in new_paths and path != "name":
+            set_value(cfg, f"model.{path}", value, where)
+    mark_explicit(new, ["name"])
+
+
+def explicit_values(section: Any, prefix: str = "") -> dict[str, Any]:
+    """dotted path -> value of every field set explicitly in `section` and its sub-sections."""
+    out: dict[str, Any] = {}
+    marked = explicit_fields(section)
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if _is_section(value):
+            out.update(explicit_values(value, f"{prefix}{f.name}."))
+        elif f.name in marked:
+            out[prefix + f.name] = value
+    return out
 
 
 def mark_explicit(section: Any, names: typing.Iterable[str] | None = None) -> Any:
@@ -317,36 +324,86 @@ def explicit_fields(section: Any) -> set[str]:
     return set(section.__dict__.get(EXPLICIT_ATTR, ()))
 
 
-def apply_presets(cfg: Config) -> Config:
-    """Fill the fields of `arch` that were not set explicitly from its preset (`arch.name`): presets first,
-    explicit values after, whatever their order in the YAML or on the command line."""
-    preset_name = ARCH_PRESETS.get(cfg.arch.name)
-    if preset_name is None:
-        return cfg
-    from hrm_ray.models.puzzle.config import PRESETS
-
-    explicit = explicit_fields(cfg.arch)
-    for f in dataclasses.fields(HRMACTv1Config):
-        if f.name not in explicit:
-            setattr(cfg.arch, f.name, getattr(PRESETS[preset_name], f.name))
-    return cfg
-
-
 def apply_mapping(cfg: Config, mapping: dict, where: str, prefix: str = "") -> None:
-    """Apply a nested dict (from YAML) onto the tree; unknown keys are errors naming `where`."""
+    """Apply a nested dict (from YAML) onto the tree; unknown keys are errors naming `where`. In the model
+    section `name` goes first (it picks the section's fields) and the family's aliases are accepted; the
+    dotted keys of the `tune` section are its search space."""
+    if prefix == "model.":
+        mapping = _model_mapping(cfg, mapping, where)
+    if prefix == "tune.":
+        mapping = _tune_mapping(cfg, mapping, where)
     for key, value in mapping.items():
         path = f"{prefix}{key}"
-        try:
-            current = get_value(cfg, path)
-        except AttributeError:
+        if not has_path(cfg, path):
             known = list(leaf_paths(cfg)) + _section_paths(cfg)
-            raise UserError(f"{where}: unknown key '{path}'{suggest(path, known)}") from None
+            raise UserError(f"{where}: unknown key '{path}'{suggest(path, known)}")
+        current = get_value(cfg, path)
         if _is_section(current):
             if not isinstance(value, dict):
                 raise UserError(f"{where}: '{path}' is a section and needs a mapping, got {value!r}")
             apply_mapping(cfg, value, where, path + ".")
+        elif path == "tune.space":
+            cfg.tune.space.update(_space(cfg, value, where))
         else:
             set_value(cfg, path, value, f"{where}: {path}")
+
+
+def _model_mapping(cfg: Config, mapping: dict, where: str) -> dict:
+    if "name" in mapping:
+        switch_model(cfg, convert(mapping["name"], str, f"{where}: model.name"), f"{where}: model.name")
+    out: dict = {}
+    for key, value in _flatten(mapping).items():
+        if key == "name":
+            continue
+        node = out
+        *parents, leaf = _model_alias(cfg.model, key).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + str(key)] = value
+    return out
+
+
+def _model_alias(model: Any, key: str) -> str:
+    """A model key in today's spelling: `H_cycles` -> `h_cycles`, `hrm.l_steps` -> `hrm.l_cycles`."""
+    aliases = getattr(model, "ALIASES", {})
+    if key in aliases:
+        return aliases[key]
+    parent, _, leaf = key.rpartition(".")
+    target = aliases.get(leaf)
+    if target is not None and target.rpartition(".")[0] == parent:
+        return target
+    return key
+
+
+def _tune_mapping(cfg: Config, mapping: dict, where: str) -> dict:
+    knobs = {k: v for k, v in mapping.items() if "." in k}
+    if knobs:
+        cfg.tune.space.update(_space(cfg, knobs, where))
+    return {k: v for k, v in mapping.items() if "." not in k}
+
+
+def _space(cfg: Config, knobs: Any, where: str) -> dict:
+    """Check the search space's knobs: each a leaf of the tree with a one-key mapping {distribution: args}."""
+    if not isinstance(knobs, dict):
+        raise UserError(f"{where}: tune.space must map dotted config paths to distributions, got {knobs!r}")
+    paths = leaf_paths(cfg)
+    for path, spec in knobs.items():
+        if path not in paths:
+            raise UserError(f"{where}: tune: '{path}' is not a config field{suggest(path, paths)}")
+        if not (isinstance(spec, dict) and len(spec) == 1):
+            raise UserError(f"{where}: tune: {path}: expected one distribution such as {{uniform: [LOW, HIGH]}}, "
+                            f"got {spec!r}")
+    return dict(knobs)
 
 
 def _section_paths(node: Any, prefix: str = "") -> list[str]:
@@ -385,13 +442,28 @@ def _apply_yaml(path: Path, cfg: Config, profile: str | None) -> set[str]:
     return seen | set(profiles)
 
 
+def _yaml_model_name(path: Path, profile: str | None) -> str | None:
+    """The model name the YAML chain (bases, the file, the profile) ends with: it decides which model fields
+    exist before any section is applied, so a base may set fields of a model its child names."""
+    mapping = _read_mapping(path)
+    name = _yaml_model_name(path.parent / mapping["base"], profile) if mapping.get("base") else None
+    profiles = mapping.get("profiles") or {}
+    for layer in (mapping, profiles.get(profile) if isinstance(profiles, dict) else None):
+        model = (layer or {}).get("model")
+        if isinstance(model, dict) and model.get("name"):
+            name = str(model["name"])
+    return name
+
+
 def load_yaml(path: str | Path, cfg: Config | None = None, profile: str | None = None) -> Config:
     """Load a YAML instance of the tree on top of `cfg` (or the defaults).
 
     A file may name a `base:` file it extends and carry `profiles:` (e.g. demo/gpu/cluster), each a
     partial tree applied after the file itself when that profile is chosen.
     """
-    cfg = cfg if cfg is not None else Config()
+    if cfg is None:
+        name = _yaml_model_name(Path(path), profile)
+        cfg = Config(model=model_section(name)) if name else Config()
     seen = _apply_yaml(Path(path), cfg, profile)
     if profile and profile not in seen:
         known = ", ".join(sorted(seen)) or "none"
@@ -399,10 +471,33 @@ def load_yaml(path: str | Path, cfg: Config | None = None, profile: str | None =
     return cfg
 
 
+def _flag_target(cfg: Config, name: str, aliases: dict[str, str]) -> str:
+    paths = leaf_paths(cfg)
+    if name in paths:
+        return name
+    target = aliases.get(name) or flag_index(cfg).get(name)
+    if target is not None:
+        return target
+    ambiguous = [p for p in paths if p.rsplit(".", 1)[-1] == name]
+    if ambiguous:
+        raise UserError(f"flag '--{name}' is ambiguous: use one of {', '.join('--' + p for p in ambiguous)}")
+    others = _other_models_paths(cfg)
+    if name in others or any(p.startswith("model.") and p.rsplit(".", 1)[-1] == name for p in others):
+        raise UserError(f"flag '--{name}': model '{cfg.model.name}' has no such field (another model family has it)")
+    raise UserError(f"unknown flag '--{name}'{suggest(name, list(flag_index(cfg)) + list(aliases) + list(paths))}")
+
+
+def _other_models_paths(cfg: Config) -> set[str]:
+    return {p for name in registry.FAMILIES for p in leaf_paths(Config(model=registry.default_config(name)))}
+
+
 def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None = None) -> Config:
-    """Apply `--flag value`, `--flag=value`, `--bool_flag`, `dotted.path=value` onto `cfg`."""
-    flags = flag_index(cfg)
-    flags.update(aliases or {})
+    """Apply `--flag value`, `--flag=value`, `--bool_flag`, `dotted.path=value` onto `cfg`. A model name
+    among them is applied first, since it decides which model fields exist."""
+    aliases = aliases or {}
+    for name, value in _model_names(args, aliases):
+        set_value(cfg, "model.name", value, name)
+    flags = {**aliases_of(cfg), **aliases}
     paths = leaf_paths(cfg)
     i = 0
     while i < len(args):
@@ -410,12 +505,7 @@ def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None
         i += 1
         if token.startswith("--"):
             name, eq, value = token[2:].partition("=")
-            target = name if name in paths else flags.get(name)
-            ambiguous = [p for p in paths if p.rsplit(".", 1)[-1] == name]
-            if target is None and ambiguous:
-                raise UserError(f"flag '--{name}' is ambiguous: use one of {', '.join('--' + p for p in ambiguous)}")
-            if target is None:
-                raise UserError(f"unknown flag '--{name}'{suggest(name, list(flags) + list(paths))}")
+            target = _flag_target(cfg, name, flags)
             if not eq:
                 if paths[target] is bool and (i >= len(args) or args[i].lower() not in BOOL_WORDS):
                     value = "true"
@@ -424,32 +514,49 @@ def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None
                     i += 1
                 else:
                     raise UserError(f"flag '--{name}' needs a value")
-            set_value(cfg, target, value, f"--{name}")
+            set_value(cfg, target, value, f"--{name}" if name == target else f"--{name} ({target})")
         elif "=" in token:
             path, _, value = token.partition("=")
-            set_value(cfg, flags.get(path, path), value, path)
+            target = _flag_target(cfg, path, flags)
+            set_value(cfg, target, value, path if path == target else f"{path} ({target})")
         else:
             raise UserError(f"unexpected argument '{token}' (use --flag value or section.key=value)")
     return cfg
+
+
+def _model_names(args: list[str], aliases: dict[str, str]) -> list[tuple[str, str]]:
+    """(how it was written, value) of every model name among the command-line tokens, in order."""
+    names = {"model.name", "name", *(k for k, v in {**PAPER_FLAGS, **aliases}.items() if v == "model.name")}
+    out = []
+    for i, token in enumerate(args):
+        flag = token.startswith("--")
+        name, eq, value = (token[2:] if flag else token).partition("=")
+        if name not in names or not (flag or eq):
+            continue
+        if flag and not eq:
+            if i + 1 >= len(args):
+                continue  # the main pass reports the missing value
+            value = args[i + 1]
+        out.append((f"--{name}" if flag else name, value))
+    return out
 
 
 def validate(cfg: Config) -> Config:
     """Reject invalid values before any work starts; every message names the field."""
     problems = []
     for path, allowed in CHOICES.items():
-        value = get_value(cfg, path)
-        if value not in allowed:
+        if has_path(cfg, path) and (value := get_value(cfg, path)) not in allowed:
             problems.append(f"{path}: '{value}' is not one of {', '.join(allowed)}{suggest(value, allowed)}")
-    problems += [f"{p}: must be >= 0, got {get_value(cfg, p)}" for p in NON_NEGATIVE if get_value(cfg, p) < 0]
-    problems += [f"{p}: must be > 0, got {get_value(cfg, p)}" for p in POSITIVE if get_value(cfg, p) <= 0]
+    problems += [f"{p}: must be >= 0, got {get_value(cfg, p)}" for p in NON_NEGATIVE
+                 if has_path(cfg, p) and get_value(cfg, p) < 0]
+    problems += [f"{p}: must be > 0, got {get_value(cfg, p)}" for p in POSITIVE
+                 if has_path(cfg, p) and get_value(cfg, p) <= 0]
     if cfg.model.d_model % cfg.model.n_heads:
         problems.append(f"model.d_model: {cfg.model.d_model} is not divisible by model.n_heads={cfg.model.n_heads}")
     if not 0.0 <= cfg.optim.lr_min_ratio <= 1.0:
         problems.append(f"optim.lr_min_ratio: must be in [0, 1], got {cfg.optim.lr_min_ratio}")
-    if cfg.arch.hidden_size % cfg.arch.num_heads:
-        problems.append(f"arch.hidden_size: {cfg.arch.hidden_size} is not divisible by arch.num_heads={cfg.arch.num_heads}")
-    if not 0.0 <= cfg.puzzle.ema_decay < 1.0:
-        problems.append(f"puzzle.ema_decay: must be in [0, 1), got {cfg.puzzle.ema_decay}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        problems.append(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.train.steps == 0 and cfg.train.epochs == 0:
         problems.append("train.steps/train.epochs: one of them must be > 0")
     if problems:
@@ -462,7 +569,7 @@ def build_config(config_path: str | None, overrides: list[str],
     if profile and not config_path:
         raise UserError("--profile needs --config (profiles are defined in the config YAML)")
     cfg = load_yaml(config_path, profile=profile) if config_path else Config()
-    return validate(apply_presets(apply_overrides(cfg, overrides, aliases)))
+    return validate(apply_overrides(cfg, overrides, aliases))
 
 
 def to_dict(cfg: Any) -> dict:
@@ -470,9 +577,26 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(mapping: dict) -> Config:
+    """A config saved by `to_dict` (also one saved before the families shared the `model` section)."""
     cfg = Config()
-    apply_mapping(cfg, mapping, "config")
+    apply_mapping(cfg, upgrade_legacy(mapping), "config")
     return cfg
+
+
+def upgrade_legacy(mapping: dict) -> dict:
+    """A saved config of the old layout (`task`, the puzzle model in `arch`, puzzle settings in `puzzle`)
+    in today's layout; others unchanged."""
+    if "task" not in mapping and "arch" not in mapping and "puzzle" not in mapping:
+        return mapping
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in mapping.items()
+           if k not in ("task", "arch", "puzzle")}
+    if mapping.get("task") == "puzzle":
+        out["model"] = dict(mapping.get("arch") or {})
+        for key, path in LEGACY_SECTIONS["puzzle"].items():
+            if key in (mapping.get("puzzle") or {}):
+                section, field_name = path.split(".")
+                out.setdefault(section, {})[field_name] = mapping["puzzle"][key]
+    return out
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrm_ray.config import ModelConfig, build_config, load_yaml
-from hrm_ray.models.hybrid import HRMLanguageModel
-from hrm_ray.models.puzzle import ACTLossHead, HRMACTv1, preset
-from hrm_ray.models.puzzle.baseline import PuzzleTransformer
+from hrm_ray.config import build_config, load_yaml
+from hrm_ray.models.hrm_act_v1 import ACTLossHead
+from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
+from hrm_ray.models.registry import build_model, default_config
 from hrm_ray.train import compile as compile_mod
 from hrm_ray.train.adam_atan2 import AdamATan2
 from hrm_ray.train.checkpoint import load_checkpoint
@@ -24,6 +24,7 @@ from hrm_ray.train.compile import compile_model
 from hrm_ray.train.lm_task import LanguageModelTask
 from hrm_ray.train.loop import LocalReporter, run_loop
 from hrm_ray.train.optim import fast_path
+from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.sign_sgd import apply_sign_sgd
 from hrm_ray.train.task import WorkerContext, unwrap
@@ -40,16 +41,16 @@ def fresh_dynamo():
 
 
 def lm(backend: str = "transformer", h_cycles: int = 2) -> HRMLanguageModel:
-    cfg = ModelConfig(vocab_size=40, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, encoder_backend=backend)
+    cfg = HRMLMConfig(vocab_size=40, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=1, encoder_backend=backend)
     cfg.hrm = dataclasses.replace(cfg.hrm, h_cycles=h_cycles, deep_supervision=True, use_halting=True)
     cfg.mamba = dataclasses.replace(cfg.mamba, headdim=8, d_state=8, chunk_size=4)
     return HRMLanguageModel(cfg)
 
 
-def puzzle(arch: str = "hrm_v1", model_cls=HRMACTv1, h_cycles: int = 2) -> ACTLossHead:
-    cfg = preset(arch, hidden_size=16, num_heads=2, expansion=2.0, H_layers=1, L_layers=1, puzzle_emb_ndim=16,
-                 halt_max_steps=2, vocab_size=6, seq_len=8, num_puzzle_identifiers=3, H_cycles=h_cycles)
-    return ACTLossHead(model_cls(cfg))
+def puzzle(arch: str = "hrm_v1", h_cycles: int = 2) -> ACTLossHead:
+    cfg = default_config(arch, d_model=16, n_heads=2, mlp_ratio=2.0, h_layers=1, l_layers=1, puzzle_emb_ndim=16,
+                         halt_max_steps=2, vocab_size=6, seq_len=8, num_puzzle_identifiers=3, h_cycles=h_cycles)
+    return ACTLossHead(build_model(cfg))
 
 
 def lm_batch(seed: int) -> dict[str, torch.Tensor]:
@@ -98,7 +99,7 @@ FAMILIES = {
     "hrm_v1_gated": (lambda: puzzle("hrm_v1_gated"),
                      ["model.inner.L_level", "model.inner.H_level", "model.inner.L_gate", "model.inner.H_gate",
                       "loss_fn"]),
-    "transformer_baseline": (lambda: puzzle(model_cls=PuzzleTransformer),
+    "transformer_baseline": (lambda: puzzle("transformer_baseline"),
                              ["model.inner.layers.layers.0", "model.inner.layers.layers.1", "loss_fn"]),
 }
 
@@ -169,7 +170,7 @@ def test_training_with_compile_through_the_loop(tmp_path, monkeypatch):
     losses, tasks = {}, {}
     for name in ("eager", "compiled"):
         cfg = build_config(None, [*flags, "--run_name", name, *(["--compile"] if name == "compiled" else [])])
-        tasks[name] = LanguageModelTask(cfg)
+        tasks[name] = LanguageModelTask(resolve_config(cfg))
         run_loop(tasks[name].cfg, tasks[name], WorkerContext(), LocalReporter(tmp_path / name, 0),
                  RunFiles(str(tmp_path / name)))
         records = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]

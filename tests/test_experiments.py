@@ -69,7 +69,7 @@ def test_stage_b_turns_on_deep_supervision_halting_and_the_90_5_5_mix(profile):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_stage_c_goes_deeper_with_a_gate_ramp_and_the_reasoning_mix(profile):
     b, c = stage("b", profile), stage("c", profile)
-    assert c.model.hrm.h_cycles > b.model.hrm.h_cycles and c.model.hrm.l_steps > b.model.hrm.l_steps
+    assert c.model.hrm.h_cycles > b.model.hrm.h_cycles and c.model.hrm.l_cycles > b.model.hrm.l_cycles
     assert c.train.hrm_gate_warmup_steps == 0 and 0 < c.train.gate_ramp_steps < c.train.steps
     weights = mix(c)
     assert set(weights) == {"language", "math", "code"}

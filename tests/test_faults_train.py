@@ -17,10 +17,10 @@ from hrm_ray.cli import main
 from hrm_ray.config import PAPER_FLAGS, build_config
 from hrm_ray.data.puzzles.format import PuzzleDatasetMetadata
 from hrm_ray.errors import UserError
-from hrm_ray.models.puzzle.config import HRMACTv1Config
+from hrm_ray.models.hrm_act_v1.config import HRMACTv1Config
 from hrm_ray.train import ray_trainer
 from hrm_ray.train.loop import NonFiniteLossError
-from hrm_ray.train.puzzle_task import resolve_arch
+from hrm_ray.train.puzzle_task import resolve_model
 from tests.ray_heads import clean_env, start_head, stop_head
 from tests.test_train_ray import make_prepared
 
@@ -127,13 +127,13 @@ def test_checkpoint_limit_holds_across_resumes_with_and_without_workers(ray_sess
 def test_a_preset_never_overrides_an_explicit_value(tmp_path, order):
     meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=11, seq_len=81,
                                  num_puzzle_identifiers=1, total_groups=1, mean_puzzle_examples=1.0, sets=["all"])
-    cfg = build_config(None, ["task=puzzle", *order], aliases=PAPER_FLAGS)
-    assert cfg.arch.use_gating is False and resolve_arch(cfg.arch, meta).use_gating is False
+    cfg = build_config(None, order, aliases=PAPER_FLAGS)
+    assert cfg.model.use_gating is False and resolve_model(cfg.model, meta).use_gating is False
     yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text("task: puzzle\narch: {name: hrm_v1_gated, use_gating: false}\n")
-    assert resolve_arch(build_config(str(yaml_file), []).arch, meta).use_gating is False
-    gated = build_config(None, ["task=puzzle", "arch=hrm_v1_gated"], aliases=PAPER_FLAGS)
-    assert gated.arch.use_gating is True and resolve_arch(gated.arch, meta).use_gating is True
+    yaml_file.write_text("model: {name: hrm_v1_gated, use_gating: false}\n")
+    assert resolve_model(build_config(str(yaml_file), []).model, meta).use_gating is False
+    gated = build_config(None, ["arch=hrm_v1_gated"], aliases=PAPER_FLAGS)
+    assert gated.model.use_gating is True and resolve_model(gated.model, meta).use_gating is True
     assert HRMACTv1Config().use_gating is False  # the explicit value equals the default: the case at stake
 
 

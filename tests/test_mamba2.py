@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrm_ray.models import mamba2 as mamba2_module
-from hrm_ray.models.mamba2 import Mamba2, segsum, ssd_chunked, ssd_sequential_scan
+from hrm_ray.models.hrm_lm import mamba2 as mamba2_module
+from hrm_ray.models.hrm_lm.mamba2 import Mamba2, segsum, ssd_chunked, ssd_sequential_scan
 
 SMALL = dict(d_model=32, d_state=16, headdim=16, chunk_size=16)
 
@@ -177,7 +177,7 @@ def test_cpu_runs_the_pytorch_path_and_logs_it(caplog: pytest.LogCaptureFixture)
     mamba2_module._log_path_once.cache_clear()
     block = Mamba2(**SMALL)
     assert block.kernel_path == "pytorch-ssd"
-    with caplog.at_level(logging.INFO, logger="hrm_ray.models.mamba2"):
+    with caplog.at_level(logging.INFO, logger="hrm_ray.models.hrm_lm.mamba2"):
         block(torch.randn(1, 5, SMALL["d_model"]))
         block(torch.randn(1, 5, SMALL["d_model"]))
     messages = [r.getMessage() for r in caplog.records if "path" in r.getMessage()]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hrm_ray.data.synthetic import pad_batch
-from hrm_ray.models import HRMLanguageModel
+from hrm_ray.models.hrm_lm import HRMLanguageModel
 from tests.test_model_hybrid import one_thread, tiny_config  # noqa: F401 (autouse fixture)
 
 STEPS, LENGTH, SYMBOLS = 300, 4, 10
@@ -22,7 +22,7 @@ def copy_batch(g: torch.Generator, batch: int = 32) -> dict[str, torch.Tensor]:
 @pytest.mark.timeout(120)
 def test_copy_task_trains_to_near_zero_loss() -> None:
     torch.manual_seed(0)
-    cfg = tiny_config(vocab_size=4 + SYMBOLS, d_model=64, **{"hrm.h_cycles": 1, "hrm.l_steps": 1})
+    cfg = tiny_config(vocab_size=4 + SYMBOLS, d_model=64, **{"hrm.h_cycles": 1, "hrm.l_cycles": 1})
     model = HRMLanguageModel(cfg).train()
     frozen = {id(p) for p in model.hrm_parameters()}  # as the trainer does while the gate is closed
     optimizer = torch.optim.AdamW([p for p in model.parameters() if id(p) not in frozen], lr=3e-3,

@@ -6,8 +6,7 @@ import copy
 import pytest
 import torch
 
-from hrm_ray.config import ModelConfig
-from hrm_ray.models import HRMLanguageModel
+from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
 
 VOCAB = 40
 
@@ -21,8 +20,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_config(**overrides) -> ModelConfig:
-    cfg = ModelConfig(vocab_size=VOCAB, d_model=32, n_heads=4, encoder_layers=1, decoder_layers=1, mlp_ratio=2.0)
+def tiny_config(**overrides) -> HRMLMConfig:
+    cfg = HRMLMConfig(vocab_size=VOCAB, d_model=32, n_heads=4, encoder_layers=1, decoder_layers=1, mlp_ratio=2.0)
     cfg.mamba.d_state, cfg.mamba.headdim, cfg.mamba.chunk_size = 8, 16, 4
     for key, value in overrides.items():
         section, _, name = key.rpartition(".")
@@ -41,7 +40,7 @@ def random_batch(batch: int = 3, enc_len: int = 7, dec_len: int = 5, seed: int =
             "decoder_mask": labels != -100}
 
 
-def model_for(cfg: ModelConfig, seed: int = 0) -> HRMLanguageModel:
+def model_for(cfg: HRMLMConfig, seed: int = 0) -> HRMLanguageModel:
     torch.manual_seed(seed)
     return HRMLanguageModel(cfg).eval()
 
@@ -89,7 +88,7 @@ def test_gate_open_trains_the_hrm(mode: str) -> None:
 @pytest.mark.parametrize("deep_supervision", [False, True])
 @pytest.mark.parametrize("one_step", [True, False])
 def test_one_step_gradient(deep_supervision: bool, one_step: bool) -> None:
-    cfg = tiny_config(**{"hrm.h_cycles": 2, "hrm.l_steps": 3, "hrm.one_step_grad": one_step,
+    cfg = tiny_config(**{"hrm.h_cycles": 2, "hrm.l_cycles": 3, "hrm.one_step_grad": one_step,
                          "hrm.deep_supervision": deep_supervision})
     model = model_for(cfg).train()
     calls: dict[str, list[bool]] = {"L": [], "H": []}
@@ -188,7 +187,7 @@ def test_tied_embeddings_and_vocab_check() -> None:
 @pytest.mark.parametrize("backend", ["transformer", "mamba2"])
 @pytest.mark.parametrize("mode", ["residual", "prefix"])
 def test_forward_backward(backend: str, mode: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="hrm_ray.models.encoder")
+    caplog.set_level("INFO", logger="hrm_ray.models.hrm_lm.encoder")
     cfg = tiny_config(encoder_backend=backend, **{"bridge.mode": mode, "hrm.deep_supervision": True,
                                                    "hrm.use_halting": True})
     model = model_for(cfg).train()

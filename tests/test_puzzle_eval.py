@@ -16,6 +16,7 @@ from hrm_ray.data.puzzles.sudoku import SudokuBuildConfig, build_sudoku_dataset
 from hrm_ray.infer.puzzle_eval import Predictions, arc_vote, evaluate_puzzle_run
 from hrm_ray.train.loop import LocalReporter, run_loop
 from hrm_ray.train.puzzle_task import PuzzleTask
+from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.task import WorkerContext
 
@@ -84,12 +85,12 @@ def test_hrm_ray_eval_on_a_puzzle_run(real_data: Path, tmp_path: Path, capsys):
     data = tmp_path / "data"
     build_sudoku_dataset(SudokuBuildConfig(output_dir=str(data), puzzles=str(tmp_path / "p.txt"), test_size=3,
                                            workers=1), log=lambda _: None)
-    cfg = build_config(None, ["task=puzzle", f"data_path={data}", "arch.hidden_size=32", "arch.num_heads=2",
-                              "arch.H_layers=1", "arch.L_layers=1", "arch.H_cycles=1", "arch.L_cycles=1",
-                              "arch.puzzle_emb_ndim=32", "arch.halt_max_steps=2", "global_batch_size=4", "epochs=1",
+    cfg = build_config(None, ["model.name=hrm_v1", f"data_path={data}", "model.d_model=32", "model.n_heads=2",
+                              "model.h_layers=1", "model.l_layers=1", "model.h_cycles=1", "model.l_cycles=1",
+                              "model.puzzle_emb_ndim=32", "arch.halt_max_steps=2", "global_batch_size=4", "epochs=1",
                               "ema=true", "train.wandb=off", "ray.num_workers=0", "train.eval_batch_size=2",
                               "train.run_name=tiny", f"--save_dir={tmp_path / 'runs'}"], aliases=PAPER_FLAGS)
-    task = PuzzleTask(cfg)
+    task = PuzzleTask(resolve_config(cfg))
     torch.set_num_threads(1)
     run_dir = tmp_path / "runs" / "tiny"
     result = run_loop(task.cfg, task, WorkerContext(), LocalReporter(run_dir, 2), RunFiles(str(run_dir)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hrm_ray.models.puzzle import ACTLossHead, HRMACTv1, preset, reduce_metrics
-from hrm_ray.models.puzzle.losses import log_stablemax, softmax_cross_entropy, stablemax_cross_entropy
+from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1, reduce_metrics
+from hrm_ray.models.hrm_act_v1.losses import log_stablemax, softmax_cross_entropy, stablemax_cross_entropy
+from hrm_ray.models.registry import default_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,8 +52,9 @@ def test_softmax_cross_entropy_matches_torch():
 @pytest.mark.parametrize("loss_type", ["stablemax_cross_entropy", "softmax_cross_entropy"])
 def test_loss_head_api(loss_type):
     torch.manual_seed(0)
-    model = HRMACTv1(preset("hrm_v1", vocab_size=11, seq_len=9, hidden_size=32, num_heads=2, expansion=2.0,
-                            H_layers=1, L_layers=1, puzzle_emb_ndim=32, num_puzzle_identifiers=3, halt_max_steps=2))
+    model = HRMACTv1(default_config("hrm_v1", vocab_size=11, seq_len=9, d_model=32, n_heads=2, mlp_ratio=2.0,
+                                    h_layers=1, l_layers=1, puzzle_emb_ndim=32, num_puzzle_identifiers=3,
+                                    halt_max_steps=2))
     head = ACTLossHead(model, loss_type=loss_type).train()
     b = {"inputs": torch.randint(1, 11, (4, 9)), "labels": torch.randint(1, 11, (4, 9)),
          "puzzle_identifiers": torch.zeros(4, dtype=torch.long)}

@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from hrm_ray.models.puzzle import ACTLossHead, HRMACTv1, preset, reduce_metrics
+from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1, reduce_metrics
+from hrm_ray.models.registry import default_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -15,10 +16,10 @@ B, L, V = 3, 16, 11
 
 def tiny(name: str = "hrm_v1", **kw) -> HRMACTv1:
     torch.manual_seed(0)
-    cfg = dict(vocab_size=V, seq_len=L, num_puzzle_identifiers=5, puzzle_emb_ndim=40, hidden_size=32,
-               num_heads=2, expansion=2.0, H_layers=1, L_layers=1, halt_max_steps=4)
+    cfg = dict(vocab_size=V, seq_len=L, num_puzzle_identifiers=5, puzzle_emb_ndim=40, d_model=32,
+               n_heads=2, mlp_ratio=2.0, h_layers=1, l_layers=1, halt_max_steps=4)
     cfg.update(kw)
-    return HRMACTv1(preset(name, **cfg))
+    return HRMACTv1(default_config(name, **cfg))
 
 
 def batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -41,14 +42,14 @@ def test_shapes_and_puzzle_prefix():
 
 def test_paper_preset_size():
     with torch.device("meta"):
-        model = HRMACTv1(preset("hrm_v1", vocab_size=11, seq_len=81))
+        model = HRMACTv1(default_config("hrm_v1", vocab_size=11, seq_len=81))
     n = sum(p.numel() for p in model.parameters())
     assert 26e6 < n < 28e6  # the paper's 27M
 
 
 @pytest.mark.parametrize("one_step, l_grad_calls", [(True, 1), (False, 2)])
 def test_gradient_scope(one_step, l_grad_calls):
-    model = tiny(one_step_grad=one_step, H_cycles=2, L_cycles=2)
+    model = tiny(one_step_grad=one_step, h_cycles=2, l_cycles=2)
     model.train()
     calls = {"L": [], "H": []}
     model.inner.L_level.register_forward_hook(lambda m, i, o: calls["L"].append(torch.is_grad_enabled()))
@@ -116,12 +117,12 @@ def test_halted_slots_reset_and_refill():
 
 
 def test_gated_preset_differs_only_in_use_gating():
-    a, b = dataclasses.asdict(preset("hrm_v1")), dataclasses.asdict(preset("hrm_v1_gated"))
-    assert {k for k in a if a[k] != b[k]} == {"use_gating"}
+    a, b = dataclasses.asdict(default_config("hrm_v1")), dataclasses.asdict(default_config("hrm_v1_gated"))
+    assert {k for k in a if a[k] != b[k]} == {"name", "use_gating"}
     with pytest.raises(ValueError, match="did you mean 'hrm_v1_gated'"):
-        preset("hrm_v1_gate")
-    with pytest.raises(ValueError, match="did you mean 'H_cycles'"):
-        preset("hrm_v1", H_cycle=3)
+        default_config("hrm_v1_gate")
+    with pytest.raises(ValueError, match="did you mean 'h_cycles'"):
+        default_config("hrm_v1", h_cycle=3)
 
 
 def test_gates_start_at_init_bias_and_closed_gate_keeps_identity_path():
@@ -133,11 +134,11 @@ def test_gates_start_at_init_bias_and_closed_gate_keeps_identity_path():
     with torch.no_grad():
         inner.L_gate.down.bias.fill_(-60.0)
         inner.H_gate.down.bias.fill_(-60.0)
-    cos_sin = inner.rotary()
-    closed_L = inner._step_L(z_L, z_H, x, cos_sin, None)
-    assert torch.allclose(closed_L, inner.L_level(z_L, torch.zeros_like(z_L), cos_sin), atol=1e-6)
-    closed_H = inner._step_H(z_H, z_L, x, cos_sin, None)
-    assert torch.allclose(closed_H, inner.H_level(z_H, torch.zeros_like(z_H), cos_sin), atol=1e-6)
+    rope = inner.rope(x.device)
+    closed_L = inner._step_L(z_L, z_H, x, rope, None)
+    assert torch.allclose(closed_L, inner.L_level(z_L, torch.zeros_like(z_L), rope=rope), atol=1e-6)
+    closed_H = inner._step_H(z_H, z_L, x, rope, None)
+    assert torch.allclose(closed_H, inner.H_level(z_H, torch.zeros_like(z_H), rope=rope), atol=1e-6)
 
 
 def test_gate_metrics_through_loss_head():

@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hrm_ray.models.puzzle import ACTLossHead, HRMACTv1, PuzzleEmbedding, preset
+from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1, PuzzleEmbedding
+from hrm_ray.models.registry import default_config
 from hrm_ray.train.ema import EMA
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD, apply_sign_sgd
 
@@ -43,8 +44,9 @@ def test_sign_sgd_is_scale_invariant_and_skips_non_finite_gradients():
 
 def test_sign_sgd_with_the_model():
     torch.manual_seed(0)
-    model = HRMACTv1(preset("hrm_v1", vocab_size=11, seq_len=9, hidden_size=32, num_heads=2, expansion=2.0,
-                            H_layers=1, L_layers=1, puzzle_emb_ndim=32, num_puzzle_identifiers=6, halt_max_steps=2))
+    model = HRMACTv1(default_config("hrm_v1", vocab_size=11, seq_len=9, d_model=32, n_heads=2, mlp_ratio=2.0,
+                                    h_layers=1, l_layers=1, puzzle_emb_ndim=32, num_puzzle_identifiers=6,
+                                    halt_max_steps=2))
     head = ACTLossHead(model).train()
     groups = head.parameter_groups()
     assert len(groups["sparse_embedding"]) == 1

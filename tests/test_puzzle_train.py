@@ -17,12 +17,13 @@ from hrm_ray.data.puzzles.sudoku import SudokuBuildConfig, build_sudoku_dataset
 from hrm_ray.errors import UserError
 from hrm_ray.train.checkpoint import CheckpointStore, load_checkpoint
 from hrm_ray.train.loop import LocalReporter, run_loop
-from hrm_ray.train.puzzle_task import PuzzleTask, build_puzzle_model, resolve_arch, wilson_interval
+from hrm_ray.train.puzzle_task import PuzzleTask, build_puzzle_model, resolve_model, wilson_interval
+from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.task import WorkerContext
 
-TINY = ["task=puzzle", "arch.hidden_size=32", "arch.num_heads=2", "arch.expansion=2", "arch.H_layers=1",
-        "arch.L_layers=1", "arch.H_cycles=1", "arch.L_cycles=2", "arch.puzzle_emb_ndim=32", "arch.halt_max_steps=2",
+TINY = ["model.name=hrm_v1", "model.d_model=32", "model.n_heads=2", "model.mlp_ratio=2", "model.h_layers=1",
+        "model.l_layers=1", "model.h_cycles=1", "model.l_cycles=2", "model.puzzle_emb_ndim=32", "model.halt_max_steps=2",
         "optim.optimizer=adam_atan2", "lr=3e-3", "puzzle_emb_lr=1e-2", "lr_warmup_steps=2", "optim.grad_clip=0",
         "train.log_steps=2", "train.eval_batch_size=8", "train.wandb=off", "ray.num_workers=0"]
 
@@ -39,7 +40,8 @@ def sudoku_dir(real_data: Path, tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, *extra: str):
-    return build_config(None, [*TINY, f"data_path={data}", *extra], aliases=PAPER_FLAGS)
+    """The resolved config of a tiny model on `data` (steps, per-worker batch, data fields derived)."""
+    return resolve_config(build_config(None, [*TINY, f"data_path={data}", *extra], aliases=PAPER_FLAGS))
 
 
 def train_in_process(task: PuzzleTask, run_dir: Path):
@@ -55,7 +57,7 @@ def records(run_dir: Path, split: str) -> list[dict]:
 @pytest.mark.timeout(120)
 def test_trains_in_process_with_metrics_and_full_final_eval(sudoku_dir: Path, tmp_path: Path):
     cfg = tiny_config(sudoku_dir, "arch=hrm_v1_gated", "global_batch_size=8", "epochs=6", "eval_interval=3",
-                      "puzzle.eval_subset=2")
+                      "train.eval_subset=2")
     task = PuzzleTask(cfg)
     # 22 groups (one puzzle of each per epoch): 3 epochs = 66 examples = 8 full batches per iteration.
     assert (task.cfg.train.steps, task.cfg.train.val_every, task.cfg.train.batch_size) == (16, 8, 8)
@@ -93,7 +95,7 @@ class CountingTask(PuzzleTask):
 
 @pytest.mark.timeout(120)
 def test_resume_restores_optimizers_and_ema_and_reinitialises_the_carry(sudoku_dir: Path, tmp_path: Path):
-    base = ["global_batch_size=8", "epochs=1", "ema=true", "puzzle.ema_decay=0.9", "train.val_every=3"]
+    base = ["global_batch_size=8", "epochs=1", "ema=true", "train.ema_decay=0.9", "train.val_every=3"]
     first = CountingTask(tiny_config(sudoku_dir, *base, "train.steps=3"))
     train_in_process(first, tmp_path)
     saved = load_checkpoint(CheckpointStore(tmp_path, 0).latest())
@@ -151,42 +153,44 @@ def test_dry_run_runs_one_puzzle_segment(sudoku_dir: Path, capsys):
 
 def test_epochs_must_be_a_multiple_of_eval_interval(sudoku_dir: Path):
     with pytest.raises(UserError, match=r"epochs \(5\) must be a multiple of eval_interval \(2\)"):
-        PuzzleTask(tiny_config(sudoku_dir, "epochs=5", "eval_interval=2", "global_batch_size=8"))
+        tiny_config(sudoku_dir, "epochs=5", "eval_interval=2", "global_batch_size=8")
     with pytest.raises(UserError, match="global_batch_size"):
-        PuzzleTask(tiny_config(sudoku_dir, "epochs=1", "global_batch_size=1000"))
+        tiny_config(sudoku_dir, "epochs=1", "global_batch_size=1000")
 
 
 def test_paper_flags_map_to_fields():
     cfg = build_config(None, ["data_path=/d", "epochs=20000", "eval_interval=2000", "lr=7e-5", "puzzle_emb_lr=7e-5",
                               "weight_decay=1.0", "puzzle_emb_weight_decay=1.0", "global_batch_size=384",
                               "lr_warmup_steps=2000", "arch=hrm_v1_gated", "arch.gate_init_bias=-1.5",
-                              "--lr_min_ratio", "1.0", "ema=true"], aliases=PAPER_FLAGS)
-    assert (cfg.puzzle.data_path, cfg.train.epochs, cfg.puzzle.eval_interval) == ("/d", 20000, 2000)
-    assert (cfg.optim.learning_rate, cfg.puzzle.puzzle_emb_lr, cfg.optim.weight_decay) == (7e-5, 7e-5, 1.0)
-    assert (cfg.puzzle.puzzle_emb_weight_decay, cfg.puzzle.global_batch_size, cfg.optim.warmup_steps) == (1.0, 384, 2000)
-    assert (cfg.arch.name, cfg.arch.gate_init_bias, cfg.optim.lr_min_ratio, cfg.puzzle.ema) == ("hrm_v1_gated", -1.5, 1.0, True)
-    with pytest.raises(UserError, match="arch.name: 'hrm_v2' is not one of"):
+                              "arch.H_cycles=3", "--hidden_size", "64", "--lr_min_ratio", "1.0", "ema=true"],
+                       aliases=PAPER_FLAGS)
+    assert (cfg.data.dataset, cfg.train.epochs, cfg.train.eval_interval) == ("/d", 20000, 2000)
+    assert (cfg.optim.learning_rate, cfg.optim.puzzle_emb_lr, cfg.optim.weight_decay) == (7e-5, 7e-5, 1.0)
+    assert (cfg.optim.puzzle_emb_weight_decay, cfg.train.global_batch_size, cfg.optim.warmup_steps) == (1.0, 384, 2000)
+    assert (cfg.model.name, cfg.model.gate_init_bias, cfg.optim.lr_min_ratio, cfg.train.ema) == ("hrm_v1_gated", -1.5, 1.0, True)
+    assert (cfg.model.h_cycles, cfg.model.d_model, cfg.task) == (3, 64, "puzzle")
+    with pytest.raises(UserError, match="arch: unknown model 'hrm_v2' .did you mean 'hrm_v1'"):
         build_config(None, ["arch=hrm_v2"], aliases=PAPER_FLAGS)
-    with pytest.raises(UserError, match="ambiguous.*--model.bridge.gate_init_bias, --arch.gate_init_bias"):
-        build_config(None, ["--gate_init_bias", "-1"])
+    # One model family in the tree at a time: no flag is ambiguous between the LM and the puzzle model.
+    assert build_config(None, ["--gate_init_bias", "-1"]).model.bridge.gate_init_bias == -1.0
+    assert build_config(None, ["--arch", "hrm_v1", "--gate_init_bias", "-1"], aliases=PAPER_FLAGS).model.gate_init_bias == -1.0
 
 
 def test_gated_preset_differs_from_hrm_v1_only_in_use_gating(sudoku_dir: Path):
     meta = load_split(sudoku_dir, "train").metadata
-    cfg = build_config(None, ["task=puzzle"])
-    plain = resolve_arch(cfg.arch, meta)
-    gated = resolve_arch(dataclasses.replace(cfg.arch, name="hrm_v1_gated"), meta)
+    plain = resolve_model(build_config(None, ["model.name=hrm_v1"]).model, meta)
+    gated = resolve_model(build_config(None, ["model.name=hrm_v1_gated"]).model, meta)
     diff = {k for k, v in dataclasses.asdict(plain).items() if dataclasses.asdict(gated)[k] != v}
-    assert diff == {"use_gating"} and gated.use_gating
+    assert diff == {"use_gating", "name"} and gated.use_gating
     # A field override wins over the preset, whatever the order on the command line.
     for order in (["arch=hrm_v1_gated", "arch.gate_init_bias=-1.5"], ["arch.gate_init_bias=-1.5", "arch=hrm_v1_gated"]):
-        c = build_config(None, ["task=puzzle", *order], aliases=PAPER_FLAGS)
-        resolved = resolve_arch(c.arch, meta)
+        c = build_config(None, order, aliases=PAPER_FLAGS)
+        resolved = resolve_model(c.model, meta)
         assert (resolved.use_gating, resolved.gate_init_bias, resolved.vocab_size) == (True, -1.5, 11)
-    # The plain-transformer baseline has exactly the parameters of the HRM of the same arch fields.
-    small = build_config(None, [*TINY, "arch=transformer_baseline"], aliases=PAPER_FLAGS).arch
-    n_params = [sum(p.numel() for p in build_puzzle_model(a, resolve_arch(a, meta)).parameters())
-                for a in (small, dataclasses.replace(small, name="hrm_v1"))]
+    # The plain-transformer baseline has exactly the parameters of the HRM of the same fields.
+    small = build_config(None, [*TINY, "arch=transformer_baseline"], aliases=PAPER_FLAGS).model
+    hrm = build_config(None, [*TINY, "arch=hrm_v1"], aliases=PAPER_FLAGS).model
+    n_params = [sum(p.numel() for p in build_puzzle_model(resolve_model(a, meta)).parameters()) for a in (small, hrm)]
     assert n_params[0] == n_params[1]
 
 

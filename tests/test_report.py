@@ -168,17 +168,17 @@ def test_puzzle_sweep_report_ranks_by_exact_accuracy(tmp_path: Path) -> None:
     sweep = tmp_path / "puzzle_sweep"
     sweep.mkdir()
     records = [
-        {"trial_id": "low_loss", "params": {"arch.gate_init_bias": -2.2}, "best_val_loss": 0.9, "steps": 200,
+        {"trial_id": "low_loss", "params": {"model.gate_init_bias": -2.2}, "best_val_loss": 0.9, "steps": 200,
          "stopped_early": False, "metric": "val_exact_accuracy", "mode": "max", "best_metric": 0.31,
          "history": [[100, 1.1], [200, 0.9]]},
-        {"trial_id": "high_exact", "params": {"arch.gate_init_bias": -1.0}, "best_val_loss": 1.0, "steps": 200,
+        {"trial_id": "high_exact", "params": {"model.gate_init_bias": -1.0}, "best_val_loss": 1.0, "steps": 200,
          "stopped_early": False, "metric": "val_exact_accuracy", "mode": "max", "best_metric": 0.52,
          "history": [[100, 1.2], [200, 1.0]]},
     ]
     (sweep / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     report = build_report(sweep, tmp_path / "out").read_text()
     assert "- best by val_exact_accuracy (max): trial `high_exact`, val_exact_accuracy 0.5200" in report
-    assert "| trial | arch.gate_init_bias | best val_exact_accuracy | best val loss | steps run | stopped early |" in report
+    assert "| trial | model.gate_init_bias | best val_exact_accuracy | best val loss | steps run | stopped early |" in report
     rows = [line for line in report.splitlines() if line.startswith("| `")]
     assert rows[0].startswith("| `high_exact` | -1 | 0.5200 | 1.0000 |") and rows[1].startswith("| `low_loss`")
 

@@ -7,6 +7,7 @@ import torch
 from hrm_ray.config import build_config
 from hrm_ray.train.lm_task import LanguageModelTask
 from hrm_ray.train.loop import LocalReporter, run_loop
+from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.task import WorkerContext
 
@@ -28,7 +29,7 @@ class Recorder(LanguageModelTask):
 def test_hrm_frozen_while_gate_closed_then_trained(tmp_path):
     cfg = build_config(None, [*TINY, "--steps", "4", "--val_every", "4", "--hrm_gate_warmup_steps", "4",
                               "--run_name", "gate"])
-    task = Recorder(cfg)
+    task = Recorder(resolve_config(cfg))
     run_loop(task.cfg, task, WorkerContext(), LocalReporter(tmp_path / "gate", 0), RunFiles(str(tmp_path / "gate")))
     model = task.model
     hrm_ids = {id(p) for p in model.hrm_parameters()}
@@ -48,7 +49,7 @@ def test_hrm_frozen_while_gate_closed_then_trained(tmp_path):
     # gate opens at step 2 of the next run: HRM parameters move
     cfg = build_config(None, [*TINY, "--steps", "4", "--val_every", "4", "--hrm_gate_warmup_steps", "2",
                               "--gate_ramp_steps", "2", "--run_name", "open"])
-    task = Recorder(cfg)
+    task = Recorder(resolve_config(cfg))
     run_loop(task.cfg, task, WorkerContext(), LocalReporter(tmp_path / "open", 0), RunFiles(str(tmp_path / "open")))
     moved = [not torch.equal(p.detach(), task.initial[n]) for n, p in task.model.named_parameters()
              if id(p) in {id(q) for q in task.model.hrm_parameters()}]
@@ -65,6 +66,6 @@ def test_hrm_frozen_while_gate_closed_then_trained(tmp_path):
 def test_mixed_precision_steps_are_finite(tmp_path, precision):
     cfg = build_config(None, [*TINY, "--steps", "2", "--val_every", "2", "--mixed_precision", precision,
                               "--run_name", precision])
-    task = LanguageModelTask(cfg)
+    task = LanguageModelTask(resolve_config(cfg))
     result = run_loop(task.cfg, task, WorkerContext(), LocalReporter(tmp_path, 0), RunFiles(str(tmp_path)))
     assert result.step == 2 and result.nonfinite_steps == 0 and result.best_val_loss < 10

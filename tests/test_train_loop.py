@@ -148,6 +148,20 @@ def test_checkpoint_holds_full_state_and_stored_step_exits(tmp_path, capsys):
 
 
 @pytest.mark.timeout(180)
+def test_resume_restores_the_saved_lr_schedule(tmp_path, capsys):
+    run_toy(tmp_path, ToyTask(toy_cfg(tmp_path, "--steps", "10")))
+    saved = load_checkpoint(tmp_path / "toy" / "checkpoint_00000010")["scheduler"]
+    assert saved == {"total_steps": 10, "warmup_steps": 3, "kind": "cosine", "min_ratio": 0.1}
+    # raised --steps: the run goes on with the schedule it was saved with (at its floor), not a new one
+    _, run_dir = run_toy(tmp_path, ToyTask(toy_cfg(tmp_path, "--steps", "14", "--val_every", "4")))
+    assert load_checkpoint(run_dir / "checkpoint_00000014")["scheduler"] == saved
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+           if r["split"] == "train"}
+    assert lrs[11] == lrs[14] == pytest.approx(0.01 * 0.1)
+    assert "schedule continues as saved" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(180)
 def test_early_stopping_compares_with_best_and_respects_grace(tmp_path):
     # evals at 5,10,...: 1.0, 0.5 (best), 0.6, 0.55, 0.7 -> with patience 2, stops at the 4th eval (step 20);
     # the previous-eval rule would never stop (0.55 < 0.6). Grace 12: the eval at step 10 does not count.

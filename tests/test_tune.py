@@ -1,6 +1,7 @@
-"""Ray Tune sweeps (Train V2: a Tuner over a driver launching a TorchTrainer with TuneReportCallback):
-a tiny ASHA search writes trials.jsonl, a best config that loads, and a report; an interrupted sweep
-continues where it stopped when rerun."""
+"""Ray Tune sweeps, one mechanism for every model family: the `tune:` search space (parsing, its errors,
+seeded samples), the metric and mode each task ranks by, the flags that reach the spec, and (with Ray,
+Train V2: a Tuner over a driver launching a TorchTrainer with TuneReportCallback) a tiny ASHA search that
+writes trials.jsonl, a best config that loads, and a report; an interrupted sweep continues when rerun."""
 from __future__ import annotations
 
 import argparse
@@ -16,36 +17,58 @@ from types import SimpleNamespace
 import pytest
 
 from hrm_ray.commands.tune import build_spec, configure, run
-from hrm_ray.config import build_config, to_dict
+from hrm_ray.config import build_config, from_dict, load_yaml
 from hrm_ray.errors import UserError
 from hrm_ray.train.loop import LoopResult
+from hrm_ray.tune.space import SearchSpace
 from hrm_ray.tune.sweep import (
-    GATE_INIT_BIAS,
-    GATE_WARMUP,
-    HALTING_WEIGHT,
-    SearchSpace,
     SweepResult,
     SweepSpec,
+    _save_spec,
     best_config_yaml,
     best_row,
     finished_report,
+    load_spec,
     results_table,
     run_sweep,
+    sweep_metric,
     trial_rows,
 )
 
-STAGE_B = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "stage_b.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+STAGE_B, SUDOKU = CONFIGS / "stage_b.yaml", CONFIGS / "sudoku.yaml"
+GATE_INIT_BIAS, HALTING_WEIGHT = "model.bridge.gate_init_bias", "model.hrm.halting_weight"
+GATE_WARMUP = "train.hrm_gate_warmup_steps"
+TINY_LM = ["--dataset", "synthetic", "--d_model", "32", "--n_heads", "2", "--max_seq_len", "32",
+           "--batch_size", "8", "--eval_batch_size", "64", "--synthetic_train_size", "400",
+           "--synthetic_val_size", "64", "--warmup_steps", "1", "--num_workers", "1", "--cpus_per_worker", "0.5"]
+
+
+def sweep_args(tmp_path: Path, config: Path, *extra: str, demo_data: bool = False) -> argparse.Namespace:
+    """`hrm-ray tune --config CONFIG --profile demo --sweep_dir ... --save_dir ... EXTRA`, parsed."""
+    parser = argparse.ArgumentParser()
+    configure(parser, default_config=str(config), demo_data=demo_data)
+    return parser.parse_args(["--profile", "demo", "--sweep_dir", str(tmp_path / "sweeps"),
+                              "--save_dir", str(tmp_path / "runs"), *extra])
+
+
+def stage_b_from_scratch(tmp_path: Path, tune: str = "") -> Path:
+    """A YAML extending stage_b.yaml that starts from scratch (no Stage A run), with more `tune:` lines."""
+    config = tmp_path / "stage_b_tiny.yaml"
+    config.write_text(f"base: {STAGE_B}\ntrain:\n  init_from: ''\n" + (f"tune:\n  {tune}\n" if tune else ""))
+    return config
 
 
 def tune_args(tmp_path: Path, *extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    configure(parser, default_config=str(STAGE_B))
-    return parser.parse_args([
-        "--profile", "demo", "--dataset", "synthetic", "--init_from=", "--sweep_dir", str(tmp_path / "sweeps"),
-        "--save_dir", str(tmp_path / "runs"), "--d_model", "32", "--n_heads", "2", "--max_seq_len", "32",
-        "--batch_size", "8", "--eval_batch_size", "64", "--synthetic_train_size", "400",
-        "--synthetic_val_size", "64", "--warmup_steps", "1", "--num_workers", "1", "--cpus_per_worker", "0.5",
-        *extra])
+    """A tiny Stage B sweep whose gate warmup choices fit a few steps."""
+    config = stage_b_from_scratch(tmp_path, f"{GATE_WARMUP}: {{choice: [0, 2]}}")
+    return sweep_args(tmp_path, config, *TINY_LM, *extra)
+
+
+def lm_spec(tmp_path: Path, space: dict, *overrides: str) -> SweepSpec:
+    cfg = build_config(None, ["train.steps=40", "train.val_every=10", *overrides])
+    cfg.tune.space = space
+    return SweepSpec.from_config(cfg, "s", str(tmp_path))
 
 
 @pytest.fixture
@@ -62,36 +85,138 @@ def tune_ray(ray_session):
             remove_placement_group(PlacementGroup(ray_session.PlacementGroupID(bytes.fromhex(pg_id))))
 
 
-def test_search_space_samples_are_seeded_and_inside_the_ranges():
-    space = SearchSpace(gate_warmup_steps=(0, 5, 10))
-    points = space.sample(8, seed=3)
-    assert points == space.sample(8, seed=3) and points != space.sample(8, seed=4)
+def test_every_distribution_samples_seeded_values_inside_its_range():
+    space = SearchSpace.parse({
+        "a": {"uniform": [-3.5, -1.0]}, "b": {"loguniform": [1.0e-3, 0.2]}, "c": {"quniform": [0, 10, 2.5]},
+        "d": {"qloguniform": [5, 100, 5]}, "e": {"randint": [2, 5]}, "f": {"choice": [0, 5, 10]},
+        "g": {"loguniform": ["1e-4", "1e-2"]}})  # how PyYAML reads 1e-4: a string
+    points = space.sample(30, seed=3)
+    assert points == space.sample(30, seed=3) and points != space.sample(30, seed=4)
     for p in points:
-        assert -3.5 <= p[GATE_INIT_BIAS] <= -1.0 and 1e-3 <= p[HALTING_WEIGHT] <= 0.2 and p[GATE_WARMUP] in (0, 5, 10)
-    assert SearchSpace().resolved(400).gate_warmup_steps == (0, 50, 100, 200)
-    with pytest.raises(UserError, match="search_halting_weight"):
-        SearchSpace(halting_weight=(0.0, 0.1)).check()
+        assert -3.5 <= p["a"] <= -1.0 and 1e-3 <= p["b"] <= 0.2 and p["c"] in (0, 2.5, 5, 7.5, 10)
+        assert 5 <= p["d"] <= 100 and p["d"] % 5 == 0 and p["e"] in (2, 3, 4) and p["f"] in (0, 5, 10)
+        assert 1e-4 <= p["g"] <= 1e-2
+    assert {p["e"] for p in points} == {2, 3, 4}  # randint leaves HIGH out, as Tune's does
+    domains = space.tune_space()  # Tune's own samplers of the same knobs
+    assert (domains["a"].lower, domains["a"].upper, domains["f"].categories) == (-3.5, -1.0, [0, 5, 10])
+    assert (domains["e"].lower, domains["e"].upper, domains["g"].lower) == (2, 5, 1e-4)
 
 
-def test_sweep_flags_build_the_spec(tmp_path):
-    spec = build_spec(tune_args(tmp_path, "--steps", "40", "--num_samples", "5", "--max_concurrent_trials", "2",
-                                "--search_gate_warmup", "0,10", "--search_learning_rate", "1e-4,1e-2",
-                                "--search_halting_weight", "off", "--use_gpu", "false"))
-    assert spec.num_samples == 5 and spec.max_concurrent_trials == 2 and spec.max_t == 40
-    assert spec.space.gate_warmup_steps == (0, 10) and spec.space.learning_rate == (1e-4, 1e-2)
-    assert spec.space.halting_weight is None
+@pytest.mark.parametrize("spec, message", [
+    ({"uniform": [-1.0, -3.5]}, "uniform needs [LOW, HIGH] with LOW < HIGH, got [-1.0, -3.5]"),
+    ({"uniform": [-3.5]}, "uniform needs [LOW, HIGH] with LOW < HIGH"),
+    ({"uniform": "-3.5, -1"}, "uniform needs [LOW, HIGH]"),
+    ({"loguniform": [0.0, 0.2]}, "loguniform needs [LOW, HIGH] with 0 < LOW < HIGH"),
+    ({"quniform": [0, 1, 0]}, "quniform needs [LOW, HIGH, Q] with LOW < HIGH, Q > 0"),
+    ({"qloguniform": [1, 10, 4]}, "LOW and HIGH multiples of Q"),
+    ({"randint": [0, 2.5]}, "randint needs [LOW, HIGH] of integers"),
+    ({"choice": []}, "choice needs a non-empty list [A, B, ...]"),
+    ({"unifrom": [0, 1]}, "unknown distribution 'unifrom' (one of uniform, loguniform, quniform, qloguniform, "
+                          "randint, choice) (did you mean 'uniform'?)"),
+    ({"uniform": [0, 1], "choice": [1]}, "expected one distribution such as {uniform: [LOW, HIGH]}"),
+    (None, "expected one distribution"),
+])
+def test_a_bad_knob_is_one_line_naming_it(spec, message):
+    with pytest.raises(UserError) as info:
+        SearchSpace.parse({GATE_INIT_BIAS: spec})
+    text = str(info.value)
+    assert text.startswith(f"tune: {GATE_INIT_BIAS}: ") and message in text and "\n" not in text
+
+
+def test_an_empty_space_names_the_tune_section(tmp_path):
+    with pytest.raises(UserError, match="search space is empty: give the config's `tune:` section"):
+        SearchSpace.parse({})
+    with pytest.raises(UserError, match="`tune:` section"):
+        lm_spec(tmp_path, {}).check()
+
+
+def test_the_space_is_checked_against_the_config(tmp_path):
+    cases = [
+        ({"model.gate_init_bias": {"uniform": [-3, -1]}}, "tune: model.gate_init_bias: not a field of this config "
+                                                          "(model hrm_lm) (did you mean 'model.bridge.gate_init_bias'?)"),
+        ({GATE_WARMUP: {"uniform": [0, 10]}}, f"tune: {GATE_WARMUP}: an integer field: use randint"),
+        ({GATE_WARMUP: {"quniform": [0, 10, 2.5]}}, "an integer field"),
+        ({"model.hrm.use_halting": {"uniform": [0, 1]}}, "a bool field takes `choice` only"),
+        ({HALTING_WEIGHT: {"uniform": [-0.1, 0.1]}}, f"tune: {HALTING_WEIGHT} = -0.1: {HALTING_WEIGHT}: must be >= 0"),
+        ({"optim.optimizer": {"choice": ["adamw", "sgd"]}}, "tune: optim.optimizer = 'sgd': "),
+    ]
+    for space, message in cases:
+        with pytest.raises(UserError) as info:
+            lm_spec(tmp_path, space).check()
+        assert message in str(info.value), str(info.value)
+    lm_spec(tmp_path, {GATE_WARMUP: {"quniform": [0, 10, 5]}, "optim.optimizer": {"choice": ["adamw"]},
+                       "model.hrm.use_halting": {"choice": [True, False]}}).check()
+    bad_yaml = tmp_path / "bad.yaml"  # the config itself refuses a knob that is no field
+    bad_yaml.write_text("tune:\n  model.bridge.gate_bias: {uniform: [-3, -1]}\n")
+    with pytest.raises(UserError, match="gate_bias"):
+        load_yaml(bad_yaml)
+
+
+def test_the_task_decides_the_metric_and_mode(tmp_path):
+    assert sweep_metric("lm") == ("val_loss", "min")
+    assert sweep_metric("puzzle") == ("val_exact_accuracy", "max")
+    for name, ranked in [("hrm_lm", ("val_loss", "min")), ("hrm_v1", ("val_exact_accuracy", "max")),
+                         ("hrm_v1_gated", ("val_exact_accuracy", "max")),
+                         ("transformer_baseline", ("val_exact_accuracy", "max"))]:
+        spec = SweepSpec.from_config(build_config(None, [f"model.name={name}", "train.steps=8"]), "s", str(tmp_path))
+        assert (spec.metric, spec.mode) == ranked, name
+
+
+def test_flags_and_the_yaml_space_build_the_spec(tmp_path):
+    stage_b = stage_b_from_scratch(tmp_path)
+    spec = build_spec(sweep_args(tmp_path, stage_b, *TINY_LM, "--steps", "40", "--num_samples", "5", "--max_t", "30",
+                                 "--reduction_factor", "4", "--grace_period", "8", "--max_concurrent_trials", "2",
+                                 "--scheduler", "fifo", "--search_seed", "7"))
+    assert (spec.num_samples, spec.max_t, spec.reduction_factor, spec.grace_period, spec.max_concurrent_trials,
+            spec.scheduler, spec.seed, spec.steps) == (5, 30, 4, 8, 2, "fifo", 7, 40)
+    assert spec.space == load_yaml(STAGE_B, profile="demo").tune.space  # the demo profile's gate warmups
+    assert spec.space[GATE_WARMUP] == {"choice": [0, 25, 50, 100]} and (spec.metric, spec.mode) == ("val_loss", "min")
     assert spec.base["ray"]["num_workers"] == 1 and spec.base["ray"]["cpus_per_worker"] == 0.5
     assert spec.base["model"]["hrm"]["use_halting"]  # the rest of Stage B's settings travel in the base
-    assert spec.storage == str(tmp_path / "sweeps")
+    assert spec.storage == str(tmp_path / "sweeps") and spec.name == "sweep"
+    spec.check()
+    plain = build_spec(sweep_args(tmp_path, stage_b, *TINY_LM, "--steps", "40", "--val_every", "10",
+                                  "--tune.num_samples", "6"))
+    # max_t 0: the runs' steps; ASHA's first cut after max_t / reduction_factor^2 steps, at least one evaluation
+    assert (plain.num_samples, plain.max_t, plain.scheduler, plain.grace()) == (6, 40, "asha", 10)
+    with pytest.raises(UserError, match="--max_t must be <= --steps"):
+        build_spec(sweep_args(tmp_path, stage_b, *TINY_LM, "--steps", "40", "--max_t", "50")).check()
     with pytest.raises(UserError, match="num_workers"):
-        build_spec(tune_args(tmp_path, "--steps", "4", "--num_workers", "0")).check()
+        build_spec(sweep_args(tmp_path, stage_b, *TINY_LM, "--steps", "4", "--num_workers", "0")).check()
+
+
+def test_the_sudoku_sweep_takes_its_space_from_the_yaml_and_its_steps_from_the_epochs(tmp_path):
+    from hrm_ray.data.puzzles.demo import build_demo_sudoku
+    from hrm_ray.tune.sweep import trial_config
+
+    data = build_demo_sudoku(tmp_path / "six", 30, 10, 16, seed=2, box=(2, 3), log=lambda _: None)
+    spec = build_spec(sweep_args(tmp_path, SUDOKU, "--epochs", "2", "--eval_interval", "1", "--global_batch_size", "8",
+                                 f"data_path={data}", demo_data=True))
+    # 30 puzzles an epoch, 8 a step: 3 steps an evaluation, 2 evaluations; every trial runs the same schedule
+    assert (spec.max_t, spec.steps, spec.base["train"]["val_every"]) == (6, 6, 3)
+    assert (spec.metric, spec.mode) == ("val_exact_accuracy", "max")
+    assert spec.space["model.gate_init_bias"] == {"uniform": [-3.5, -1.0]}
+    spec.check()
+    cfg = trial_config(spec.base, spec.search_space().sample(1, seed=0)[0])
+    assert cfg.model.use_gating and -3.5 <= cfg.model.gate_init_bias <= -1.0 and cfg.data.dataset == str(data)
+
+
+def test_sweep_json_round_trips_the_space(tmp_path):
+    spec = lm_spec(tmp_path, {GATE_INIT_BIAS: {"uniform": [-3.5, -1.0]}, GATE_WARMUP: {"choice": [0, 5]}})
+    spec.points = spec.search_space().sample(spec.num_samples, seed=1)
+    _save_spec(spec)
+    stored = load_spec(spec.path)
+    assert stored == spec and stored.search_space() == spec.search_space()
+    Path(spec.path, "sweep.json").write_text(json.dumps({"space": {}, "space_class": "x:SearchSpace"}))
+    with pytest.raises(UserError, match="older version"):
+        load_spec(spec.path)
 
 
 @pytest.mark.timeout(240)
 def test_asha_sweep_writes_trials_best_config_and_report(tune_ray, tmp_path, capsys):
     args = tune_args(tmp_path, "--name", "tiny", "--steps", "6", "--val_every", "2", "--log_steps", "2",
                      "--num_samples", "3", "--max_concurrent_trials", "2", "--grace_period", "2",
-                     "--reduction_factor", "2", "--search_gate_warmup", "0,2")
+                     "--reduction_factor", "2")
     assert run(args) == 0
     out = capsys.readouterr().out
     sweep = tmp_path / "sweeps" / "tiny"
@@ -119,7 +244,7 @@ def test_asha_sweep_writes_trials_best_config_and_report(tune_ray, tmp_path, cap
 def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
     spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--val_every", "2",
                                 "--log_steps", "1", "--num_samples", "2", "--max_concurrent_trials", "1",
-                                "--scheduler", "fifo", "--search_gate_warmup", "0"))
+                                "--scheduler", "fifo"))
     runs = Path(spec.path) / "runs"
     done = threading.Event()
 
@@ -158,9 +283,9 @@ def tune_result(trial_id: str, frame: dict[str, list[float]]):
 
 
 def test_trials_rank_by_the_sweep_metric_and_mode(tmp_path):
-    base = build_config(None, ["task=puzzle", "train.steps=4", "train.val_every=2"])
-    spec = SweepSpec(base=to_dict(base), name="gates", storage=str(tmp_path), metric="val_exact_accuracy",
-                     mode="max")
+    puzzle = build_config(None, ["model.name=hrm_v1_gated", "train.steps=4", "train.val_every=2"])
+    puzzle.tune.space = {"optim.learning_rate": {"loguniform": [1.0e-4, 1.0e-2]}}
+    spec = SweepSpec.from_config(puzzle, "gates", str(tmp_path))  # ranked by exact accuracy: the task's metric
     grid = [tune_result("a", {"step": [2, 4], "val_loss": [0.9, 0.5], "val_exact_accuracy": [0.1, 0.2]}),
             tune_result("b", {"step": [2, 4], "val_loss": [1.0, 0.8], "val_exact_accuracy": [0.4, 0.3]})]
     rows = trial_rows(grid, spec)
@@ -169,8 +294,12 @@ def test_trials_rank_by_the_sweep_metric_and_mode(tmp_path):
     assert a.history == [[2.0, 0.9], [4.0, 0.5]] and a.metric == "val_exact_accuracy"
     assert best_row(rows, "max") is b                       # the higher exact accuracy, despite its higher loss
     assert best_row(rows, "min") is a
-    header = best_config_yaml(spec, b).splitlines()[0]
-    assert "val_exact_accuracy 0.4000" in header
+    best_yaml = best_config_yaml(spec, b)
+    assert "val_exact_accuracy 0.4000" in best_yaml.splitlines()[0]
+    (tmp_path / "best_config.yaml").write_text(best_yaml)  # a full config (the sweep's own settings left out)
+    best = load_yaml(tmp_path / "best_config.yaml")
+    assert best.model.name == "hrm_v1_gated" and best.optim.learning_rate == 1e-3 and best.tune.space == {}
+    assert "tune" not in spec.base and from_dict(json.loads(json.dumps(spec.base))).train.steps == 4
     from rich.console import Console
 
     console = Console(record=True, width=200)
@@ -178,7 +307,7 @@ def test_trials_rank_by_the_sweep_metric_and_mode(tmp_path):
     table = console.export_text()
     assert "best val_exact_accuracy" in table and table.index("b *") < table.index(" a ")
     # the LM's sweeps rank by val loss as before
-    lm = SweepSpec(base=to_dict(base), name="lm", storage=str(tmp_path))
+    lm = lm_spec(tmp_path, {"optim.learning_rate": {"loguniform": [1.0e-4, 1.0e-2]}})
     lm_rows = trial_rows(grid, lm)
     assert best_row(lm_rows) is lm_rows[0] and lm_rows[0].best_metric == lm_rows[0].best_val_loss == 0.5
     assert "val loss 0.5000" in best_config_yaml(lm, lm_rows[0]).splitlines()[0]

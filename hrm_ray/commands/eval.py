@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hrm_ray.train.evaluate import evaluate_model
+    from hrm_ray.infer.lm_eval import evaluate_model
 
     if args.max_samples < 0 or args.batch_size <= 0:
         raise UserError("--max_samples must be >= 0 and --batch_size > 0")

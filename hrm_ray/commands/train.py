@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from hrm_ray.config import PAPER_FLAGS, Config, build_config, flag_index, get_value, leaf_paths
+from hrm_ray.models import registry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -19,16 +20,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, reserved: tuple[str, ...] = ()) -> None:
-    """Every config field as `--dotted.path`, and as `--name` where the name is unique and not `reserved`
-    by the command itself; values are collected by `overrides_from`."""
-    cfg = Config()
-    flags = flag_index(cfg)
-    for path, kind in leaf_paths(cfg).items():
-        short = path.rsplit(".", 1)[-1]
-        names = [f"--{path}"] + ([f"--{short}"] if flags.get(short) == path and short not in reserved else [])
-        extra = {"nargs": "?", "const": "true"} if kind is bool else {}
-        parser.add_argument(*names, dest=f"cfg:{path}", default=argparse.SUPPRESS, metavar=short.upper(),
-                            help=f"{path} (default: {get_value(cfg, path)})", **extra)
+    """Every config field of every model family as `--dotted.path`, and as `--name` where the name is unique
+    in a family's tree and not `reserved` by the command itself; values are collected by `overrides_from`
+    and resolved against the chosen family's tree by build_config."""
+    seen: set[str] = set()
+    for name in registry.FAMILIES:
+        cfg = Config(model=registry.default_config(name))
+        flags = flag_index(cfg)
+        for path, kind in leaf_paths(cfg).items():
+            short = path.rsplit(".", 1)[-1]
+            names = [f"--{path}"] + ([f"--{short}"] if flags.get(short) == path and short not in reserved else [])
+            for flag in (n for n in names if n not in seen):  # one dest each: the flag reaches build_config as typed
+                seen.add(flag)
+                extra = {"nargs": "?", "const": "true"} if kind is bool else {}
+                parser.add_argument(flag, dest=f"cfg:{flag[2:]}", default=argparse.SUPPRESS, metavar=short.upper(),
+                                    help=f"{path} (default: {get_value(cfg, path)})", **extra)
+    family_aliases = {k: f"model.{v}" for f in registry.FAMILIES.values() for k, v in f.config_class.ALIASES.items()}
+    for alias, path in {**family_aliases, **PAPER_FLAGS}.items():
+        if f"--{alias}" not in seen and alias not in reserved:
+            seen.add(f"--{alias}")
+            parser.add_argument(f"--{alias}", dest=f"cfg:{alias}", default=argparse.SUPPRESS, help=f"= {path}")
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
@@ -46,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         from hrm_ray.train.dry_run import dry_run, format_dry_run, puzzle_dry_run
 
         if cfg.task == "puzzle":
-            what = f"a training batch of {cfg.puzzle.data_path}" if cfg.puzzle.data_path else "generated Sudoku"
+            given = cfg.data.dataset not in ("", "synthetic")
+            what = f"a training batch of {cfg.data.dataset}" if given else "generated Sudoku"
             print(format_dry_run(puzzle_dry_run(cfg), what))
         else:
             print(format_dry_run(dry_run(cfg)))

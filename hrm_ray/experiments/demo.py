@@ -67,9 +67,9 @@ def run_demo(configs_dir: str | Path, overrides_a: list[str] | None = None, over
     result = DemoResult(0.0, runs)
 
     from hrm_ray.data.ingest import parse_dataset_spec
+    from hrm_ray.infer.lm_eval import evaluate_model
     from hrm_ray.infer.loading import load_for_inference
     from hrm_ray.report.build import build_report
-    from hrm_ray.train.evaluate import evaluate_model
 
     math_data = next(p for p, _ in parse_dataset_spec(cfg_b.data.dataset) if Path(p).name == "math")
     log(f"[bold]== Eval: both models on the held-out math problems ({math_data}) ==[/bold]")

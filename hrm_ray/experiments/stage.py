@@ -26,6 +26,7 @@ from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
 from hrm_ray.train.loop import LoopResult
 from hrm_ray.train.ray_trainer import start_ray, storage_root
+from hrm_ray.train.resolve import absolute_dataset_spec
 from hrm_ray.train.run_files import is_remote, join
 
 STORAGE_ENV = "HRM_RAY_STORAGE"
@@ -60,17 +61,6 @@ def load_stage_config(config_path: str | Path, profile: str | None, overrides: l
     if cfg.data.dataset != "synthetic":
         cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
     return cfg
-
-
-def absolute_dataset_spec(spec: str) -> str:
-    """Local dataset paths made absolute: Ray workers (and Tune trials) do not share the driver's cwd."""
-    from hrm_ray.data.ingest import parse_dataset_spec
-
-    specs = parse_dataset_spec(spec)
-    paths = [p if is_remote(p) else os.path.abspath(p) for p, _ in specs]
-    if len(specs) == 1 and ":" not in spec.rsplit("/", 1)[-1]:
-        return paths[0]
-    return ",".join(f"{p}:{w:g}" for p, (_, w) in zip(paths, specs, strict=True))
 
 
 def check_init_from(cfg: Config) -> None:

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from hrm_ray.config import Config, load_yaml
 from hrm_ray.data.tokenizer import load_tokenizer
 from hrm_ray.errors import UserError
-from hrm_ray.models import HRMLanguageModel
+from hrm_ray.models.hrm_lm import HRMLanguageModel
 from hrm_ray.train.checkpoint import BEST_MODEL_DIR, CHECKPOINT_PREFIX, META_FILE, MODEL_FILE, STATE_FILE
 
 CONFIG_FILE = "config.yaml"

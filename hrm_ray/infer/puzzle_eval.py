@@ -21,15 +21,15 @@ from hrm_ray.config import Config, from_dict, load_yaml
 from hrm_ray.data.puzzles.format import PuzzleSplit
 from hrm_ray.errors import UserError
 from hrm_ray.infer.loading import CONFIG_FILE, read_state_dict
-from hrm_ray.models.puzzle import ACTLossHead
-from hrm_ray.models.puzzle.losses import COUNT_METRICS
+from hrm_ray.models.hrm_act_v1 import ACTLossHead
+from hrm_ray.models.hrm_act_v1.losses import COUNT_METRICS
 from hrm_ray.train.checkpoint import STATE_FILE, load_checkpoint
 from hrm_ray.train.puzzle_task import (
     build_puzzle_model,
     eval_rows,
     eval_subset_batches,
     load_dataset_split,
-    resolve_arch,
+    resolve_model,
     run_to_halt,
 )
 
@@ -71,12 +71,12 @@ def puzzle_weights(directory: Path) -> dict[str, torch.Tensor]:
 def load_puzzle_model(directory: Path, data_path: str, device: str = "cpu") -> tuple[ACTLossHead, Config, PuzzleSplit]:
     cfg = model_config(directory)
     train_split = load_dataset_split(data_path, "train")
-    head = build_puzzle_model(cfg.arch, resolve_arch(cfg.arch, train_split.metadata))
+    head = build_puzzle_model(resolve_model(cfg.model, train_split.metadata))
     try:
         head.load_state_dict(puzzle_weights(directory))
     except RuntimeError as exc:
         first = " ".join(str(exc).strip().splitlines()[:3])
-        raise UserError(f"{directory}: weights do not match the config's arch: {first}") from exc
+        raise UserError(f"{directory}: weights do not match the config's model: {first}") from exc
     return head.to(device).eval(), cfg, train_split
 
 
@@ -151,7 +151,7 @@ def evaluate_puzzle_run(directory: Path, data_path: str = "", split: str = "test
     """Metrics of a trained puzzle model on `split` of its dataset (or `data_path`); ARC datasets (with
     augmentations.json) add pass@1 / pass@2 after voting."""
     cfg = model_config(directory)
-    data_path = data_path or cfg.puzzle.data_path
+    data_path = data_path or cfg.data.dataset
     head, cfg, _ = load_puzzle_model(directory, data_path, device)
     test = load_dataset_split(data_path, split)
     metrics, preds = predict(head, test, batch_size, max_examples, cfg.train.seed, device)

@@ -1,6 +1,3 @@
-"""Pure PyTorch models: the HRM x LM hybrid (`HRMLanguageModel`) and the puzzle HRM (`puzzle/`)."""
-from __future__ import annotations
-
-from hrm_ray.models.hybrid import GenerationResult, HRMLanguageModel, ModelOutput
-
-__all__ = ["GenerationResult", "HRMLanguageModel", "ModelOutput"]
+"""Pure PyTorch models, one package per family (hrm_lm, hrm_act_v1, transformer_baseline) built from the
+shared layers of `layers.py` and looked up by name in `registry.py`. Nothing here imports the rest of
+hrm_ray: the trainers depend on the models, never the reverse."""

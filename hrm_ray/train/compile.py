@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hrm_ray.models.hybrid import HRMLanguageModel
-from hrm_ray.models.mamba2 import MAMBA_SSM_PATH
-from hrm_ray.models.puzzle import ACTLossHead, HRMACTv1
-from hrm_ray.models.puzzle.baseline import PuzzleTransformer
+from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1
+from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.hrm_lm.mamba2 import MAMBA_SSM_PATH
+from hrm_ray.models.transformer_baseline import PuzzleTransformer
 
 logger = logging.getLogger(__name__)
 OPTIONS: dict = {"fullgraph": True}   # torch.compile's arguments for every unit

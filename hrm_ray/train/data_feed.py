@@ -2,8 +2,8 @@
 
 Two sources: an in-process dataset addressed by index (`IndexedFeed`: a seeded permutation per epoch,
 strided by rank, so a resumed run continues with exactly the batch it would have seen next), and an
-iterator per epoch such as a Ray Dataset shard (`EpochFeed`: resume skips the batches the epoch
-already delivered).
+iterator per epoch such as a Ray Dataset shard or a prepared split's files read in-process
+(hrm_ray.train.parquet_feed) (`EpochFeed`: resume skips the batches the epoch already delivered).
 """
 from __future__ import annotations
 

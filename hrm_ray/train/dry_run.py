@@ -12,8 +12,8 @@ import torch
 
 from hrm_ray.config import Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
-from hrm_ray.models import HRMLanguageModel
-from hrm_ray.models.mamba2 import MAMBA_SSM_PATH
+from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.hrm_lm.mamba2 import MAMBA_SSM_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +64,21 @@ def puzzle_dry_run(cfg: Config) -> dict[str, float]:
     from hrm_ray.data.puzzles.sampler import local_batch_size
     from hrm_ray.data.puzzles.sudoku import sudoku_metadata
     from hrm_ray.errors import UserError
-    from hrm_ray.models.puzzle import puzzle_embeddings
-    from hrm_ray.train.puzzle_task import PuzzleTask, build_puzzle_model, resolve_arch
+    from hrm_ray.models.hrm_act_v1 import puzzle_embeddings
+    from hrm_ray.train.puzzle_task import PuzzleTask, build_puzzle_model, resolve_model
+    from hrm_ray.train.resolve import resolve_config
     from hrm_ray.train.task import WorkerContext
 
     torch.manual_seed(cfg.train.seed)
-    if cfg.puzzle.data_path:
-        task = PuzzleTask(cfg)
+    if cfg.data.dataset not in ("", "synthetic"):
+        task = PuzzleTask(resolve_config(cfg))
         model, batch = task.build_model(), task.train_feed(WorkerContext()).next_batch()
     else:
         try:
-            size = local_batch_size(cfg.puzzle.global_batch_size, max(1, cfg.ray.num_workers))
+            size = local_batch_size(cfg.train.global_batch_size, max(1, cfg.ray.num_workers))
         except ValueError as exc:
             raise UserError(f"global_batch_size: {exc}") from None
-        model = build_puzzle_model(cfg.arch, resolve_arch(cfg.arch, sudoku_metadata(size)))
+        model = build_puzzle_model(resolve_model(cfg.model, sudoku_metadata(size)))
         batch = sudoku_batch(size, DRY_RUN_BLANKS, seed=cfg.train.seed)
     device = torch.device("cuda" if cfg.ray.use_gpu and torch.cuda.is_available() else "cpu")
     model.to(device).train()
@@ -97,7 +98,7 @@ def puzzle_dry_run(cfg: Config) -> dict[str, float]:
         result["puzzle_emb_grad_norm"] = _grad_norm([e.local for e in embeddings if e.local is not None])
     result = {k: float(v.detach()) for k, v in result.items()}
     result["seconds"] = seconds
-    logger.info("puzzle dry run: %s, loss %.4f", cfg.arch.name, result["loss"])
+    logger.info("puzzle dry run: %s, loss %.4f", cfg.model.name, result["loss"])
     return result
 
 

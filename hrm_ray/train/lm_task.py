@@ -1,7 +1,9 @@
 """The HRM×LM task: the hybrid model on synthetic arithmetic, a prepared dataset, or a weighted mix.
 
-Built on the driver (it reads the tokenizer and dataset meta there) and pickled to every worker; the
-Ray Datasets themselves travel separately through `ray_datasets()` -> TorchTrainer(datasets=...).
+Built on the driver from the resolved config (hrm_ray.train.resolve) and pickled to every worker; the
+Ray Datasets themselves travel separately through `ray_datasets()` -> TorchTrainer(datasets=...). In-process
+(`--num_workers 0`) a prepared dataset is read from its files directly (hrm_ray.train.parquet_feed); only a
+mixture of datasets needs Ray Data there.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from hrm_ray.train.data_feed import (
 )
 from hrm_ray.train.gate_schedule import gate_scale
 from hrm_ray.train.optim import build_optimizer
+from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
 
 SYNTHETIC = "synthetic"
@@ -51,7 +54,8 @@ class DataInfo:
 
 
 def describe_data(cfg: Config) -> DataInfo:
-    """Driver side: tokenizer, special ids and sizes of `cfg.data.dataset`."""
+    """Driver side: tokenizer, special ids and sizes of `cfg.data.dataset` (from meta.json, else the files'
+    row counts; a mixture's size from its quota plan): no Ray."""
     spec = cfg.data.dataset
     if spec == SYNTHETIC:
         tok = char_tokenizer()
@@ -63,20 +67,18 @@ def describe_data(cfg: Config) -> DataInfo:
     metas = [read_meta(path) for path, _ in specs]
     first = metas[0]
     tokenizer_json = (Path(first.path) / "tokenizer.json").read_text()
+    available = [m.train_samples if m.train_samples is not None else split_rows(m.path, "train") for m in metas]
     if len(specs) == 1:
-        samples = first.train_samples
-        if samples is None:
-            from hrm_ray.data.ingest import load_prepared_split
-
-            samples = load_prepared_split(first.path, "train").count()
-        return DataInfo("prepared", first.vocab_size, first.pad_id, first.bos_id, first.eos_id, int(samples),
+        return DataInfo("prepared", first.vocab_size, first.pad_id, first.bos_id, first.eos_id, int(available[0]),
                         tokenizer_json, meta=first.raw)
-    from hrm_ray.data.ingest import mix_datasets
+    from hrm_ray.data.meta import check_same_tokenizer
+    from hrm_ray.data.quotas import plan_mix
 
-    _, info = mix_datasets(specs, "train", seed=cfg.train.seed)
-    return DataInfo("mixture", first.vocab_size, first.pad_id, first.bos_id, first.eos_id, int(info["total"]),
-                    tokenizer_json, sources=[Path(p).name for p, _ in specs],
-                    meta={**first.raw, "mixture": info["sources"]})
+    check_same_tokenizer(metas)
+    plan = plan_mix([p for p, _ in specs], [w for _, w in specs], available, None)  # as mix_datasets plans it
+    return DataInfo("mixture", first.vocab_size, first.pad_id, first.bos_id, first.eos_id,
+                    sum(e["quota"] for e in plan), tokenizer_json, sources=[Path(p).name for p, _ in specs],
+                    meta={**first.raw, "mixture": plan})
 
 
 def check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
@@ -108,16 +110,24 @@ class LanguageModelTask:
     selection_metric, selection_mode = "loss", "min"
 
     def __init__(self, cfg: Config, data: DataInfo | None = None, val_split: str = "val"):
-        """`val_split="test"` validates on the synthetic held-out test problems (hrm-ray eval)."""
+        """`cfg` as `resolve_config` returns it (the model's vocab_size is the data's); `val_split="test"`
+        validates on the synthetic held-out test problems (hrm-ray eval)."""
         self.data = data or describe_data(cfg)
         check_vocab(cfg.model.vocab_size, self.data.vocab_size, cfg.data.dataset)
+        if not cfg.model.vocab_size:
+            raise ValueError("LanguageModelTask needs a resolved config (hrm_ray.train.resolve.resolve_config): "
+                             "model.vocab_size is 0")
         self.val_split = val_split
-        self.cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=self.data.vocab_size))
+        self.cfg = cfg
         self._rows: dict[str, list] = {}
+
+    def needs_ray_data(self) -> bool:
+        """Ray Datasets feed a prepared dataset to Ray Train workers; in-process only a mixture needs them."""
+        return self.data.kind == "mixture" or (self.data.kind == "prepared" and self.cfg.ray.num_workers > 0)
 
     # driver side -------------------------------------------------------------------------------
     def ray_datasets(self) -> dict[str, Any]:
-        if self.data.kind == SYNTHETIC:
+        if not self.needs_ray_data():
             return {}
         from hrm_ray.data.ingest import load_prepared_split, mix_datasets, parse_dataset_spec
 
@@ -133,7 +143,7 @@ class LanguageModelTask:
 
     # model ---------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from hrm_ray.models.hybrid import HRMLanguageModel
+        from hrm_ray.models.hrm_lm import HRMLanguageModel
 
         return HRMLanguageModel(self.cfg.model)
 
@@ -177,27 +187,38 @@ class LanguageModelTask:
         pad_id = self.data.pad_id
         return lambda indices: pad_batch([rows[i] for i in indices], pad_id)
 
-    def _ray_collate(self):
+    def _paths(self) -> list[str]:
         from hrm_ray.data.ingest import parse_dataset_spec
+
+        return [path for path, _ in parse_dataset_spec(self.cfg.data.dataset)]
+
+    def _triplet_collate(self):
         from hrm_ray.train.token_check import CheckedTripletCollate
 
-        paths = [path for path, _ in parse_dataset_spec(self.cfg.data.dataset)]
-        return CheckedTripletCollate(self.data.pad_id, self.cfg.data.max_seq_len, self.cfg.model.vocab_size, paths)
+        return CheckedTripletCollate(self.data.pad_id, self.cfg.data.max_seq_len, self.cfg.model.vocab_size,
+                                     self._paths())
 
     def train_feed(self, ctx: WorkerContext) -> BatchFeed:
+        """Synthetic rows by index; a prepared dataset from this rank's Ray Dataset shard, or in-process
+        straight from its files."""
         t = self.cfg.train
         if self.data.kind == SYNTHETIC:
             return IndexedFeed(len(self.synthetic_rows("train")), self._collate("train"), t.batch_size, t.seed,
                                ctx.rank, ctx.world_size)
-        return EpochFeed(ray_shard_epochs(ctx.shards["train"], t.batch_size, self._ray_collate(), t.seed,
-                                          SHUFFLE_BUFFER, prefetch_batches=self.cfg.data.dataset_workers))
+        if "train" in ctx.shards:
+            return EpochFeed(ray_shard_epochs(ctx.shards["train"], t.batch_size, self._triplet_collate(), t.seed,
+                                              SHUFFLE_BUFFER, prefetch_batches=self.cfg.data.dataset_workers))
+        return EpochFeed(parquet_epochs(self._paths()[0], "train", t.batch_size, self._triplet_collate(), t.seed,
+                                        SHUFFLE_BUFFER))
 
     def val_batches(self, ctx: WorkerContext) -> Iterable[Batch]:
         size = self.cfg.train.eval_batch_size
         if self.data.kind == SYNTHETIC:
             rows = self.synthetic_rows("val")
             return indexed_batches(len(rows), self._collate("val"), size, ctx.rank, ctx.world_size)
-        return ctx.shards["val"].iter_torch_batches(batch_size=size, collate_fn=self._ray_collate())
+        if "val" in ctx.shards:
+            return ctx.shards["val"].iter_torch_batches(batch_size=size, collate_fn=self._triplet_collate())
+        return parquet_batches(self._paths()[0], "val", size, self._triplet_collate(), self.cfg.data.max_val_samples)
 
     # losses --------------------------------------------------------------------------------------
     def forward(self, model: nn.Module, batch: Batch, step: int) -> StepOutput:

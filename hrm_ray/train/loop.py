@@ -1,12 +1,16 @@
 """The training loop: plain PyTorch, no Ray. Composes a Task with the optimizer, schedules, precision,
 checkpoints, validation and logging; a `Reporter` says where checkpoints go (Ray or the run directory).
+
+`run_loop` reads top to bottom: the finished check, `setup` (model, optimizers, schedule, scaler, data),
+`restore` on resume, then per step `train_step`, every `log_steps` a `log_line`, every `val_every`
+`validate` -> `update_best` (the patience decision) -> `report_evaluation` (checkpoint and metrics).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,7 +20,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from hrm_ray.config import Config, to_dict
+from hrm_ray.config import Config, TrainConfig, to_dict
 from hrm_ray.errors import UserError
 from hrm_ray.train.checkpoint import (
     BEST_MODEL_DIR,
@@ -28,7 +32,8 @@ from hrm_ray.train.checkpoint import (
     set_rng_state,
     write_best_model,
 )
-from hrm_ray.train.compile import compile_model
+from hrm_ray.train.compile import CompileReport, compile_model
+from hrm_ray.train.data_feed import BatchFeed
 from hrm_ray.train.lr_schedule import LRSchedule
 from hrm_ray.train.metrics import MetricsLogger
 from hrm_ray.train.run_files import RunFiles
@@ -85,6 +90,42 @@ class LoopResult:
     nonfinite_steps: int = 0
 
 
+@dataclass
+class TrainState:
+    """The loop's counters, saved in every checkpoint and restored on resume."""
+    step: int
+    best: tuple[float, float]          # `Selection.score` of the best evaluation: picks best-model/, drives patience
+    best_loss: float = math.inf        # the lowest validation loss (reported for every task)
+    bad_evals: int = 0                 # evaluations since `best` last improved (after the grace steps)
+    nonfinite_total: int = 0
+    nonfinite_run: int = 0             # in a row; not saved (a resumed run counts afresh)
+
+    def result(self, steps_total: int, sel: Selection, last_val: dict[str, float], stopped: bool) -> LoopResult:
+        return LoopResult(step=self.step, total_steps=steps_total, best_val_loss=self.best_loss,
+                          selection_metric=sel.metric, best_metric=sel.value(self.best), last_val=last_val,
+                          stopped_early=stopped, nonfinite_steps=self.nonfinite_total)
+
+
+@dataclass
+class LoopParts:
+    """What `setup` builds: the model (as trained and unwrapped), its optimizers, schedule and scaler, the
+    data feed. `scaled` are the optimizers the GradScaler unscales and steps; a `scale_invariant` one
+    (sign-SGD) steps on the scaled gradients itself and skips non-finite ones."""
+    model: nn.Module                   # wrapped for distribution (DDP); what forward runs
+    core: nn.Module                    # the model itself: its state dict, its optimizers
+    compiled: CompileReport | None
+    optimizers: list[torch.optim.Optimizer]
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    feed: BatchFeed
+    dtype: torch.dtype | None          # autocast dtype (None: full precision)
+    params: list[nn.Parameter]         # what the gradient norm is clipped over
+
+    @property
+    def scaled(self) -> list[torch.optim.Optimizer]:
+        return [o for o in self.optimizers if not getattr(o, "scale_invariant", False)]
+
+
 def total_steps(cfg: Config, train_samples: int, world_size: int) -> int:
     """`--steps` when > 0, else `--epochs` passes over the data."""
     if cfg.train.steps > 0:
@@ -93,8 +134,15 @@ def total_steps(cfg: Config, train_samples: int, world_size: int) -> int:
     return max(1, cfg.train.epochs * (train_samples // per_step))
 
 
-def finished_result(meta: dict[str, Any], steps_total: int, sel: Selection) -> LoopResult:
-    """The result of a run whose stored checkpoint (its `meta`) already reached `steps_total`."""
+def already_finished(meta: dict[str, Any] | None, steps_total: int, sel: Selection, run_name: str,
+                     announce: bool = True) -> LoopResult | None:
+    """The result of a run whose newest checkpoint (its `meta`, None: none) already reached `steps_total`,
+    said on stdout when `announce`; None when there is training to do."""
+    if meta is None or meta["step"] < steps_total:
+        return None
+    if announce:
+        print(f"run '{run_name}' is already at step {meta['step']} >= steps {steps_total}: nothing to do (raise "
+              f"--steps to train further)")
     best_loss = float(meta.get("best_val_loss", math.inf))
     return LoopResult(step=meta["step"], total_steps=steps_total, already_done=True, best_val_loss=best_loss,
                       selection_metric=sel.metric, best_metric=sel.value(stored_score(meta, sel)))
@@ -175,6 +223,30 @@ class MetricWindow:
         return out
 
 
+class Throughput:
+    """Tokens counted on the device over the logging window; the clock restarts after each evaluation, so
+    evaluation time is not training time."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.tokens = torch.zeros((), device=device)
+        self.restart()
+
+    def add(self, tokens: torch.Tensor | int) -> None:
+        self.tokens += tokens if isinstance(tokens, torch.Tensor) else float(tokens)
+
+    def restart(self) -> None:
+        self.start = time.perf_counter()
+
+    def read(self, world_size: int) -> float:
+        """Tokens per second of all ranks since the last read (or restart); one host sync."""
+        elapsed = time.perf_counter() - self.start
+        rate = float(self.tokens) * world_size / max(elapsed, 1e-9)
+        self.tokens = torch.zeros((), device=self.device)
+        self.restart()
+        return rate
+
+
 def evaluate(model: nn.Module, task: Task, batches: Iterable[dict], step: int, device: torch.device,
              dtype: torch.dtype | None) -> dict[str, float]:
     """Token-weighted (sum-then-divide) validation over this rank's batches, all-reduced across ranks."""
@@ -199,186 +271,238 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, files: RunFiles | None,
-             prepare_model=None, logger: MetricsLogger | None = None) -> LoopResult:
+             prepare_model: Callable[[nn.Module], nn.Module] | None = None,
+             logger: MetricsLogger | None = None) -> LoopResult:
     """Train `task` to `total_steps`, resuming from the reporter's latest checkpoint when there is one.
 
     `prepare_model` wraps the model for distribution (Ray's `prepare_model`); by default it is only
     moved to `ctx.device`. `files` is the run directory (rank 0 writes metrics and best-model/ there).
     """
-    tc = cfg.train
-    rank0 = ctx.rank == 0
-    sel = selection(task)
+    tc, sel, rank0 = cfg.train, selection(task), ctx.rank == 0
     steps_total = total_steps(cfg, task.train_samples(), ctx.world_size)
     resume_dir = reporter.latest_checkpoint()
-    if resume_dir is not None:
-        meta = read_meta(resume_dir)
-        if meta["step"] >= steps_total:
-            if rank0:
-                print(f"run '{tc.run_name}' is already at step {meta['step']} >= steps {steps_total}: nothing to "
-                      f"do (raise --steps to train further)")
-            return finished_result(meta, steps_total, sel)
+    meta = read_meta(resume_dir) if resume_dir is not None else None
+    if (done := already_finished(meta, steps_total, sel, tc.run_name, announce=rank0)) is not None:
+        return done
+    parts = setup(cfg, task, ctx, steps_total, prepare_model, fresh=resume_dir is None)
+    if resume_dir is None:
+        state = TrainState(step=0, best=sel.score(sel.worst, math.inf))
+    else:
+        state = restore(resume_dir, parts, task, ctx, sel, tc.run_name)
+    if logger is None:
+        logger = MetricsLogger(files if rank0 else None, steps_total, start_step=state.step, enabled=rank0,
+                               wandb=tc.wandb, run_name=tc.run_name, config=to_dict(cfg))
+    window, throughput = MetricWindow(), Throughput(ctx.device)
+    last_val: dict[str, float] = {}
+    stopped = False
+    parts.model.train()
+    try:
+        while state.step < steps_total and not stopped:
+            lr = parts.schedule.apply(state.step)
+            train_step(cfg, task, parts, ctx, state, window, throughput, logger)
+            last = state.step == steps_total
+            if state.step % tc.log_steps == 0 or last:
+                log_line(logger, task, parts, state, window.read(), lr, throughput.read(ctx.world_size))
+            if state.step % tc.val_every == 0 or last:
+                last_val, score = validate(cfg, task, parts, ctx, files, sel, state)
+                logger.log(state.step, "val", last_val)
+                stopped = update_best(state, last_val, score, tc)
+                report_evaluation(reporter, cfg, task, parts, ctx, state, sel, last_val, final=stopped or last)
+                throughput.restart()
+        if stopped:
+            logger.event(f"early stop at step {state.step}: validation {sel.metric} has not improved on the best "
+                         f"{sel.value(state.best):.4f} for {state.bad_evals} evaluations")
+    except NonFiniteLossError:
+        logger.close()
+        raise
+    finally:
+        parts.feed.close()  # a Ray Data iterator must not outlive Ray
+    logger.close()
+    return state.result(steps_total, sel, last_val, stopped)
 
+
+def setup(cfg: Config, task: Task, ctx: WorkerContext, steps_total: int,
+          prepare_model: Callable[[nn.Module], nn.Module] | None, fresh: bool) -> LoopParts:
+    """The model (seeded, `--init_from` weights on a fresh run, wrapped, compiled in place after DDP
+    wrapping), its optimizers, the lr schedule, the fp16 scaler and this rank's data feed."""
+    tc = cfg.train
     torch.manual_seed(tc.seed)
     model = task.build_model()
-    if resume_dir is None and tc.init_from:
+    if fresh and tc.init_from:
         missing, unexpected = load_init_weights(model, tc.init_from)
-        if rank0:
+        if ctx.rank == 0:
             print(f"initialised from {tc.init_from} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
     model = prepare_model(model) if prepare_model else model.to(ctx.device)
     core = unwrap(model)
-    compiled = compile_model(core) if tc.compile else None  # in place, after DDP wrapping
+    compiled = compile_model(core) if tc.compile else None
     optimizers = task.build_optimizers(core)
     schedule = LRSchedule(optimizers, steps_total, cfg.optim.warmup_steps, cfg.optim.lr_scheduler,
                           cfg.optim.lr_min_ratio)
-    dtype = autocast_dtype(tc.mixed_precision)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.mixed_precision == "fp16")
-    # A `scale_invariant` optimizer (sign-SGD) steps on the scaled gradients itself and skips non-finite
-    # ones; the scaler unscales, checks and steps the others.
-    scaled = [o for o in optimizers if not getattr(o, "scale_invariant", False)]
-    feed = task.train_feed(ctx)
+    return LoopParts(model=model, core=core, compiled=compiled, optimizers=optimizers, schedule=schedule,
+                     scaler=scaler, feed=task.train_feed(ctx), dtype=autocast_dtype(tc.mixed_precision),
+                     params=[p for p in core.parameters() if p.requires_grad])
 
-    # `best`: score of the best evaluation by the task's selection metric (picks best-model/, drives
-    # patience); `best_loss`: the lowest validation loss (reported for every task).
-    step, best, best_loss, bad_evals, nonfinite_total = 0, sel.score(sel.worst, math.inf), math.inf, 0, 0
-    if resume_dir is not None:
-        state = load_checkpoint(resume_dir)
-        load_resumed_weights(core, state["model"], resume_dir)
-        for optimizer, opt_state in zip(optimizers, state["optimizers"], strict=True):
-            optimizer.load_state_dict(opt_state)
-        scaler.load_state_dict(state["scaler"])
-        feed.load_state_dict(state["data_position"][ctx.rank % len(state["data_position"])])
-        step, best_loss, bad_evals = state["step"], state["best_val_loss"], state["evals_without_improvement"]
-        best = stored_score(state, sel)
-        nonfinite_total = state["nonfinite_total"]
-        load_task_state(task, state.get("task", {}))
-        set_rng_state(state["rng"])
-        if rank0:
-            print(f"resumed '{tc.run_name}' from {resume_dir} at step {step}")
 
-    if logger is None:
-        logger = MetricsLogger(files if rank0 else None, steps_total, start_step=step, enabled=rank0,
-                               wandb=tc.wandb, run_name=tc.run_name, config=to_dict(cfg))
-    params = [p for p in core.parameters() if p.requires_grad]
-    window = MetricWindow()
-    window_start, window_tokens = time.perf_counter(), torch.zeros((), device=ctx.device)
-    nonfinite_run = 0
-    result = LoopResult(step=step, total_steps=steps_total, best_val_loss=best_loss, selection_metric=sel.metric,
-                        best_metric=sel.value(best), nonfinite_steps=nonfinite_total)
-    model.train()
+def restore(resume_dir: Path, parts: LoopParts, task: Task, ctx: WorkerContext, sel: Selection,
+            run_name: str) -> TrainState:
+    """Everything a checkpoint saved, back in place: weights, optimizers, lr schedule, scaler, this rank's
+    data position, the task's state, the RNGs (last: nothing after them draws); returns the counters."""
+    saved = load_checkpoint(resume_dir)
+    load_resumed_weights(parts.core, saved["model"], resume_dir)
+    for optimizer, opt_state in zip(parts.optimizers, saved["optimizers"], strict=True):
+        optimizer.load_state_dict(opt_state)
+    configured = parts.schedule.state_dict()
+    parts.schedule.load_state_dict(saved["scheduler"])
+    parts.scaler.load_state_dict(saved["scaler"])
+    parts.feed.load_state_dict(saved["data_position"][ctx.rank % len(saved["data_position"])])
+    load_task_state(task, saved.get("task", {}))
+    set_rng_state(saved["rng"])
+    if ctx.rank == 0:
+        print(f"resumed '{run_name}' from {resume_dir} at step {saved['step']}")
+        if configured != saved["scheduler"]:
+            print(f"the learning-rate schedule continues as saved ({saved['scheduler']}); the config now gives "
+                  f"{configured}")
+    return TrainState(step=saved["step"], best=stored_score(saved, sel), best_loss=saved["best_val_loss"],
+                      bad_evals=saved["evals_without_improvement"], nonfinite_total=saved["nonfinite_total"])
 
-    while step < steps_total:
-        lr = schedule.apply(step)
-        loss_sum = torch.zeros((), device=ctx.device)
-        for micro in range(tc.grad_accum_steps):
-            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in feed.next_batch().items()}
-            last = micro == tc.grad_accum_steps - 1
-            sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
-            with sync:
-                with _autocast(ctx.device, dtype):
-                    out = task.forward(model, batch, step)
-                scaler.scale(out.loss / tc.grad_accum_steps).backward()
-            loss_sum += out.loss.detach().float()
-            window.add(out.metrics, 1.0 / tc.grad_accum_steps)
-            window_tokens += out.num_tokens if isinstance(out.num_tokens, torch.Tensor) else float(out.num_tokens)
-        for p in task.frozen_parameters(core, step):
-            p.grad = None
-        for optimizer in scaled:
-            scaler.unscale_(optimizer)
-        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
-        # One scalar sync per optimizer step to skip a non-finite update, as GradScaler itself does.
-        # fp16 leaves gradient overflow to the scaler; across ranks the all-reduced grad norm decides.
-        finite = torch.isfinite(loss_sum)
-        if not scaler.is_enabled():
-            finite = torch.isfinite(grad_norm) if ctx.world_size > 1 else finite & torch.isfinite(grad_norm)
-        if bool(finite):
-            for optimizer in optimizers:
-                if optimizer in scaled:
-                    scaler.step(optimizer)
-                else:
-                    optimizer.step()
-            scaler.update()
-            after_step(task, core, step)
-            nonfinite_run = 0
-        else:
-            nonfinite_run += 1
-            nonfinite_total += 1
-            logger.event(f"[yellow]step {step + 1}: non-finite loss/gradient, update skipped "
-                         f"({nonfinite_run} in a row, {nonfinite_total} in all)[/yellow]")
-            if nonfinite_run >= tc.max_nonfinite_steps > 0:
-                logger.close()
-                raise NonFiniteLossError(
-                    f"{nonfinite_run} non-finite steps in a row at step {step + 1} (max_nonfinite_steps="
-                    f"{tc.max_nonfinite_steps}); stopped, the last good checkpoint is kept")
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        window.add({"loss": loss_sum / tc.grad_accum_steps, "grad_norm": grad_norm})
-        window.tick()
-        step += 1
 
-        if step % tc.log_steps == 0 or step == steps_total:
-            values = window.read()
-            elapsed = time.perf_counter() - window_start
-            tokens = float(window_tokens) * ctx.world_size
-            values = {**values, "lr": lr, "tokens_per_s": tokens / max(elapsed, 1e-9),
-                      "nonfinite_steps": nonfinite_total, **task.step_log(step - 1)}
-            if compiled is not None:
-                values["compile_s"] = compiled.seconds
-            logger.log(step, "train", values)
-            news = compiled.news() if compiled is not None else None
-            if news:
-                logger.event(news)
-            window_start, window_tokens = time.perf_counter(), torch.zeros((), device=ctx.device)
+def train_step(cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext, state: TrainState,
+               window: MetricWindow, throughput: Throughput, logger: MetricsLogger) -> None:
+    """One optimizer step at `state.step` over `grad_accum_steps` micro-batches; a non-finite one is skipped
+    and counted (NonFiniteLossError after `max_nonfinite_steps` in a row)."""
+    accum = cfg.train.grad_accum_steps
+    loss_sum = forward_backward(task, parts, ctx, state.step, accum, window, throughput)
+    grad_norm, applied = apply_update(task, parts, ctx, state.step, loss_sum, cfg.optim.grad_clip)
+    count_nonfinite(state, applied, cfg.train.max_nonfinite_steps, logger)
+    window.add({"loss": loss_sum / accum, "grad_norm": grad_norm})
+    window.tick()
+    state.step += 1
 
-        if step % tc.val_every == 0 or step == steps_total:
-            with eval_weights(task, core):
-                val = evaluate(model, task, task.val_batches(ctx), step, ctx.device, dtype)
-                if sel.metric not in val:
-                    raise KeyError(f"the task's validation metrics {sorted(val)} lack its selection metric "
-                                   f"'{sel.metric}'")
-                score = sel.score(val[sel.metric], val["loss"])
-                improved = score > best
-                if improved and rank0 and tc.save_best_model and files is not None:
-                    _write_best(files, core, task, step, val, sel)
-            logger.log(step, "val", val)
-            result.last_val = val
-            if val["loss"] < best_loss:
-                best_loss = val["loss"]
-            if improved:
-                best, bad_evals = score, 0
-            elif tc.eval_loss_patience > 0 and step >= tc.patience_grace_steps:
-                bad_evals += 1
-            stop = tc.eval_loss_patience > 0 and bad_evals >= tc.eval_loss_patience
-            final = stop or step == steps_total
-            meta = {"step": step, "final": final, "best_val_loss": best_loss, "val_loss": val["loss"],
-                    "selection_metric": sel.metric, "selection_mode": sel.mode, "best_metric": sel.value(best),
-                    f"val_{sel.metric}": val[sel.metric]}
-            state = None
-            if rank0:
-                state = {"model": core.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                         "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-                         "data_position": _gather_positions(feed.state_dict(), ctx.world_size),
-                         "step": step, "best_val_loss": best_loss, "selection_metric": sel.metric,
-                         "best_metric": sel.value(best), "best_metric_loss": -best[1],
-                         "evals_without_improvement": bad_evals,
-                         "nonfinite_total": nonfinite_total, "task": task_state(task), "config": to_dict(cfg)}
+
+def forward_backward(task: Task, parts: LoopParts, ctx: WorkerContext, step: int, accum: int,
+                     window: MetricWindow, throughput: Throughput) -> torch.Tensor:
+    """Accumulate the gradients of `accum` micro-batches (DDP syncs them on the last); the summed loss."""
+    loss_sum = torch.zeros((), device=ctx.device)
+    for micro in range(accum):
+        batch = {k: v.to(ctx.device, non_blocking=True) for k, v in parts.feed.next_batch().items()}
+        last = micro == accum - 1
+        sync = contextlib.nullcontext() if last or not hasattr(parts.model, "no_sync") else parts.model.no_sync()
+        with sync:
+            with _autocast(ctx.device, parts.dtype):
+                out = task.forward(parts.model, batch, step)
+            parts.scaler.scale(out.loss / accum).backward()
+        loss_sum += out.loss.detach().float()
+        window.add(out.metrics, 1.0 / accum)
+        throughput.add(out.num_tokens)
+    return loss_sum
+
+
+def apply_update(task: Task, parts: LoopParts, ctx: WorkerContext, step: int, loss_sum: torch.Tensor,
+                 grad_clip: float) -> tuple[torch.Tensor, bool]:
+    """Clip and apply the accumulated gradients unless the loss or the gradient is non-finite, then clear
+    them; returns (gradient norm, applied). One scalar sync per step, as GradScaler itself does: fp16
+    leaves gradient overflow to the scaler; across ranks the all-reduced gradient norm decides."""
+    for p in task.frozen_parameters(parts.core, step):
+        p.grad = None
+    scaled = parts.scaled
+    for optimizer in scaled:
+        parts.scaler.unscale_(optimizer)
+    max_norm = grad_clip if grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in parts.params if p.grad is not None], max_norm)
+    finite = torch.isfinite(loss_sum)
+    if not parts.scaler.is_enabled():
+        finite = torch.isfinite(grad_norm) if ctx.world_size > 1 else finite & torch.isfinite(grad_norm)
+    applied = bool(finite)
+    if applied:
+        for optimizer in parts.optimizers:
+            if optimizer in scaled:
+                parts.scaler.step(optimizer)
             else:
-                _gather_positions(feed.state_dict(), ctx.world_size)
-            best_report = {} if sel.metric == "loss" else {f"best_val_{sel.metric}": sel.value(best)}
-            reporter.report({"step": step, **{f"val_{k}": v for k, v in val.items()}, "best_val_loss": best_loss,
-                             **best_report}, state, meta)
-            window_start = time.perf_counter()
-            if stop:
-                logger.event(f"early stop at step {step}: validation {sel.metric} has not improved on the best "
-                             f"{sel.value(best):.4f} for {bad_evals} evaluations")
-                result.stopped_early = True
-                break
+                optimizer.step()
+        parts.scaler.update()
+        after_step(task, parts.core, step)
+    for optimizer in parts.optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    return grad_norm, applied
 
-    result.step, result.best_val_loss, result.nonfinite_steps = step, best_loss, nonfinite_total
-    result.best_metric = sel.value(best)
-    feed.close()  # a Ray Data iterator must not outlive Ray
-    logger.close()
-    return result
+
+def count_nonfinite(state: TrainState, applied: bool, limit: int, logger: MetricsLogger) -> None:
+    """Count a skipped (non-finite) step; `limit` in a row (0: no limit) stop the run."""
+    if applied:
+        state.nonfinite_run = 0
+        return
+    state.nonfinite_run += 1
+    state.nonfinite_total += 1
+    step = state.step + 1
+    logger.event(f"[yellow]step {step}: non-finite loss/gradient, update skipped ({state.nonfinite_run} in a "
+                 f"row, {state.nonfinite_total} in all)[/yellow]")
+    if state.nonfinite_run >= limit > 0:
+        raise NonFiniteLossError(f"{state.nonfinite_run} non-finite steps in a row at step {step} "
+                                 f"(max_nonfinite_steps={limit}); stopped, the last good checkpoint is kept")
+
+
+def log_line(logger: MetricsLogger, task: Task, parts: LoopParts, state: TrainState, window: dict[str, float],
+             lr: float, tokens_per_s: float) -> None:
+    """The training line of the logging window that ends at `state.step` (and torch.compile's news)."""
+    values = {**window, "lr": lr, "tokens_per_s": tokens_per_s, "nonfinite_steps": state.nonfinite_total,
+              **task.step_log(state.step - 1)}
+    if parts.compiled is not None:
+        values["compile_s"] = parts.compiled.seconds
+    logger.log(state.step, "train", values)
+    news = parts.compiled.news() if parts.compiled is not None else None
+    if news:
+        logger.event(news)
+
+
+def validate(cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext, files: RunFiles | None,
+             sel: Selection, state: TrainState) -> tuple[dict[str, float], tuple[float, float]]:
+    """Validation metrics and their selection score, with the task's evaluation weights (e.g. its EMA),
+    which also go to best-model/ when the score beats the best so far."""
+    with eval_weights(task, parts.core):
+        val = evaluate(parts.model, task, task.val_batches(ctx), state.step, ctx.device, parts.dtype)
+        if sel.metric not in val:
+            raise KeyError(f"the task's validation metrics {sorted(val)} lack its selection metric '{sel.metric}'")
+        score = sel.score(val[sel.metric], val["loss"])
+        if score > state.best and ctx.rank == 0 and cfg.train.save_best_model and files is not None:
+            _write_best(files, cfg, parts.core, task, state.step, val, sel)
+    return val, score
+
+
+def update_best(state: TrainState, val: dict[str, float], score: tuple[float, float], tc: TrainConfig) -> bool:
+    """Track the best evaluation; True when patience runs out (`eval_loss_patience` evaluations after
+    `patience_grace_steps` without a better selection score)."""
+    state.best_loss = min(state.best_loss, val["loss"])
+    if score > state.best:
+        state.best, state.bad_evals = score, 0
+    elif tc.eval_loss_patience > 0 and state.step >= tc.patience_grace_steps:
+        state.bad_evals += 1
+    return tc.eval_loss_patience > 0 and state.bad_evals >= tc.eval_loss_patience
+
+
+def report_evaluation(reporter: Reporter, cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext,
+                      state: TrainState, sel: Selection, val: dict[str, float], final: bool) -> None:
+    """Every rank reports the evaluation's metrics; rank 0 also the checkpoint (every rank's data position)."""
+    positions = _gather_positions(parts.feed.state_dict(), ctx.world_size)  # a collective: every rank
+    checkpoint = checkpoint_state(cfg, task, parts, state, sel, positions) if ctx.rank == 0 else None
+    best = {} if sel.metric == "loss" else {f"best_val_{sel.metric}": sel.value(state.best)}
+    metrics = {"step": state.step, **{f"val_{k}": v for k, v in val.items()}, "best_val_loss": state.best_loss,
+               **best}
+    meta = {"step": state.step, "final": final, "best_val_loss": state.best_loss, "val_loss": val["loss"],
+            "selection_metric": sel.metric, "selection_mode": sel.mode, "best_metric": sel.value(state.best),
+            f"val_{sel.metric}": val[sel.metric]}
+    reporter.report(metrics, checkpoint, meta)
+
+
+def checkpoint_state(cfg: Config, task: Task, parts: LoopParts, state: TrainState, sel: Selection,
+                     positions: list[dict[str, int]]) -> dict[str, Any]:
+    """The whole training state as a plain dict: what `restore` puts back."""
+    return {"model": parts.core.state_dict(), "optimizers": [o.state_dict() for o in parts.optimizers],
+            "scheduler": parts.schedule.state_dict(), "scaler": parts.scaler.state_dict(), "rng": rng_state(),
+            "data_position": positions, "step": state.step, "best_val_loss": state.best_loss,
+            "selection_metric": sel.metric, "best_metric": sel.value(state.best), "best_metric_loss": -state.best[1],
+            "evals_without_improvement": state.bad_evals, "nonfinite_total": state.nonfinite_total,
+            "task": task_state(task), "config": to_dict(cfg)}
 
 
 def _gather_positions(position: dict[str, int], world_size: int) -> list[dict[str, int]]:
@@ -390,13 +514,12 @@ def _gather_positions(position: dict[str, int], world_size: int) -> list[dict[st
     return gathered
 
 
-def _write_best(files: RunFiles, model: nn.Module, task: Task, step: int, val: dict[str, float],
+def _write_best(files: RunFiles, cfg: Config, model: nn.Module, task: Task, step: int, val: dict[str, float],
                 sel: Selection) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_best_model(tmp, model.state_dict(), yaml.safe_dump(to_dict(task.cfg), sort_keys=False),
+        write_best_model(tmp, model.state_dict(), yaml.safe_dump(to_dict(cfg), sort_keys=False),
                          task.artifacts(), {"step": step, "selection_metric": sel.metric, "selection_mode": sel.mode,
                                             **{f"val_{k}": v for k, v in val.items()}})
         files.put_dir(tmp, BEST_MODEL_DIR)
-

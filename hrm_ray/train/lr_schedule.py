@@ -51,3 +51,11 @@ class LRSchedule:
     def state_dict(self) -> dict:
         return {"total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
                 "kind": self.kind, "min_ratio": self.min_ratio}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a saved schedule: a resumed run decays over the steps it was started with, also when
+        `--steps` was raised to train further (its lr then stays at the floor instead of jumping back up)."""
+        if state["kind"] not in SCHEDULES:
+            raise ValueError(f"saved lr schedule: unknown kind '{state['kind']}'")
+        self.total_steps, self.warmup_steps = int(state["total_steps"]), int(state["warmup_steps"])
+        self.kind, self.min_ratio = state["kind"], float(state["min_ratio"])

@@ -1,14 +1,14 @@
 """The puzzle HRM (ACT v1, its gated variant, or the plain-transformer baseline) as a Task of the loop.
 
 The paper's terms map onto the loop's: `train.epochs` are group-based epochs (one puzzle per group),
-`puzzle.eval_interval` epochs make one iteration between evaluations, so the task sets
-`train.steps = iterations x steps per iteration` and `train.val_every = steps per iteration`
-(an explicit `train.steps > 0` keeps the loop's own steps/val_every). `puzzle.global_batch_size`
-is split across workers. One `head(carry, batch)` segment runs per optimizer step; the carry stays
+`train.eval_interval` epochs make one iteration between evaluations, so resolving the config
+(hrm_ray.train.resolve) sets `train.steps = iterations x steps per iteration` and `train.val_every =
+steps per iteration` (an explicit `train.steps > 0` keeps the loop's own steps/val_every), and splits
+`train.global_batch_size` across workers. One `head(carry, batch)` segment runs per optimizer step; the carry stays
 across batches (halted slots take the next example) and is re-initialised when a run (re)starts.
 Optimisers: the configured dense one (adam_atan2 in the puzzle configs) and sign-SGD for the
 puzzle embedding, each with its own lr/weight decay and the same warmup + cosine + lr_min_ratio.
-Intermediate evaluations run a fixed random subset of the test split (`puzzle.eval_subset`) with a
+Intermediate evaluations run a fixed random subset of the test split (`train.eval_subset`) with a
 95% interval on exact accuracy; the final evaluation runs every test example.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrm_ray.config import Config, PuzzleArchConfig, PuzzleDataConfig, explicit_fields, mark_explicit
+from hrm_ray.config import Config
 from hrm_ray.data.puzzles.format import (
     IGNORE_LABEL_ID,
     PuzzleDatasetMetadata,
@@ -33,55 +33,44 @@ from hrm_ray.data.puzzles.format import (
     collate,
     load_split,
 )
-from hrm_ray.data.puzzles.sampler import GroupEpochSampler, local_batch_size, num_iterations
+from hrm_ray.data.puzzles.sampler import GroupEpochSampler, num_iterations
 from hrm_ray.errors import UserError
-from hrm_ray.models.puzzle import ACTLossHead, HRMACTv1, HRMACTv1Config, preset, puzzle_embeddings
-from hrm_ray.models.puzzle.baseline import PuzzleTransformer
-from hrm_ray.models.puzzle.losses import COUNT_METRICS, reduce_metrics
+from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1Config, puzzle_embeddings
+from hrm_ray.models.hrm_act_v1.losses import COUNT_METRICS, reduce_metrics
+from hrm_ray.models.registry import build_model
 from hrm_ray.train.data_feed import Batch, BatchFeed, EpochFeed, ray_shard_epochs
 from hrm_ray.train.ema import EMA
 from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
 
-ARCHS: dict[str, tuple[str, type[nn.Module]]] = {   # name -> (preset of its fields, model class)
-    "hrm_v1": ("hrm_v1", HRMACTv1),
-    "hrm_v1_gated": ("hrm_v1_gated", HRMACTv1),
-    "transformer_baseline": ("hrm_v1", PuzzleTransformer),
-}
 DATA_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
 Z_95 = 1.959963984540054
 
 
-def resolve_arch(arch: PuzzleArchConfig, meta: PuzzleDatasetMetadata) -> HRMACTv1Config:
-    """The preset `arch.name` with every field set explicitly (YAML or command line) or changed from its
-    default applied on top, and the data fields taken from the dataset (order-independent:
-    `arch=X arch.f=v` == `arch.f=v arch=X`; an explicit `arch.f=<default>` wins over the preset too)."""
-    if arch.name not in ARCHS:
-        raise UserError(f"arch.name: unknown arch '{arch.name}' (one of {', '.join(ARCHS)})")
-    defaults, explicit = HRMACTv1Config(), explicit_fields(arch)
-    changed = {f.name: getattr(arch, f.name) for f in dataclasses.fields(HRMACTv1Config)
-               if f.name not in DATA_FIELDS and (f.name in explicit or getattr(arch, f.name) != getattr(defaults, f.name))}
-    if arch.vocab_size and arch.vocab_size != meta.vocab_size:
-        raise UserError(f"arch.vocab_size: {arch.vocab_size} differs from the dataset's vocab_size {meta.vocab_size}")
+def resolve_model(model: HRMACTv1Config, meta: PuzzleDatasetMetadata) -> HRMACTv1Config:
+    """The model config with its data fields taken from the dataset (a vocab_size set explicitly must match)."""
+    if model.vocab_size and model.vocab_size != meta.vocab_size:
+        raise UserError(f"model.vocab_size: {model.vocab_size} differs from the dataset's vocab_size {meta.vocab_size}")
+    resolved = dataclasses.replace(model, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
+                                   num_puzzle_identifiers=meta.num_puzzle_identifiers)
     try:
-        return preset(ARCHS[arch.name][0], **changed, vocab_size=meta.vocab_size, seq_len=meta.seq_len,
-                      num_puzzle_identifiers=meta.num_puzzle_identifiers).validate()
+        return resolved.validate()
     except ValueError as exc:
-        raise UserError(f"arch: {exc}") from None
+        raise UserError(f"model: {exc}") from None
 
 
-def build_puzzle_model(arch: PuzzleArchConfig, config: HRMACTv1Config) -> ACTLossHead:
-    return ACTLossHead(ARCHS[arch.name][1](config), loss_type=arch.loss_type)
+def build_puzzle_model(config: HRMACTv1Config) -> ACTLossHead:
+    return ACTLossHead(build_model(config), loss_type=config.loss_type)
 
 
 def load_dataset_split(data_path: str, split: str) -> PuzzleSplit:
-    if not data_path:
-        raise UserError("puzzle.data_path (data_path=...): no puzzle dataset given (build one with hrm-ray puzzle-data)")
+    if data_path in ("", "synthetic"):
+        raise UserError("data.dataset (data_path=...): no puzzle dataset given (build one with hrm-ray puzzle-data)")
     try:
         return load_split(data_path, split)
     except (ValueError, FileNotFoundError) as exc:
-        raise UserError(f"data_path: {exc}") from None
+        raise UserError(f"data.dataset: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -92,8 +81,8 @@ class PuzzleSchedule:
 
 
 def puzzle_schedule(cfg: Config, meta: PuzzleDatasetMetadata) -> PuzzleSchedule:
-    """Steps of `train.epochs` group-based epochs, evaluated every `puzzle.eval_interval` epochs."""
-    p = cfg.puzzle
+    """Steps of `train.epochs` group-based epochs, evaluated every `train.eval_interval` epochs."""
+    p = cfg.train
     try:
         iterations = num_iterations(cfg.train.epochs, p.eval_interval or None)
     except ValueError as exc:
@@ -175,33 +164,24 @@ class PuzzleTask:
     ddp_kwargs = {"broadcast_buffers": False}   # the puzzle embedding table is kept equal by sign-SGD
 
     def __init__(self, cfg: Config):
+        """`cfg` as `resolve_config` returns it: the model's data fields, the per-worker batch size and the
+        steps already derived from the dataset."""
         if cfg.task != "puzzle":
             raise UserError(f"task: PuzzleTask needs task=puzzle, got '{cfg.task}'")
-        data_path = str(Path(cfg.puzzle.data_path).absolute()) if cfg.puzzle.data_path else ""
-        p = dataclasses.replace(cfg.puzzle, data_path=data_path)   # workers may run in another directory
-        self._load_splits(p)
-        self.model_config = resolve_arch(cfg.arch, self.meta)
-        self.world_size = max(1, cfg.ray.num_workers)
-        try:
-            local = local_batch_size(p.global_batch_size, self.world_size)
-        except ValueError as exc:
-            raise UserError(f"global_batch_size: {exc}") from None
+        self.cfg = cfg
+        self._load_splits(cfg.data)
+        data_fields = (self.meta.vocab_size, self.meta.seq_len, self.meta.num_puzzle_identifiers)
+        if (cfg.model.vocab_size, cfg.model.seq_len, cfg.model.num_puzzle_identifiers) != data_fields or not cfg.train.steps:
+            raise ValueError("PuzzleTask needs a resolved config (hrm_ray.train.resolve.resolve_config)")
         self.schedule = puzzle_schedule(cfg, self.meta)
-        train = dataclasses.replace(cfg.train, batch_size=local)
-        if cfg.train.steps == 0:
-            train = dataclasses.replace(train, steps=self.schedule.total_steps,
-                                        val_every=self.schedule.steps_per_iteration)
-        arch = mark_explicit(PuzzleArchConfig(**{**dataclasses.asdict(self.model_config), "name": cfg.arch.name,
-                                                 "loss_type": cfg.arch.loss_type}))  # resolved: no preset applies
-        self.cfg = dataclasses.replace(cfg, train=train, arch=arch, puzzle=p)
-        self.eval_rows = eval_rows(self.test, p.eval_subset, seed=cfg.train.seed)
+        self.eval_rows = eval_rows(self.test, cfg.train.eval_subset, seed=cfg.train.seed)
         self.ema: EMA | None = None
         self._reset_run_state()
 
-    def _load_splits(self, p: PuzzleDataConfig) -> None:
-        self.split = load_dataset_split(p.data_path, "train")
+    def _load_splits(self, data: Any) -> None:
+        self.split = load_dataset_split(data.dataset, "train")
         self.meta = self.split.metadata
-        self.test = load_dataset_split(p.data_path, p.test_split)
+        self.test = load_dataset_split(data.dataset, data.test_split)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled to the workers without the memory-mapped arrays: each worker maps the files itself."""
@@ -209,7 +189,7 @@ class PuzzleTask:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._load_splits(self.cfg.puzzle)
+        self._load_splits(self.cfg.data)
 
     def _reset_run_state(self) -> None:
         self.carry = None
@@ -217,27 +197,31 @@ class PuzzleTask:
         self.window: dict[str, torch.Tensor] = {}
 
     # driver side -------------------------------------------------------------------------------
+    def needs_ray_data(self) -> bool:
+        """In-process the sampler reads the memory-mapped split directly."""
+        return self.cfg.ray.num_workers > 0
+
     def ray_datasets(self) -> dict[str, Any]:
-        if self.cfg.ray.num_workers == 0:
-            return {}  # in-process: the sampler reads the memory-mapped split directly
+        if not self.needs_ray_data():
+            return {}
         from hrm_ray.data.puzzles.ray_run import run_train_dataset
 
-        p, s = self.cfg.puzzle, self.schedule
-        return {"train": run_train_dataset(str(Path(p.data_path).resolve()), p.global_batch_size,
+        p, s = self.cfg.train, self.schedule
+        return {"train": run_train_dataset(str(Path(self.cfg.data.dataset).resolve()), p.global_batch_size,
                                            p.eval_interval or self.cfg.train.epochs, s.iterations, self.cfg.train.seed)}
 
     # model -------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         self._reset_run_state()
-        return build_puzzle_model(self.cfg.arch, self.model_config)
+        return build_puzzle_model(self.cfg.model)
 
     def build_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
-        """The dense optimizer, sign-SGD over the puzzle embedding, and (puzzle.ema) the weights' EMA."""
-        p = self.cfg.puzzle
+        """The dense optimizer, sign-SGD over the puzzle embedding, and (train.ema) the weights' EMA."""
+        p, o = self.cfg.train, self.cfg.optim
         optimizers = [build_optimizer(model.parameters(), self.cfg.optim)]
         embeddings = puzzle_embeddings(model)
         if embeddings:
-            optimizers.append(SparseEmbeddingSignSGD(embeddings, lr=p.puzzle_emb_lr, weight_decay=p.puzzle_emb_weight_decay))
+            optimizers.append(SparseEmbeddingSignSGD(embeddings, lr=o.puzzle_emb_lr, weight_decay=o.puzzle_emb_weight_decay))
         self.ema = EMA(model, p.ema_decay, include_buffers=True) if p.ema else None
         return optimizers
 
@@ -246,7 +230,7 @@ class PuzzleTask:
             self.ema.update(model)
 
     def eval_weights(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        """Evaluation and best-model/ use the EMA weights when puzzle.ema is on."""
+        """Evaluation and best-model/ use the EMA weights when train.ema is on."""
         return self.ema.swapped_in(model) if self.ema is not None else contextlib.nullcontext(model)
 
     def state_dict(self) -> dict[str, Any]:
@@ -276,7 +260,7 @@ class PuzzleTask:
         return int(self.meta.total_groups * self.meta.mean_puzzle_examples)
 
     def train_feed(self, ctx: WorkerContext) -> BatchFeed:
-        t, p = self.cfg.train, self.cfg.puzzle
+        t = p = self.cfg.train
         if "train" in ctx.shards:
             from hrm_ray.data.puzzles.ray_run import PuzzleBatchCollate
 
@@ -322,6 +306,6 @@ class PuzzleTask:
         return out
 
     def artifacts(self) -> dict[str, bytes]:
-        meta = {"task": "puzzle", "arch": self.cfg.arch.name, "data_path": self.cfg.puzzle.data_path,
-                "ema": self.cfg.puzzle.ema, "dataset": dataclasses.asdict(self.meta)}
+        meta = {"task": "puzzle", "model": self.cfg.model.name, "data_path": self.cfg.data.dataset,
+                "ema": self.cfg.train.ema, "dataset": dataclasses.asdict(self.meta)}
         return {"meta.json": json.dumps(meta).encode()}

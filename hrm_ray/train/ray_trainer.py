@@ -9,9 +9,11 @@
 
 Every rank calls `ray.train.report` at each evaluation and rank 0 passes the checkpoint; a restarted
 worker group (max_failures) and a relaunch of the same run name resume from `ray.train.get_checkpoint()`.
-`num_workers=0` runs the loop in-process (Ray's local mode), checkpoints kept by `LocalReporter`.
-What can be checked before Ray starts is (`check_before_start`); a UserError raised in a worker is not
-retried (hrm_ray.train.ray_failures) and reaches the caller as a UserError.
+`num_workers=0` runs `run_loop` in the calling process, without Ray Train (and without Ray unless the data
+needs Ray Data: a mixture), checkpoints kept in the run directory by `LocalModeReporter`.
+The config is resolved (and what can be checked before Ray starts is checked) once, by `resolve_config`;
+a UserError raised in a worker is not retried (hrm_ray.train.ray_failures) and reaches the caller as a
+UserError.
 """
 from __future__ import annotations
 
@@ -33,14 +35,14 @@ from hrm_ray.errors import UserError
 from hrm_ray.train.checkpoint import (
     CheckpointStore,
     checkpoint_dir_name,
-    find_weights,
     load_model_weights,
     read_meta,
     save_checkpoint,
 )
-from hrm_ray.train.loop import LocalReporter, LoopResult, finished_result, run_loop, total_steps
+from hrm_ray.train.loop import LocalReporter, LoopResult, already_finished, run_loop, total_steps
+from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.run_files import RunFiles, is_remote, join
-from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, selection
+from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, needs_ray_data, selection
 
 CONFIG_FILE = "config.yaml"
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's list of the run's checkpoints
@@ -51,7 +53,7 @@ class RayReporter:
 
     Ray's CheckpointConfig(num_to_keep) prunes only the checkpoints its run snapshot knows. Rank 0 prunes the
     others of a local run directory, those already there when this worker started and unknown to Ray (from
-    a run in local mode before a resume, or reported just before a worker died), by the rule of
+    an in-process run (num_workers 0) before a resume, or reported just before a worker died), by the rule of
     `CheckpointStore.prune`: the newest `limit` by step and the final one stay. What Ray knows or may still
     register (what this worker reports) is Ray's alone: it fails on a checkpoint deleted under it.
     """
@@ -98,7 +100,7 @@ class RayReporter:
 
 
 class LocalModeReporter(LocalReporter):
-    """num_workers 0 (no Ray Train workers): LocalReporter, except that checkpoints Ray Train's run snapshot
+    """num_workers 0 (the loop in-process): LocalReporter, except that checkpoints Ray Train's run snapshot
     lists stay (a later run with workers resumes through that snapshot, and fails on one deleted under it);
     Ray prunes those itself when it runs again."""
 
@@ -164,26 +166,33 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
 
+    from hrm_ray.train.ray_failures import quiet_user_errors
+
     task: Task = config["task"]
     cfg = task.cfg
-    local = config["local_mode"]
-    if not local:  # a worker uses the CPUs it reserved (Ray would set 1 thread for a fractional CPU)
-        torch.set_num_threads(config["threads"])
-        from hrm_ray.train.ray_failures import quiet_user_errors
-
-        quiet_user_errors()
+    torch.set_num_threads(config["threads"])  # the CPUs it reserved (Ray would set 1 for a fractional CPU)
+    quiet_user_errors()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device() if not local else torch.device("cuda" if cfg.ray.use_gpu else "cpu")
     shards = {name: ray.train.get_dataset_shard(name) for name in config["datasets"]}
-    ctx = WorkerContext(rank=rank, world_size=world, device=device, shards=shards)
-    limit = cfg.train.checkpoint_limit
-    reporter = LocalModeReporter(config["run_dir"], limit) if local else RayReporter(config["run_dir"], limit)
+    ctx = WorkerContext(rank=rank, world_size=world, device=ray.train.torch.get_device(), shards=shards)
+    reporter = RayReporter(config["run_dir"], cfg.train.checkpoint_limit)
     files = RunFiles(config["run_dir"]) if rank == 0 else None
-    prepare = None if local else functools.partial(ray.train.torch.prepare_model,
-                                                    parallel_strategy_kwargs=ddp_kwargs(task) or None)
-    result = run_loop(cfg, task, ctx, reporter, files, prepare_model=prepare)
-    return vars(result)
+    prepare = functools.partial(ray.train.torch.prepare_model, parallel_strategy_kwargs=ddp_kwargs(task) or None)
+    return vars(run_loop(cfg, task, ctx, reporter, files, prepare_model=prepare))
+
+
+def train_in_process(task: Task, run_dir: str, address: str | None = None) -> LoopResult:
+    """num_workers 0: `run_loop` in this process, no Ray Train; Ray starts only when the task's data needs
+    Ray Data (a mixture of prepared datasets). Checkpoints, resume, best-model/ and metrics.jsonl live in
+    the run directory as with workers."""
+    cfg = task.cfg
+    if needs_ray_data(task):
+        start_ray(cfg, address, dashboard=False)
+    device = torch.device("cuda" if cfg.ray.use_gpu else "cpu")
+    ctx = WorkerContext(device=device, shards=task.ray_datasets())
+    reporter = LocalModeReporter(run_dir, cfg.train.checkpoint_limit)
+    return run_loop(cfg, task, ctx, reporter, RunFiles(run_dir))
 
 
 def stored_meta(run_dir: str) -> dict[str, Any] | None:
@@ -194,15 +203,21 @@ def stored_meta(run_dir: str) -> dict[str, Any] | None:
     return None if latest is None else read_meta(latest)
 
 
-def build_task(cfg: Config) -> Task:
-    """The task `cfg.task` names: the HRM x LM hybrid (lm) or the puzzle HRM (puzzle)."""
-    if cfg.task == "puzzle":
+def task_class(task: str) -> type:
+    """The Task class of `task` ("lm": the HRM x LM hybrid, "puzzle": the puzzle families); its class
+    attributes (selection_metric, selection_mode) are known without building it."""
+    if task == "puzzle":
         from hrm_ray.train.puzzle_task import PuzzleTask
 
-        return PuzzleTask(cfg)
+        return PuzzleTask
     from hrm_ray.train.lm_task import LanguageModelTask
 
-    return LanguageModelTask(cfg)
+    return LanguageModelTask
+
+
+def build_task(cfg: Config) -> Task:
+    """The task `cfg.task` names, built for `cfg`."""
+    return task_class(cfg.task)(cfg)
 
 
 def start_ray(cfg: Config, address: str | None = None, dashboard: bool = True) -> None:
@@ -212,24 +227,6 @@ def start_ray(cfg: Config, address: str | None = None, dashboard: bool = True) -
 
     workers_cpus = max(1, cfg.ray.num_workers) * cfg.ray.cpus_per_worker
     ensure_ray(address or cfg.ray.address or None, num_cpus=local_cpus(workers_cpus), dashboard=dashboard)
-
-
-def check_before_start(cfg: Config) -> None:
-    """What the driver can check before Ray starts or anything is written, each a UserError naming the path:
-    `--init_from` (made absolute: workers run in another directory) and the data."""
-    tc = cfg.train
-    if tc.init_from and not is_remote(tc.init_from):
-        tc.init_from = os.path.abspath(os.path.expanduser(tc.init_from))
-        find_weights(tc.init_from)
-    if cfg.task == "puzzle":
-        from hrm_ray.train.puzzle_task import load_dataset_split
-
-        for split in ("train", cfg.puzzle.test_split):
-            load_dataset_split(cfg.puzzle.data_path, split)
-    else:
-        from hrm_ray.train.lm_task import check_data
-
-        check_data(cfg)
 
 
 def check_init_weights(task: Task) -> None:
@@ -256,29 +253,28 @@ def check_init_weights(task: Task) -> None:
 
 def train(cfg: Config, task: Task | None = None, address: str | None = None,
           callbacks: list | None = None) -> LoopResult:
-    """Run (or resume) `cfg.train.run_name` under `<storage>/<run_name>/` and return the loop's result.
-    `callbacks` go to the RunConfig (a sweep trial passes Tune's TuneReportCallback)."""
+    """Run (or resume) `cfg.train.run_name` under `<storage>/<run_name>/` and return the loop's result: with
+    Ray Train workers, or (num_workers 0) in this process. `task`: one the caller built (from a resolved
+    config); by default the config is resolved and its task built here. `callbacks` go to the RunConfig (a
+    sweep trial passes Tune's TuneReportCallback)."""
     from hrm_ray.data.ray_errors import user_errors_from_ray
 
     if not cfg.train.run_name:
         cfg.train.run_name = default_run_name()
-    check_before_start(cfg)
-    local_mode = cfg.ray.num_workers == 0
-    if not local_mode or cfg.data.dataset != "synthetic":
-        start_ray(cfg, address, dashboard=not local_mode)
     if task is None:
-        task = build_task(cfg)
-    check_init_weights(task)
+        task = build_task(resolve_config(cfg))
     cfg = task.cfg
+    check_init_weights(task)
     run_dir = join(storage_root(cfg), cfg.train.run_name)
     steps = total_steps(cfg, task.train_samples(), max(1, cfg.ray.num_workers))
-    done = stored_meta(run_dir)
-    if done is not None and done["step"] >= steps:
-        print(f"run '{cfg.train.run_name}' is already at step {done['step']} >= steps {steps}: nothing to do "
-              f"(raise --steps to train further)")
-        return finished_result(done, steps, selection(task))
-
+    if (done := already_finished(stored_meta(run_dir), steps, selection(task), cfg.train.run_name)) is not None:
+        return done
     RunFiles(run_dir).write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    if cfg.ray.num_workers == 0:
+        if callbacks:
+            raise ValueError("callbacks need Ray Train workers (num_workers >= 1)")
+        return train_in_process(task, run_dir, address)
+    start_ray(cfg, address)
     trainer = build_trainer(task, run_dir, callbacks)
     with user_errors_from_ray():  # a UserError raised in a worker arrives wrapped by Ray Train
         result = trainer.fit()
@@ -294,9 +290,8 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None):
     from hrm_ray.train.ray_failures import Trainer
 
     cfg, rc = task.cfg, task.cfg.ray
-    local_mode = rc.num_workers == 0
     datasets = task.ray_datasets()
-    loop_config = {"task": task, "run_dir": run_dir, "local_mode": local_mode, "datasets": sorted(datasets),
+    loop_config = {"task": task, "run_dir": run_dir, "datasets": sorted(datasets),
                    "threads": max(1, int(rc.cpus_per_worker))}
     resources = {"CPU": rc.cpus_per_worker}
     if rc.use_gpu:
@@ -305,7 +300,7 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None):
         _train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu,
-                                     resources_per_worker=None if local_mode else resources),
+                                     resources_per_worker=resources),
         run_config=RunConfig(
             storage_path=storage_root(cfg), name=cfg.train.run_name,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_limit or None),

@@ -30,7 +30,8 @@ class StepOutput:
 
 @dataclass
 class WorkerContext:
-    """Where the loop runs: rank, world size, device, and the Ray Dataset shards (empty in-process)."""
+    """Where the loop runs: rank, world size, device, and the Ray Dataset shards (in-process: none, or the
+    task's Ray Datasets when its data needs Ray Data)."""
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -38,7 +39,7 @@ class WorkerContext:
 
 
 class Task(Protocol):
-    cfg: Config
+    cfg: Config   # as hrm_ray.train.resolve.resolve_config returns it; a task never writes to it
     # Names of the additive sums `eval_sums` returns (all-reduced across ranks in this order).
     eval_sum_keys: tuple[str, ...]
     # The validation metric that picks best-model/ and drives early stopping, and whether lower ("min")
@@ -47,7 +48,7 @@ class Task(Protocol):
     selection_mode: str
 
     def ray_datasets(self) -> dict[str, Any]:
-        """Driver side: Ray Datasets to shard across workers ({} when the data is built in-process)."""
+        """Driver side, Ray up: Ray Datasets to shard across workers ({} when the data is read in-process)."""
 
     def build_model(self) -> nn.Module:
         """A fresh model on the CPU (the loop moves it and wraps it for DDP)."""
@@ -89,6 +90,7 @@ class Task(Protocol):
     #   eval_weights(model)          context manager around validation and best-model/ (e.g. EMA swapped in)
     #   state_dict() / load_state_dict(state)   task state that goes into checkpoints (e.g. the EMA)
     #   ddp_kwargs                   extra DistributedDataParallel arguments (e.g. broadcast_buffers=False)
+    #   needs_ray_data()             whether `ray_datasets()` returns any (then Ray must be up, also in-process)
 
 
 SELECTION_MODES = ("min", "max")
@@ -144,6 +146,11 @@ def load_task_state(task: Task, state: dict[str, Any]) -> None:
     hook = getattr(task, "load_state_dict", None)
     if hook is not None:
         hook(state)
+
+
+def needs_ray_data(task: Task) -> bool:
+    hook = getattr(task, "needs_ray_data", None)
+    return bool(hook()) if hook is not None else False
 
 
 def ddp_kwargs(task: Task) -> dict[str, Any]:

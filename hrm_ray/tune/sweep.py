@@ -1,43 +1,41 @@
-"""Sweeps over the HRM knobs with Ray Tune and ASHA: a trial is one Ray Train run (Train V2 pattern).
+"""One sweep mechanism for every model family: Ray Tune over Ray Train trials (Train V2 pattern).
 
-    Tuner(run_trial,                                   # the trial's driver function
-          param_space={"model.bridge.gate_init_bias": uniform, "model.hrm.halting_weight": loguniform,
-                       "train.hrm_gate_warmup_steps": choice, ["optim.learning_rate": loguniform]},
-          TuneConfig(ASHAScheduler(metric="val_loss", mode="min", time_attr="step", max_t=steps, ...),
+    Tuner(run_trial,                                     # the trial's driver function
+          param_space=<the config's `tune:` search space>,   # hrm_ray.tune.space
+          TuneConfig(metric, mode,                       # from the task: val_loss/min (LM), val_exact_accuracy/max (puzzles)
+                     ASHAScheduler(time_attr="step", max_t, grace_period, reduction_factor) | FIFO,
                      num_samples, max_concurrent_trials),
           RunConfig(storage_path, name))
     run_trial(params) -> train(base config + params, callbacks=[TuneReportCallback()])
                       -> TorchTrainer(RunConfig(callbacks=[TuneReportCallback()]))
 
-Every evaluation's `{"step", "val_loss", ...}` reaches Tune through the callback, so ASHA can stop a
-weak trial at each rung. A trial's Train run lives in `<sweep>/runs/<trial_id>/` (metrics.jsonl,
-checkpoints, best-model/). Rerunning an interrupted sweep restores it (`Tuner.restore`): finished trials
-stay finished, unfinished ones restart and their Train run resumes from its own last checkpoint.
-
-Trials are ranked by the sweep's `metric` and `mode` (val_loss/min for the LM stages, the task's selection
-metric such as val_exact_accuracy/max for puzzles): ASHA's rungs, the best trial and best_config.yaml.
+A `SweepSpec` comes from a Config (`SweepSpec.from_config`): its `tune` section (space and scheduler
+settings) over the rest of it, every trial's base. Every evaluation's `{"step", "val_loss", ...}` reaches
+Tune through the callback, so ASHA can stop a weak trial at each rung. A trial's Train run lives in
+`<sweep>/runs/<trial_id>/` (metrics.jsonl, checkpoints, best-model/). Rerunning an interrupted sweep
+restores it (`Tuner.restore`): finished trials stay finished, unfinished ones restart and their Train run
+resumes from its own last checkpoint.
 
 Outputs in `<sweep>/`: trials.jsonl (one trial a line: trial_id, params, best_val_loss, steps,
-stopped_early, history of val_loss, metric, best_metric), best_config.yaml (a full config `experiments/stage_b.py --config` accepts),
-report/ (plots and report.md by `hrm_ray.report`), sweep.json (the settings a restore reuses).
+stopped_early, history of val_loss, metric, mode, best_metric), best_config.yaml (a full config that
+`hrm-ray train --config` and the experiment scripts accept), report/ (plots and report.md by
+`hrm_ray.report`), sweep.json (the settings a restore reuses).
 """
 from __future__ import annotations
 
-import abc
-import importlib
 import json
 import math
-import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hrm_ray.config import Config, from_dict, set_value, to_dict, validate
+from hrm_ray.config import Config, from_dict, leaf_paths, set_value, suggest, to_dict, validate
 from hrm_ray.errors import UserError
 from hrm_ray.train.run_files import RunFiles, is_remote, join
+from hrm_ray.tune.space import Knob, SearchSpace
 
 METRIC, MODE, TIME_ATTR = "val_loss", "min", "step"
 RUNS_DIR = "runs"
@@ -46,144 +44,119 @@ BEST_CONFIG_FILE = "best_config.yaml"
 SWEEP_FILE = "sweep.json"
 TRIAL_DRIVER_CPUS = 0.01  # the driver only waits on its TorchTrainer, whose workers hold the real resources
 
-GATE_INIT_BIAS = "model.bridge.gate_init_bias"
-HALTING_WEIGHT = "model.hrm.halting_weight"
-GATE_WARMUP = "train.hrm_gate_warmup_steps"
-LEARNING_RATE = "optim.learning_rate"
+
+def sweep_metric(task: str) -> tuple[str, str]:
+    """(metric, mode) trials are ranked by: the validation metric the task selects its best model by
+    (val_loss/min for the LM, val_exact_accuracy/max for puzzles), known without building the task."""
+    from hrm_ray.train.ray_trainer import task_class
+    from hrm_ray.train.task import selection
+
+    chosen = selection(task_class(task))
+    return f"val_{chosen.metric}", chosen.mode
 
 
-@dataclass(frozen=True)
-class Dimension:
-    """One knob of a search space: config `path`, sampled `kind` (uniform | loguniform | choice) over
-    `values` (LOW, HIGH or the choices); `flag` names it in errors; `min_value` bounds choices."""
-    flag: str
-    path: str
-    kind: str
-    values: tuple
-    min_value: float | None = None
+def with_step_budget(cfg: Config) -> Config:
+    """`cfg` with `train.steps` and `train.val_every` as its task resolves them when `train.steps` is 0 (a
+    puzzle run's epochs over its dataset): ASHA's max_t and rungs, the same in every trial."""
+    if cfg.train.steps > 0:
+        return cfg
+    from hrm_ray.train.resolve import resolve_config
 
-    def check(self) -> None:
-        if self.kind == "choice":
-            if not self.values or (self.min_value is not None and min(self.values) < self.min_value):
-                raise UserError(f"--{self.flag}: expected choices >= {self.min_value}, got {self.values}")
-            return
-        low, high = self.values
-        if not low < high:
-            raise UserError(f"--{self.flag}: expected LOW,HIGH with LOW < HIGH, got {self.values}")
-        if self.kind == "loguniform" and low <= 0:
-            raise UserError(f"--{self.flag}: a log-uniform range needs LOW > 0, got {self.values}")
-
-    def domain(self) -> Any:
-        from ray import tune
-
-        if self.kind == "choice":
-            return tune.choice(list(self.values))
-        return (tune.loguniform if self.kind == "loguniform" else tune.uniform)(*self.values)
-
-    def draw(self, rng: random.Random) -> Any:
-        if self.kind == "choice":
-            return rng.choice(list(self.values))
-        if self.kind == "loguniform":
-            return math.exp(rng.uniform(*map(math.log, self.values)))
-        return rng.uniform(*self.values)
-
-
-class KnobSpace(abc.ABC):
-    """A search space made of `dimensions()`: checking, Tune's param_space and seeded samples."""
-
-    @abc.abstractmethod
-    def dimensions(self) -> list[Dimension]:
-        """The knobs this space samples (those with a range)."""
-
-    def resolved(self, steps: int) -> KnobSpace:
-        return self
-
-    def check(self) -> None:
-        for dimension in self.dimensions():
-            dimension.check()
-
-    def tune_space(self) -> dict[str, Any]:
-        space = {d.path: d.domain() for d in self.dimensions()}
-        if not space:
-            raise UserError("the search space is empty: give at least one --search_* range")
-        return space
-
-    def sample(self, count: int, seed: int) -> list[dict[str, Any]]:
-        """`count` points drawn from the space with a seed (the same points for two sweeps to compare)."""
-        rng = random.Random(seed)
-        return [{d.path: d.draw(rng) for d in self.dimensions()} for _ in range(count)]
-
-
-@dataclass
-class SearchSpace(KnobSpace):
-    """Stage B's knobs; None leaves a knob at the base config's value."""
-    gate_init_bias: tuple[float, float] | None = (-3.5, -1.0)
-    halting_weight: tuple[float, float] | None = (1e-3, 0.2)
-    gate_warmup_steps: tuple[int, ...] | None = None  # None: 0, steps/8, steps/4, steps/2
-    learning_rate: tuple[float, float] | None = None
-
-    def resolved(self, steps: int) -> SearchSpace:
-        warmup = self.gate_warmup_steps
-        if warmup is None:
-            warmup = tuple(sorted({0, steps // 8, steps // 4, steps // 2}))
-        return SearchSpace(self.gate_init_bias, self.halting_weight, warmup, self.learning_rate)
-
-    def dimensions(self) -> list[Dimension]:
-        knobs = [
-            Dimension("search_gate_init_bias", GATE_INIT_BIAS, "uniform", self.gate_init_bias),
-            Dimension("search_halting_weight", HALTING_WEIGHT, "loguniform", self.halting_weight),
-            Dimension("search_gate_warmup", GATE_WARMUP, "choice", self.gate_warmup_steps, min_value=0),
-            Dimension("search_learning_rate", LEARNING_RATE, "loguniform", self.learning_rate),
-        ]
-        return [d for d in knobs if d.values is not None]
+    resolved = resolve_config(cfg).train
+    cfg.train.steps, cfg.train.val_every = resolved.steps, resolved.val_every
+    return cfg
 
 
 @dataclass
 class SweepSpec:
-    base: dict[str, Any]            # the full config tree every trial starts from (to_dict(Config))
+    """What a sweep runs (sweep.json holds it): build it from a Config with `SweepSpec.from_config`."""
+    base: dict[str, Any]            # the config tree every trial starts from (to_dict(Config) without `tune`)
     name: str
     storage: str                    # the sweep lives in <storage>/<name>/
-    space: KnobSpace = field(default_factory=SearchSpace)
-    num_samples: int = 8
-    max_concurrent_trials: int = 0  # 0: as many as the cluster's resources allow
-    grace_period: int = 0           # steps before ASHA's first cut; 0: steps / reduction_factor**2
-    reduction_factor: int = 3
-    scheduler: str = "asha"         # asha | fifo (every trial runs to max_t)
-    seed: int = 0
-    points: list[dict[str, Any]] | None = None  # explicit trial configs to run (num_samples of them)
-    metric: str = METRIC            # what ASHA compares at each rung (e.g. val_exact_accuracy for puzzles)
-    mode: str = MODE                # min | max
+    space: dict[str, Any]           # the `tune:` search space as written: dotted path -> {distribution: args}
+    max_t: int                      # the step budget of a trial (ASHA's max_t)
+    num_samples: int
+    max_concurrent_trials: int      # 0: as many as the cluster's resources allow
+    grace_period: int               # steps before ASHA's first cut; 0: max_t / reduction_factor**2
+    reduction_factor: int
+    scheduler: str                  # asha | fifo (every trial runs to max_t)
+    seed: int
+    metric: str                     # what trials are ranked by (ASHA's rungs, the best trial), from the task
+    mode: str                       # min | max
+    points: list[dict[str, Any]] = field(default_factory=list)  # explicit trial configs (num_samples of them)
+
+    @classmethod
+    def from_config(cls, cfg: Config, name: str, storage: str) -> SweepSpec:
+        """The sweep `cfg` describes: its `tune` section over the rest of it (the trials' base, where the
+        sweep's settings have no part), ranked as its task ranks runs."""
+        cfg = with_step_budget(cfg)
+        tune = cfg.tune
+        metric, mode = sweep_metric(cfg.task)
+        base = {section: value for section, value in to_dict(cfg).items() if section != "tune"}
+        return cls(base=base, name=name, storage=storage, space=dict(tune.space),
+                   max_t=tune.max_t or cfg.train.steps, num_samples=tune.num_samples,
+                   max_concurrent_trials=tune.max_concurrent_trials, grace_period=tune.grace_period,
+                   reduction_factor=tune.reduction_factor, scheduler=tune.scheduler, seed=tune.search_seed,
+                   metric=metric, mode=mode)
 
     @property
     def path(self) -> str:
         return join(self.storage, self.name)
 
     @property
-    def max_t(self) -> int:
+    def steps(self) -> int:
         return int(self.base["train"]["steps"])
 
+    def search_space(self) -> SearchSpace:
+        return SearchSpace.parse(self.space)
+
     def check(self) -> None:
-        if self.max_t <= 0:
-            raise UserError("--steps: a sweep needs a step budget (max_t for ASHA), got 0")
-        if self.num_samples < 1:
-            raise UserError(f"--num_samples must be >= 1, got {self.num_samples}")
-        if self.max_concurrent_trials < 0:
-            raise UserError(f"--max_concurrent_trials must be >= 0, got {self.max_concurrent_trials}")
+        """What the config's own validation leaves to the sweep (the budget, ASHA's settings, the trials'
+        workers), then the search space against the base config: one line naming what is wrong."""
+        if self.steps <= 0 or self.max_t <= 0:
+            raise UserError("--steps: a sweep needs a step budget (train.steps > 0, or epochs a puzzle task turns "
+                            f"into steps), got steps {self.steps}, max_t {self.max_t}")
+        if self.max_t > self.steps:
+            raise UserError(f"--max_t must be <= --steps ({self.steps}), got {self.max_t}")
         if self.reduction_factor < 2:
             raise UserError(f"--reduction_factor must be >= 2, got {self.reduction_factor}")
         if not 0 <= self.grace_period <= self.max_t:
-            raise UserError(f"--grace_period must be in [0, --steps={self.max_t}], got {self.grace_period}")
-        if self.scheduler not in ("asha", "fifo"):
-            raise UserError(f"--scheduler must be asha or fifo, got {self.scheduler!r}")
+            raise UserError(f"--grace_period must be in [0, max_t={self.max_t}], got {self.grace_period}")
         if int(self.base["ray"]["num_workers"]) < 1:
             raise UserError("--num_workers: a sweep trial needs >= 1 Ray Train worker (local mode, num_workers 0, "
                             "does not report to Tune)")
-        self.space.check()
+        if self.points and len(self.points) != self.num_samples:
+            raise UserError(f"{len(self.points)} explicit trial configs but --num_samples {self.num_samples}")
+        check_space(self.search_space(), self.base)
 
     def grace(self) -> int:
         val_every = int(self.base["train"]["val_every"])
         grace = self.grace_period or max(1, self.max_t // self.reduction_factor ** 2)
         return min(self.max_t, max(grace, val_every))
+
+
+def check_space(space: SearchSpace, base: dict[str, Any]) -> None:
+    """Each knob names a field of the base config that its distribution fits, and the ends of its range
+    make a valid config: a bad knob fails here, not in every trial."""
+    types = leaf_paths(from_dict(base))
+    for knob in space.knobs:
+        if knob.path not in types:
+            raise UserError(f"tune: {knob.path}: not a field of this config (model {base['model']['name']})"
+                            f"{suggest(knob.path, types)}")
+        _check_kind(knob, types[knob.path])
+        for value in knob.corners():
+            try:
+                trial_config(base, {knob.path: value})
+            except UserError as exc:
+                raise UserError(f"tune: {knob.path} = {value!r}: {exc}") from None
+
+
+def _check_kind(knob: Knob, kind: type) -> None:
+    if kind in (bool, str) and knob.kind != "choice":
+        raise UserError(f"tune: {knob.path}: a {kind.__name__} field takes `choice` only, got {knob.kind}")
+    if kind is int and knob.draws_fractions():
+        raise UserError(f"tune: {knob.path}: an integer field: use randint, choice, or quniform/qloguniform with "
+                        f"an integer Q, got {knob.kind}")
 
 
 @dataclass
@@ -215,8 +188,9 @@ class SweepResult:
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
+    """The base config with a trial's parameters (a model name first: it decides the model's fields)."""
     cfg = from_dict(base)
-    for path, value in params.items():
+    for path, value in sorted(params.items(), key=lambda item: item[0] != "model.name"):
         set_value(cfg, path, value, f"search space {path}")
     return validate(cfg)
 
@@ -246,17 +220,16 @@ def finished_report(result, metric: str) -> dict[str, float]:
 
 
 def _save_spec(spec: SweepSpec) -> None:
-    RunFiles(spec.path).write_bytes(SWEEP_FILE, json.dumps(_comparable(spec), indent=2).encode())
+    RunFiles(spec.path).write_bytes(SWEEP_FILE, json.dumps(asdict(spec), indent=2).encode())
 
 
 def load_spec(path: str) -> SweepSpec:
-    """The settings a sweep was started with; its search space rebuilt as the class it was (LM or puzzle)."""
+    """The settings a sweep was started with (its sweep.json)."""
     data = json.loads(Path(path, SWEEP_FILE).read_text())
-    space = data.pop("space")
-    module, _, name = data.pop("space_class", f"{__name__}:SearchSpace").partition(":")
-    space_class = getattr(importlib.import_module(module), name)
-    space = space_class(**{k: tuple(v) if v is not None else None for k, v in space.items()})
-    return SweepSpec(space=space, **data)
+    if set(data) != {f.name for f in fields(SweepSpec)}:
+        raise UserError(f"{path}/{SWEEP_FILE} was written by an older version of the sweep: it cannot be continued; "
+                        f"pick another --name for a new sweep")
+    return SweepSpec(**data)
 
 
 def build_tuner(spec: SweepSpec, restore: bool):
@@ -274,14 +247,15 @@ def build_tuner(spec: SweepSpec, restore: bool):
                                   reduction_factor=spec.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    searcher = BasicVariantGenerator(points_to_evaluate=spec.points, random_state=spec.seed,
+    searcher = BasicVariantGenerator(points_to_evaluate=spec.points or None, random_state=spec.seed,
                                      max_concurrent=spec.max_concurrent_trials)  # TuneConfig's would be ignored
+    stop = {TIME_ATTR: spec.max_t} if spec.max_t < spec.steps else None  # a budget below the runs' own steps
     return tune.Tuner(
         trainable,
-        param_space=spec.space.tune_space(),
+        param_space=spec.search_space().tune_space(),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=searcher,
                                     num_samples=spec.num_samples),
-        run_config=tune.RunConfig(storage_path=spec.storage, name=spec.name, verbose=1),
+        run_config=tune.RunConfig(storage_path=spec.storage, name=spec.name, stop=stop, verbose=1),
     )
 
 
@@ -296,26 +270,29 @@ def start_ray(spec: SweepSpec) -> None:
                dashboard=True)
 
 
-def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool = True) -> SweepResult:
-    """Run the sweep, or continue it when `<storage>/<name>/` holds an interrupted one."""
+def _start_or_restore(spec: SweepSpec, log: Callable[[str], None]) -> tuple[SweepSpec, bool]:
+    """The spec to run: a stored sweep's own settings (restored), else `spec`, checked and saved."""
     from ray import tune
 
-    requested = spec
-    restored = tune.Tuner.can_restore(spec.path)
-    if restored:
+    if tune.Tuner.can_restore(spec.path):
         stored = load_spec(spec.path)
-        if _comparable(stored) != _comparable(spec):
+        if asdict(stored) != json.loads(json.dumps(asdict(spec))):
             log(f"[yellow]sweep {spec.path} exists: continuing it with its original settings "
                 f"({SWEEP_FILE}); pick another --name for a new sweep[/yellow]")
-        spec = stored
         log(f"resuming sweep {spec.path}")
-    else:
-        spec.check()
-        if spec.points is not None and len(spec.points) != spec.num_samples:
-            raise UserError(f"{len(spec.points)} explicit trial configs but --num_samples {spec.num_samples}")
-        _save_spec(spec)
-        log(f"sweep {spec.path}: {spec.num_samples} trials, {spec.scheduler} (max_t {spec.max_t} steps"
-            + (f", grace {spec.grace()}, reduction factor {spec.reduction_factor})" if spec.scheduler == "asha" else ")"))
+        return stored, True
+    spec.check()
+    _save_spec(spec)
+    log(f"sweep {spec.path}: {spec.num_samples} trials ranked by {spec.metric} ({spec.mode}), {spec.scheduler} "
+        f"(max_t {spec.max_t} steps" + (f", grace {spec.grace()}, reduction factor {spec.reduction_factor})"
+                                         if spec.scheduler == "asha" else ")"))
+    return spec, False
+
+
+def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool = True) -> SweepResult:
+    """Run the sweep, or continue it when `<storage>/<name>/` holds an interrupted one."""
+    requested = spec
+    spec, restored = _start_or_restore(spec, log)
     start_ray(requested)  # after the checks: a bad setting never waits for Ray to start
     grid = build_tuner(spec, restored).fit()
     rows = trial_rows(grid, spec)
@@ -336,15 +313,6 @@ def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool 
 
         result.report = str(build_report(spec.path))
     return result
-
-
-def _comparable(spec: SweepSpec) -> dict[str, Any]:
-    data = asdict(spec)
-    data["space"] = {k: list(v) if v is not None else None for k, v in data["space"].items()}
-    data["space_class"] = f"{type(spec.space).__module__}:{type(spec.space).__qualname__}"
-    return json.loads(json.dumps(data))
-
-
 def trial_rows(grid, spec: SweepSpec) -> list[TrialRow]:
     rows = []
     for result in grid:
@@ -422,17 +390,18 @@ def best_row(rows: list[TrialRow], mode: str = MODE) -> TrialRow | None:
 
 
 def best_config_yaml(spec: SweepSpec, best: TrialRow) -> str:
-    """The base config with the best trial's parameters, as a full YAML a stage script accepts."""
-    cfg = trial_config(spec.base, {k: v for k, v in best.params.items()})
+    """The base config with the best trial's parameters, as a full YAML that `hrm-ray train --config` and the
+    experiment scripts accept."""
+    cfg = trial_config(spec.base, best.params)
     cfg.train.run_name = f"{spec.name}-best"
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best.params.items()))
-    header = (f"# Best trial of sweep '{spec.name}': {best.trial_id}, {_metric_text(best)} after "
+    header = (f"# Best trial of sweep '{spec.name}': {best.trial_id}, {metric_text(best)} after "
               f"{best.steps} steps\n# {params}\n"
-              f"# python experiments/stage_b.py --config {BEST_CONFIG_FILE} --steps N   (any flag overrides)\n")
+              f"# hrm-ray train --config {BEST_CONFIG_FILE}, or an experiment script's --config (flags override)\n")
     return header + yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def _metric_text(row: TrialRow) -> str:
+def metric_text(row: TrialRow) -> str:
     """'val loss 1.2345' (as the LM sweeps always printed it), or e.g. 'val_exact_accuracy 0.8125'."""
     name = "val loss" if row.metric == METRIC else row.metric
     return f"{name} {row.best_metric:.4f}"

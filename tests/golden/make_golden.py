@@ -32,6 +32,20 @@ Families (tiny sizes; float32, CPU, torch.set_num_threads(1)):
   the encoder's kernel path and every parameter's gradient; eval mode: generation with the KV
   cache and adaptive halting, greedy and sampled (tokens, lengths, cycles_used).
 
+Models are built through hrm_ray.models.registry: a puzzle case's model is `registry.build_model` of
+`registry.default_config(case["arch"])` (hrm_v1 and hrm_v1_gated are presets of the hrm_act_v1 family,
+transformer_baseline is a family) with the recorded config's fields and `loss_type` set on it; an LM case's
+is the same for "hrm_lm".
+
+Field names: the committed goldens were recorded before the model configs shared one spelling, so their
+configs carry the old names (the puzzle's H_cycles, L_cycles, H_layers, L_layers, hidden_size, num_heads,
+expansion, rms_norm_eps; the LM's hrm.l_steps, and no `name`). `translate` flattens a recorded config to
+dotted paths and maps every path that is not a field of the family's config class through the class's
+`ALIASES` (old name -> dotted field path), by the whole path first and then by its last part
+("hrm.l_steps" -> "l_steps" -> "hrm.l_cycles"); a key that is neither a field nor an alias is an error,
+so nothing recorded is dropped silently. Configs recorded with the current names pass through unchanged.
+The .pt files themselves are never rewritten by this translation.
+
 Before running, every parameter gets a small noise keyed by its name (so zero-initialised heads
 and gate output layers carry signal and the Q / gate / halting paths are exercised), and the
 puzzle-embedding table is filled with keyed noise.
@@ -57,16 +71,15 @@ PERTURB_STD = 0.02
 PUZZLE_EMB_STD = 0.25
 LM_GATE_SCALE = 0.75  # gate_scale(step=4, warmup_steps=2, ramp_steps=4) of hrm_ray.train.gate_schedule
 
-# Puzzle: arch name -> preset it starts from (as hrm_ray.train.puzzle_task.ARCHS).
-PUZZLE_PRESETS = {"hrm_v1": "hrm_v1", "hrm_v1_gated": "hrm_v1_gated", "transformer_baseline": "hrm_v1"}
-PUZZLE_OVERRIDES = dict(vocab_size=11, seq_len=12, num_puzzle_identifiers=5, puzzle_emb_ndim=12, hidden_size=8,
-                        num_heads=2, expansion=2.0, H_layers=1, L_layers=1, H_cycles=2, L_cycles=2,
+# Puzzle: the model names of the cases (registry names: presets of hrm_act_v1, or a family).
+PUZZLE_OVERRIDES = dict(vocab_size=11, seq_len=12, num_puzzle_identifiers=5, puzzle_emb_ndim=12, d_model=8,
+                        n_heads=2, mlp_ratio=2.0, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2,
                         halt_max_steps=3, halt_exploration_prob=0.5)
 PUZZLE_BATCH, PUZZLE_TRAIN_SEGMENTS = 4, 4
 
 LM_OVERRIDES = {"vocab_size": 40, "d_model": 16, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1,
                 "mlp_ratio": 2.0, "mamba.d_state": 8, "mamba.headdim": 16, "mamba.chunk_size": 4,
-                "hrm.h_cycles": 3, "hrm.l_steps": 2, "hrm.deep_supervision": True, "hrm.ds_weight": 0.3,
+                "hrm.h_cycles": 3, "hrm.l_cycles": 2, "hrm.deep_supervision": True, "hrm.ds_weight": 0.3,
                 "hrm.use_halting": True, "hrm.halting_weight": 0.5, "hrm.halt_target": 0.2,
                 "bridge.prefix_tokens": 2}
 LM_GENERATE_TOKENS = 6
@@ -104,6 +117,65 @@ def names(model: torch.nn.Module) -> dict[str, list[str]]:
     return {"param_names": [n for n, _ in model.named_parameters()], "state_dict_keys": list(model.state_dict())}
 
 
+# --------------------------------------------------------------------------- configs through the registry
+
+
+def translate(config_class: type, recorded: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A recorded (nested) config -> {dotted field path: value}, old names mapped through ALIASES."""
+    out: dict[str, Any] = {}
+    for key, value in recorded.items():
+        path = prefix + key
+        if isinstance(value, dict):
+            out.update(translate(config_class, value, path + "."))
+        else:
+            out[path] = value
+    fields = _field_paths(config_class)
+    aliases = config_class.ALIASES
+    translated = {}
+    for path, value in out.items():
+        target = path if path in fields else aliases.get(path, aliases.get(path.rpartition(".")[2]))
+        if target not in fields:
+            raise KeyError(f"{config_class.__name__} has no field or alias {path} (recorded in the golden config)")
+        translated[target] = value
+    return translated
+
+
+def _field_paths(config_class: type, prefix: str = "") -> set[str]:
+    paths = set()
+    for f in dataclasses.fields(config_class):
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            paths |= _field_paths(f.default_factory, prefix + f.name + ".")
+        else:
+            paths.add(prefix + f.name)
+    return paths
+
+
+def model_config(name: str, values: dict[str, Any]):
+    """registry.default_config(name) with {dotted path: value} set on it."""
+    from hrm_ray.models import registry
+
+    cfg = registry.default_config(name)
+    for path, value in values.items():
+        parent = cfg
+        *sections, leaf = path.split(".")
+        for section in sections:
+            parent = getattr(parent, section)
+        setattr(parent, leaf, value)
+    return cfg
+
+
+def case_config(case: dict[str, Any]):
+    """The model config of a recorded case (any field spelling), built through the registry."""
+    from hrm_ray.models import registry
+
+    name = case["arch"] if case["kind"] == "puzzle" else "hrm_lm"
+    values = translate(registry.resolve(name)[0].config_class, case["config"])
+    values.pop("name", None)
+    if case["kind"] == "puzzle":
+        values["loss_type"] = case["loss_type"]
+    return model_config(name, values)
+
+
 # --------------------------------------------------------------------------- puzzle HRM (ACT v1)
 
 
@@ -116,21 +188,15 @@ def puzzle_batch(c: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
             "puzzle_identifiers": torch.randint(0, c["num_puzzle_identifiers"], (PUZZLE_BATCH,), generator=g)}
 
 
-def puzzle_model(arch: str, config: dict[str, Any]) -> torch.nn.Module:
-    from hrm_ray.models.puzzle import HRMACTv1, preset
-    from hrm_ray.models.puzzle.baseline import PuzzleTransformer
-
-    classes = {"hrm_v1": HRMACTv1, "hrm_v1_gated": HRMACTv1, "transformer_baseline": PuzzleTransformer}
-    return classes[arch](preset(PUZZLE_PRESETS[arch], **config))
-
-
 def compute_puzzle(case: dict[str, Any]) -> dict[str, Any]:
-    from hrm_ray.models.puzzle import ACTLossHead
+    from hrm_ray.models.hrm_act_v1 import ACTLossHead
+    from hrm_ray.models.registry import build_model
 
-    seed, config = case["seed"], case["config"]
+    seed, cfg = case["seed"], case_config(case)
+    config = dataclasses.asdict(cfg)
     torch.manual_seed(seed)
-    model = puzzle_model(case["arch"], config)
-    head = ACTLossHead(model, loss_type=case["loss_type"])
+    model = build_model(cfg)
+    head = ACTLossHead(model, loss_type=cfg.loss_type)
     perturb(model, seed)
     if model.puzzle_emb is not None:
         with torch.no_grad():
@@ -172,33 +238,13 @@ def compute_puzzle(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def puzzle_case(arch: str, seed: int) -> dict[str, Any]:
-    from hrm_ray.models.puzzle import preset
+    from hrm_ray.models.registry import default_config
 
-    full = dataclasses.asdict(preset(PUZZLE_PRESETS[arch], **PUZZLE_OVERRIDES))
-    return {"kind": "puzzle", "arch": arch, "loss_type": "stablemax_cross_entropy", "seed": seed, "config": full}
+    full = dataclasses.asdict(default_config(arch, **PUZZLE_OVERRIDES))
+    return {"kind": "puzzle", "arch": arch, "loss_type": full["loss_type"], "seed": seed, "config": full}
 
 
 # --------------------------------------------------------------------------- HRM x LM
-
-
-def lm_config(config: dict[str, Any]):
-    """ModelConfig from its plain dict; every key must still be a field (no silent drops)."""
-    from hrm_ray.config import ModelConfig
-
-    cfg = ModelConfig()
-
-    def fill(obj: Any, values: dict[str, Any], path: str) -> None:
-        fields = {f.name for f in dataclasses.fields(obj)}
-        for key, value in values.items():
-            if key not in fields:
-                raise KeyError(f"ModelConfig has no field {path}{key} (recorded in the golden config)")
-            if isinstance(value, dict):
-                fill(getattr(obj, key), value, f"{path}{key}.")
-            else:
-                setattr(obj, key, value)
-
-    fill(cfg, config, "")
-    return cfg
 
 
 def lm_batch(vocab: int, seed: int) -> dict[str, torch.Tensor]:
@@ -217,13 +263,13 @@ def lm_batch(vocab: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def compute_lm(case: dict[str, Any]) -> dict[str, Any]:
-    from hrm_ray.models import HRMLanguageModel
+    from hrm_ray.models.registry import build_model
 
-    seed, scale = case["seed"], case["gate_scale"]
+    seed, scale, cfg = case["seed"], case["gate_scale"], case_config(case)
     torch.manual_seed(seed)
-    model = HRMLanguageModel(lm_config(case["config"]))
+    model = build_model(cfg)
     perturb(model, seed)
-    batch = lm_batch(case["config"]["vocab_size"], seed + 100)
+    batch = lm_batch(cfg.vocab_size, seed + 100)
     out: dict[str, Any] = {}
 
     model.train()
@@ -248,11 +294,7 @@ def compute_lm(case: dict[str, Any]) -> dict[str, Any]:
 
 
 def lm_case(backend: str, bridge: str, seed: int) -> dict[str, Any]:
-    overrides = {**LM_OVERRIDES, "encoder_backend": backend, "bridge.mode": bridge}
-    cfg = lm_config({})
-    for key, value in overrides.items():
-        section, _, name = key.rpartition(".")
-        setattr(getattr(cfg, section) if section else cfg, name, value)
+    cfg = model_config("hrm_lm", {**LM_OVERRIDES, "encoder_backend": backend, "bridge.mode": bridge})
     return {"kind": "lm", "seed": seed, "gate_scale": LM_GATE_SCALE, "config": dataclasses.asdict(cfg)}
 
 

@@ -1,5 +1,5 @@
 """HRM core (Wang et al. 2025): a slow high-level state z_H and a fast low-level state z_L over the
-encoder positions. Per cycle, `l_steps` updates z_L <- L(z_L + z_H + x), then z_H <- H(z_H + z_L).
+encoder positions. Per cycle, `l_cycles` updates z_L <- L(z_L + z_H + x), then z_H <- H(z_H + z_L).
 
 One-step gradient: only the last L update and the H update of a supervised cycle carry gradient
 (the paper's 1-step approximation of the fixed-point gradient); every other update runs under
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from hrm_ray.config import ModelConfig
-from hrm_ray.models.layers import Rotary, SelfAttentionBlock, key_mask, padding_positions
+from hrm_ray.models.hrm_lm.blocks import attention_block
+from hrm_ray.models.hrm_lm.config import HRMLMConfig
+from hrm_ray.models.layers import ReasoningModule, Rotary, key_mask, padding_positions
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -22,19 +23,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-class ReasoningModule(nn.Module):
-    """A small post-norm transformer stack: the L or the H module of the HRM."""
-
-    def __init__(self, cfg: ModelConfig, layers: int) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            SelfAttentionBlock(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, cfg.norm_eps, post_norm=True)
-            for _ in range(layers))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, mask, rope)
-        return x
+def reasoning_module(cfg: HRMLMConfig, layers: int) -> ReasoningModule:
+    """The L or the H module: a small post-norm transformer stack."""
+    return ReasoningModule((attention_block(cfg, post_norm=True) for _ in range(layers)), list_name="blocks")
 
 
 @dataclass
@@ -46,13 +37,13 @@ class HRMOutput:
 
 
 class HRMCore(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: HRMLMConfig) -> None:
         super().__init__()
         self.cfg = cfg.hrm
         d = cfg.d_model
         self.rotary = Rotary(d // cfg.n_heads, cfg.rope_theta)
-        self.L = ReasoningModule(cfg, cfg.hrm.l_layers)
-        self.H = ReasoningModule(cfg, cfg.hrm.h_layers)
+        self.L = reasoning_module(cfg, cfg.hrm.l_layers)
+        self.H = reasoning_module(cfg, cfg.hrm.h_layers)
         # Fixed random initial states, as in the paper: under the one-step gradient they would get no
         # gradient anyway (and parameters without gradients break DDP).
         self.register_buffer("z_L_init", nn.init.trunc_normal_(torch.empty(d), std=1.0, a=-2.0, b=2.0))
@@ -66,7 +57,7 @@ class HRMCore(nn.Module):
         """x: encoder states [B, S, D], mask [B, S]. `adaptive` (inference, halting on) stops each
         example at the first cycle whose cumulative halting probability reaches `halt_threshold`."""
         h = self.cfg
-        rope = self.rotary.cos_sin(padding_positions(mask), x.dtype)
+        rope = self.rotary.cos_sin(padding_positions(mask))
         attn_mask = key_mask(mask)
         z_L = self.z_L_init.to(x.dtype).expand_as(x)
         z_H = self.z_H_init.to(x.dtype).expand_as(x)
@@ -80,11 +71,13 @@ class HRMCore(nn.Module):
             supervised = h.deep_supervision or cycle == h.h_cycles - 1
             if h.deep_supervision:
                 z_L, z_H = z_L.detach(), z_H.detach()
-            for step in range(h.l_steps):
-                with torch.set_grad_enabled(self._grad(supervised and step == h.l_steps - 1)):
-                    z_L = self.L(z_L + z_H + x, attn_mask, rope)
+            # The carried states are summed here, not inside the (possibly compiled) module: the initial
+            # states are broadcast views, and a compiled module would recompile on their strides.
+            for step in range(h.l_cycles):
+                with torch.set_grad_enabled(self._grad(supervised and step == h.l_cycles - 1)):
+                    z_L = self.L(z_L + z_H, x, rope=rope, mask=attn_mask)
             with torch.set_grad_enabled(self._grad(supervised)):
-                z_H = self.H(z_H + z_L, attn_mask, rope)
+                z_H = self.H(z_H + z_L, rope=rope, mask=attn_mask)
             states.append(z_H)
             if self.halt_head is not None:
                 probs.append(self.halting_prob(z_H, mask))

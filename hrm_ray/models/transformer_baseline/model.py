@@ -1,5 +1,5 @@
 """The plain-transformer baseline of the puzzle HRM: the same embeddings, heads and number of blocks
-(H_layers + L_layers post-norm blocks, applied once), without the H/L recurrence and without ACT.
+(h_layers + l_layers post-norm blocks, applied once), without the H/L recurrence and without ACT.
 
 It speaks the HRMACTv1 interface (initial_carry, forward(carry, batch) -> (carry, outputs)), so
 ACTLossHead, the trainer and the evaluation run it unchanged: every slot halts after one segment.
@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from hrm_ray.models.puzzle.act_v1 import Batch, HRMInner, ReasoningModule
-from hrm_ray.models.puzzle.config import HRMACTv1Config
-from hrm_ray.models.puzzle.layers import PuzzleEmbedding, puzzle_embeddings
+from hrm_ray.models.hrm_act_v1.model import Batch, HRMInner, reasoning_module
+from hrm_ray.models.hrm_act_v1.puzzle_embedding import PuzzleEmbedding, puzzle_embeddings
+from hrm_ray.models.transformer_baseline.config import TransformerBaselineConfig
 
 
 @dataclass
@@ -25,25 +25,25 @@ class SingleStepCarry:
 
 
 class BaselineInner(HRMInner):
-    """HRMInner's embeddings and heads around one stack of H_layers + L_layers blocks."""
+    """HRMInner's embeddings and heads around one stack of h_layers + l_layers blocks.
 
-    def __init__(self, config: HRMACTv1Config) -> None:
+    HRMInner builds its H and L modules first and they are dropped: the random draws of construction,
+    and so the initial weights at a given seed, stay those of the HRM's."""
+
+    def __init__(self, config: TransformerBaselineConfig) -> None:
         super().__init__(replace(config, use_gating=False))
         del self.H_level, self.L_level, self.H_init, self.L_init
-        self.layers = ReasoningModule(self.config, config.H_layers + config.L_layers)
+        self.layers = reasoning_module(self.config, config.h_layers + config.l_layers)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        cos_sin = self.rotary() if self.config.pos_encodings == "rope" else None
         x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
-        h = x
-        for layer in self.layers.layers:
-            h = layer(h, cos_sin)
+        h = self.layers.run(x, rope=self.rope(x.device))
         q = self.q_head(h[:, 0]).float()
         return self.lm_head(h)[:, self.prefix_len:], (q[..., 0], q[..., 1])
 
 
 class PuzzleTransformer(nn.Module):
-    def __init__(self, config: HRMACTv1Config) -> None:
+    def __init__(self, config: TransformerBaselineConfig) -> None:
         super().__init__()
         self.config = config.validate()
         self.inner = BaselineInner(config)

@@ -1,21 +1,7 @@
-"""HRM diagnostics as 0-dim tensors (no host sync): the trainer aggregates them per log window."""
+"""HRM halting diagnostics as 0-dim tensors (no host sync): the trainer aggregates them per log window."""
 from __future__ import annotations
 
 import torch
-
-SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9
-
-
-def gate_stats(gate: torch.Tensor) -> dict[str, torch.Tensor]:
-    """gate: [B] effective gate (g times the gate scale)."""
-    gate = gate.detach().float()
-    return {
-        "gate_mean": gate.mean(),
-        "gate_min": gate.min(),
-        "gate_max": gate.max(),
-        "gate_sat_low": (gate < SATURATION_LOW).float().mean(),
-        "gate_sat_high": (gate > SATURATION_HIGH).float().mean(),
-    }
 
 
 def halting_cycles(halt_probs: torch.Tensor, threshold: float) -> torch.Tensor:

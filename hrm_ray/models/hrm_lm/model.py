@@ -1,7 +1,7 @@
 """HRM x LM hybrid: prompt encoder -> HRM core -> gated bridge -> causal decoder with a tied LM head.
 
     E      = Encoder(embed(encoder_ids))                      prompt states, padding masked
-    z_H    = HRM(E)                                            h_cycles x (l_steps L-updates, 1 H-update)
+    z_H    = HRM(E)                                            h_cycles x (l_cycles L-updates, 1 H-update)
     memory = Bridge(E, z_H, g * gate_scale)                    residual or gated prefix
     logits = lm_head(Decoder(embed(decoder_input_ids), memory))
 
@@ -16,13 +16,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hrm_ray.config import ModelConfig
-from hrm_ray.models.bridge import Bridge, memory_bias
-from hrm_ray.models.decoder import Decoder
-from hrm_ray.models.diagnostics import gate_stats, halt_stats
-from hrm_ray.models.encoder import Encoder
-from hrm_ray.models.hrm_core import HRMCore
-from hrm_ray.models.sampling import next_token
+from hrm_ray.models.hrm_lm.bridge import Bridge, memory_bias
+from hrm_ray.models.hrm_lm.config import HRMLMConfig
+from hrm_ray.models.hrm_lm.decoder import Decoder
+from hrm_ray.models.hrm_lm.diagnostics import halt_stats
+from hrm_ray.models.hrm_lm.encoder import Encoder
+from hrm_ray.models.hrm_lm.hrm_core import HRMCore
+from hrm_ray.models.hrm_lm.sampling import next_token
+from hrm_ray.models.layers import bridge_gate_stats
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -45,13 +46,9 @@ class GenerationResult:
 
 
 class HRMLanguageModel(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: HRMLMConfig) -> None:
         super().__init__()
-        if cfg.vocab_size <= 0:
-            raise ValueError(f"model.vocab_size must be > 0 (set it from the tokenizer), got {cfg.vocab_size}")
-        if cfg.d_model % cfg.n_heads:
-            raise ValueError(f"model.d_model ({cfg.d_model}) must be divisible by model.n_heads ({cfg.n_heads})")
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.encoder = Encoder(cfg)
         self.hrm = HRMCore(cfg) if cfg.hrm.enabled else None
@@ -107,7 +104,7 @@ class HRMLanguageModel(nn.Module):
                                       labels, num_tokens) for z in thought.z_H[:-1]]
             losses["deep_supervision"] = torch.stack(per_cycle).mean() if per_cycle else ce.new_zeros(())
             loss = loss + h.ds_weight * losses["deep_supervision"]
-        diagnostics = {**gate_stats(gate_eff), "gate_raw_mean": gate.detach().mean()}
+        diagnostics = {**bridge_gate_stats(gate_eff), "gate_raw_mean": gate.detach().mean()}
         if thought.halt_probs is not None:
             halt_sum = thought.halt_probs.sum(-1)
             losses["halting"] = (h.halting_weight * gate_eff.detach().mean()

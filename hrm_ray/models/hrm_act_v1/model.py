@@ -1,7 +1,7 @@
 """HRM ACT v1, the paper's puzzle model: two recurrent transformer modules with Q-learned halting.
 
-A segment runs H_cycles x L_cycles updates on sequence-aligned states
-    z_L <- L(z_L + z_H + x)   (L_cycles times per cycle),   z_H <- H(z_H + z_L),
+A segment runs h_cycles x l_cycles updates on sequence-aligned states
+    z_L <- L(z_L + (z_H + x))   (l_cycles times per cycle),   z_H <- H(z_H + z_L),
 then decodes z_H. Only the last L and H update carry gradient (one-step gradient), or the whole
 last H cycle when one_step_grad=False. The carry is detached between segments and kept across
 batches: a slot that halts is reset and refilled with the next example of the incoming batch.
@@ -12,20 +12,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrm_ray.models.puzzle.config import HRMACTv1Config
-from hrm_ray.models.puzzle.gating import InjectionGate, gate_stats
-from hrm_ray.models.puzzle.layers import (
+from hrm_ray.models.hrm_act_v1.config import HRMACTv1Config
+from hrm_ray.models.hrm_act_v1.puzzle_embedding import PuzzleEmbedding, puzzle_embeddings
+from hrm_ray.models.layers import (
+    Attention,
     CosSin,
-    Linear,
-    PostNormBlock,
-    PuzzleEmbedding,
-    RotaryEmbedding,
-    puzzle_embeddings,
+    InjectionGate,
+    LeCunLinear,
+    ReasoningModule,
+    RMSNorm,
+    Rotary,
+    SelfAttentionBlock,
+    SwiGLU,
+    hrm_paper_width,
+    injection_gate_stats,
     trunc_normal_,
 )
 
@@ -46,20 +52,18 @@ class ACTCarry:
     current_data: Batch              # the example each slot works on
 
 
-class ReasoningModule(nn.Module):
-    """A stack of post-norm blocks applied to state + injection."""
+def paper_block(c: HRMACTv1Config) -> SelfAttentionBlock:
+    """The paper's post-norm block: fused qkv, LeCun init, parameter-free norms, SwiGLU in multiples of 256."""
+    return SelfAttentionBlock(
+        Attention(c.d_model, c.n_heads, fused_qkv=True, linear=LeCunLinear),
+        SwiGLU(c.d_model, hrm_paper_width(c.d_model, c.mlp_ratio), linear=LeCunLinear),
+        norm=partial(RMSNorm, c.d_model, c.norm_eps, weight=False),
+        post_norm=True,
+    )
 
-    def __init__(self, config: HRMACTv1Config, num_layers: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(
-            PostNormBlock(config.hidden_size, config.num_heads, config.expansion, config.rms_norm_eps)
-            for _ in range(num_layers))
 
-    def forward(self, state: torch.Tensor, injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        h = state + injection
-        for layer in self.layers:
-            h = layer(h, cos_sin)
-        return h
+def reasoning_module(c: HRMACTv1Config, layers: int) -> ReasoningModule:
+    return ReasoningModule((paper_block(c) for _ in range(layers)), list_name="layers")
 
 
 class HRMInner(nn.Module):
@@ -68,90 +72,98 @@ class HRMInner(nn.Module):
     def __init__(self, config: HRMACTv1Config) -> None:
         super().__init__()
         self.config = c = config
-        self.embed_scale = math.sqrt(c.hidden_size)
+        self.embed_scale = math.sqrt(c.d_model)
         embed_std = 1.0 / self.embed_scale
         self.prefix_len = c.puzzle_emb_len
-        total_len = c.seq_len + self.prefix_len
+        self.total_len = c.seq_len + self.prefix_len
 
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
         trunc_normal_(self.embed_tokens.weight, embed_std)
         self.puzzle_emb = PuzzleEmbedding(c.num_puzzle_identifiers, c.puzzle_emb_ndim) if c.puzzle_emb_ndim else None
         if c.pos_encodings == "rope":
-            self.rotary = RotaryEmbedding(c.hidden_size // c.num_heads, total_len, c.rope_theta)
+            self.rotary = Rotary(c.d_model // c.n_heads, c.rope_theta)
         else:
-            self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(total_len, c.hidden_size), embed_std))
+            self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(self.total_len, c.d_model), embed_std))
 
-        self.H_level = ReasoningModule(c, c.H_layers)
-        self.L_level = ReasoningModule(c, c.L_layers)
-        self.register_buffer("H_init", trunc_normal_(torch.empty(c.hidden_size), 1.0), persistent=True)
-        self.register_buffer("L_init", trunc_normal_(torch.empty(c.hidden_size), 1.0), persistent=True)
+        self.H_level = reasoning_module(c, c.h_layers)
+        self.L_level = reasoning_module(c, c.l_layers)
+        self.register_buffer("H_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
+        self.register_buffer("L_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
         if c.use_gating:
-            self.L_gate = InjectionGate(c.hidden_size, c.gate_hidden_ratio, c.gate_init_bias)
-            self.H_gate = InjectionGate(c.hidden_size, c.gate_hidden_ratio, c.gate_init_bias)
+            self.L_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
+            self.H_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
 
-        self.lm_head = Linear(c.hidden_size, c.vocab_size, bias=False)
-        self.q_head = Linear(c.hidden_size, 2, bias=True)
+        self.lm_head = LeCunLinear(c.d_model, c.vocab_size, bias=False)
+        self.q_head = LeCunLinear(c.d_model, 2, bias=True)
         with torch.no_grad():  # Q starts near "never halt" so bootstrapping begins from long segments
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)
+
+    def rope(self, device: torch.device) -> CosSin | None:
+        """The fixed RoPE table of positions 0..P+L-1, or None with learned positions."""
+        if self.config.pos_encodings != "rope":
+            return None
+        return self.rotary.cos_sin(torch.arange(self.total_len, device=device))
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
         emb = self.embed_tokens(inputs)
         if self.puzzle_emb is not None:
             p = self.puzzle_emb(puzzle_identifiers).to(emb.dtype)
-            p = F.pad(p, (0, self.prefix_len * self.config.hidden_size - p.shape[-1]))
-            emb = torch.cat((p.view(-1, self.prefix_len, self.config.hidden_size), emb), dim=1)
+            p = F.pad(p, (0, self.prefix_len * self.config.d_model - p.shape[-1]))
+            emb = torch.cat((p.view(-1, self.prefix_len, self.config.d_model), emb), dim=1)
         if self.config.pos_encodings == "learned":
             emb = 0.707106781 * (emb + self.embed_pos)  # keeps the forward variance
         return self.embed_scale * emb
 
     def empty_carry(self, batch_size: int, device: torch.device) -> InnerCarry:
-        shape = (batch_size, self.config.seq_len + self.prefix_len, self.config.hidden_size)
+        shape = (batch_size, self.total_len, self.config.d_model)
         return InnerCarry(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
 
     def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
         r = reset.view(-1, 1, 1)
         return InnerCarry(torch.where(r, self.H_init, carry.z_H), torch.where(r, self.L_init, carry.z_L))
 
-    def _step_L(self, z_L, z_H, x, cos_sin, stats: dict | None):
+    def _step_L(self, z_L: torch.Tensor, z_H: torch.Tensor, x: torch.Tensor, rope: CosSin | None,
+                stats: dict | None) -> torch.Tensor:
         injection = z_H + x
         if not self.config.use_gating:
-            return self.L_level(z_L, injection, cos_sin)
+            return self.L_level(z_L, injection, rope=rope)
         g = self.L_gate(z_L, z_H, x)
-        new = self.L_level(z_L, g * injection, cos_sin)
+        new = self.L_level(z_L, g * injection, rope=rope)
         if stats is not None:
-            stats.update(gate_stats("L", g, injection, new - z_L))
+            stats.update(injection_gate_stats("L", g, injection, new - z_L))
         return new
 
-    def _step_H(self, z_H, z_L, x, cos_sin, stats: dict | None):
+    def _step_H(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, rope: CosSin | None,
+                stats: dict | None) -> torch.Tensor:
         if not self.config.use_gating:
-            return self.H_level(z_H, z_L, cos_sin)
+            return self.H_level(z_H, z_L, rope=rope)
         g = self.H_gate(z_H, z_L, x)
-        new = self.H_level(z_H, g * z_L, cos_sin)
+        new = self.H_level(z_H, g * z_L, rope=rope)
         if stats is not None:
-            stats.update(gate_stats("H", g, z_L, new - z_H))
+            stats.update(injection_gate_stats("H", g, z_L, new - z_H))
         return new
 
     def forward(self, carry: InnerCarry, batch: Batch
                 ) -> tuple[InnerCarry, torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
         c = self.config
-        cos_sin = self.rotary() if c.pos_encodings == "rope" else None
         x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
-        last_h, last_l = c.H_cycles - 1, c.L_cycles - 1
+        rope = self.rope(x.device)
+        last_h, last_l = c.h_cycles - 1, c.l_cycles - 1
         z_H, z_L = carry.z_H, carry.z_L
 
         with torch.no_grad():
-            for h in range(c.H_cycles):
-                for l_step in range(c.L_cycles):
+            for h in range(c.h_cycles):
+                for l_step in range(c.l_cycles):
                     if h < last_h or (c.one_step_grad and l_step < last_l):
-                        z_L = self._step_L(z_L, z_H, x, cos_sin, None)
+                        z_L = self._step_L(z_L, z_H, x, rope, None)
                 if h < last_h:
-                    z_H = self._step_H(z_H, z_L, x, cos_sin, None)
+                    z_H = self._step_H(z_H, z_L, x, rope, None)
 
         stats: dict[str, torch.Tensor] = {}
-        for _ in range(1 if c.one_step_grad else c.L_cycles):
-            z_L = self._step_L(z_L, z_H, x, cos_sin, stats)
-        z_H = self._step_H(z_H, z_L, x, cos_sin, stats)
+        for _ in range(1 if c.one_step_grad else c.l_cycles):
+            z_L = self._step_L(z_L, z_H, x, rope, stats)
+        z_H = self._step_H(z_H, z_L, x, rope, stats)
 
         logits = self.lm_head(z_H)[:, self.prefix_len:]
         q = self.q_head(z_H[:, 0]).float()

@@ -74,8 +74,9 @@ def evaluate_model(loaded: LoadedModel, dataset: str = SYNTHETIC, max_samples: i
     else:
         from hrm_ray.data.ray_env import ensure_ray
 
-        ensure_ray()
-        ctx.shards["val"] = task.ray_datasets()["val"]
+        if task.needs_ray_data():  # a mixture (or a run with workers): Ray Data reads it; else its files directly
+            ensure_ray()
+            ctx.shards["val"] = task.ray_datasets()["val"]
         batches = task.val_batches(ctx)
     with torch.no_grad():
         metrics = evaluate_batches(loaded.model, task, batches, trained_step(loaded), device, None)

@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn as nn
 
-from hrm_ray.config import ModelConfig
-from hrm_ray.models.hrm_core import masked_mean
+from hrm_ray.models.hrm_lm.config import HRMLMConfig
+from hrm_ray.models.hrm_lm.hrm_core import masked_mean
 
 
 def memory_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -24,7 +24,7 @@ def memory_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class Gate(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: HRMLMConfig) -> None:
         super().__init__()
         hidden = max(1, round(cfg.bridge.gate_hidden_ratio * cfg.d_model))
         self.net = nn.Sequential(nn.Linear(2 * cfg.d_model, hidden), nn.SiLU(), nn.Linear(hidden, 1))
@@ -39,7 +39,7 @@ class Gate(nn.Module):
 
 
 class Bridge(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: HRMLMConfig) -> None:
         super().__init__()
         self.mode = cfg.bridge.mode
         d = cfg.d_model

@@ -6,9 +6,10 @@ import logging
 import torch
 import torch.nn as nn
 
-from hrm_ray.config import ModelConfig
-from hrm_ray.models.layers import RMSNorm, Rotary, SelfAttentionBlock, SwiGLU, key_mask, padding_positions
-from hrm_ray.models.mamba2 import Mamba2
+from hrm_ray.models.hrm_lm.blocks import attention_block
+from hrm_ray.models.hrm_lm.config import HRMLMConfig
+from hrm_ray.models.hrm_lm.mamba2 import Mamba2
+from hrm_ray.models.layers import RMSNorm, Rotary, SwiGLU, gelu_matched_width, key_mask, padding_positions
 
 logger = logging.getLogger(__name__)
 
@@ -16,13 +17,13 @@ logger = logging.getLogger(__name__)
 class MambaBlock(nn.Module):
     """Pre-norm Mamba2 mixer + residual, then a pre-norm SwiGLU + residual."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: HRMLMConfig) -> None:
         super().__init__()
         m = cfg.mamba
         self.norm1, self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps), RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mixer = Mamba2(cfg.d_model, d_state=m.d_state, d_conv=m.d_conv, expand=m.expand,
                             headdim=m.headdim, chunk_size=m.chunk_size)
-        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio, cfg.dropout)
+        self.mlp = SwiGLU(cfg.d_model, gelu_matched_width(cfg.d_model, cfg.mlp_ratio), cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.mixer(self.norm1(x), mask)
@@ -32,14 +33,12 @@ class MambaBlock(nn.Module):
 class Encoder(nn.Module):
     """Token embeddings [B, S, D] + mask [B, S] -> encoder states E [B, S, D] (pads zeroed)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: HRMLMConfig) -> None:
         super().__init__()
         self.backend = cfg.encoder_backend
         if self.backend == "transformer":
             self.rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.rope_theta)
-            self.blocks = nn.ModuleList(
-                SelfAttentionBlock(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, cfg.norm_eps)
-                for _ in range(cfg.encoder_layers))
+            self.blocks = nn.ModuleList(attention_block(cfg) for _ in range(cfg.encoder_layers))
         elif self.backend == "mamba2":
             self.blocks = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.encoder_layers))
         else:
@@ -59,10 +58,10 @@ class Encoder(nn.Module):
             self._logged_path = self.kernel_path
             logger.info("encoder backend: %s", self._logged_path)
         if self.backend == "transformer":
-            rope = self.rotary.cos_sin(padding_positions(mask), x.dtype)
+            rope = self.rotary.cos_sin(padding_positions(mask))
             attn_mask = key_mask(mask)
             for block in self.blocks:
-                x = block(x, attn_mask, rope)
+                x = block(x, rope=rope, mask=attn_mask)
         else:
             for block in self.blocks:
                 x = block(x, mask)

@@ -1,28 +1,31 @@
-"""Config of the puzzle HRM (ACT v1) and its presets."""
+"""Config of the puzzle HRM (ACT v1, the HRM paper's model) and its named presets."""
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 
 @dataclass
 class HRMACTv1Config:
+    name: str = "hrm_act_v1"
+    loss_type: str = "stablemax_cross_entropy"  # stablemax_cross_entropy | softmax_cross_entropy
+
     # Filled from the dataset's dataset.json.
     vocab_size: int = 0
     seq_len: int = 0
     num_puzzle_identifiers: int = 1
     puzzle_emb_ndim: int = 512          # 0 disables the puzzle embedding prefix
 
-    H_cycles: int = 2
-    L_cycles: int = 2
-    H_layers: int = 4
-    L_layers: int = 4
+    h_cycles: int = 2
+    l_cycles: int = 2
+    h_layers: int = 4
+    l_layers: int = 4
 
-    hidden_size: int = 512
-    expansion: float = 4.0
-    num_heads: int = 8
+    d_model: int = 512
+    mlp_ratio: float = 4.0
+    n_heads: int = 8
     pos_encodings: str = "rope"         # rope | learned
-    rms_norm_eps: float = 1e-5
+    norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
     halt_max_steps: int = 16
@@ -33,10 +36,16 @@ class HRMACTv1Config:
     gate_hidden_ratio: float = 0.25
     gate_init_bias: float = -2.2        # sigmoid(-2.2) ~ 0.1: gates start ~10% open
 
+    # The paper's names -> fields (command-line flags and YAML keys of the HRM paper's configs).
+    ALIASES: ClassVar[dict[str, str]] = {
+        "H_cycles": "h_cycles", "L_cycles": "l_cycles", "H_layers": "h_layers", "L_layers": "l_layers",
+        "hidden_size": "d_model", "num_heads": "n_heads", "expansion": "mlp_ratio", "rms_norm_eps": "norm_eps",
+    }
+
     @property
     def puzzle_emb_len(self) -> int:
-        """Prefix positions the puzzle embedding occupies: ceil(puzzle_emb_ndim / hidden_size)."""
-        return -(self.puzzle_emb_ndim // -self.hidden_size)
+        """Prefix positions the puzzle embedding occupies: ceil(puzzle_emb_ndim / d_model)."""
+        return -(self.puzzle_emb_ndim // -self.d_model)
 
     def validate(self) -> HRMACTv1Config:
         def need(ok: bool, msg: str) -> None:
@@ -46,31 +55,17 @@ class HRMACTv1Config:
         need(self.seq_len > 0, f"seq_len must be positive (take it from dataset.json), got {self.seq_len}")
         need(self.num_puzzle_identifiers > 0, "num_puzzle_identifiers must be positive")
         need(self.puzzle_emb_ndim >= 0, "puzzle_emb_ndim must be >= 0")
-        for k in ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "num_heads", "halt_max_steps"):
+        for k in ("h_cycles", "l_cycles", "h_layers", "l_layers", "d_model", "n_heads", "halt_max_steps"):
             need(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
-        need(self.hidden_size % self.num_heads == 0,
-             f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        need(self.d_model % self.n_heads == 0, f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
         need(self.pos_encodings in ("rope", "learned"), f"pos_encodings must be rope or learned, got {self.pos_encodings!r}")
         need(0.0 <= self.halt_exploration_prob <= 1.0, "halt_exploration_prob must be in [0, 1]")
         need(self.gate_hidden_ratio > 0, "gate_hidden_ratio must be positive")
         return self
 
 
-PRESETS: dict[str, HRMACTv1Config] = {
-    "hrm_v1": HRMACTv1Config(),
-    "hrm_v1_gated": HRMACTv1Config(use_gating=True),
+# Named presets of this family: preset name -> field values over the defaults (hrm_ray.models.registry).
+PRESETS: dict[str, dict[str, Any]] = {
+    "hrm_v1": {},
+    "hrm_v1_gated": {"use_gating": True},
 }
-
-
-def preset(name: str, **overrides) -> HRMACTv1Config:
-    """A preset with field overrides; unknown names and fields are errors with a suggestion."""
-    if name not in PRESETS:
-        hint = difflib.get_close_matches(name, PRESETS, n=1)
-        raise ValueError(f"unknown arch {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                         + f"; choose from {', '.join(PRESETS)}")
-    names = {f.name for f in fields(HRMACTv1Config)}
-    for key in overrides:
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            raise ValueError(f"unknown arch field {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,66 @@
+"""Config of the HRM x LM hybrid (`hrm_lm`): the model section with its encoder, HRM and bridge parts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+@dataclass
+class MambaConfig:
+    d_state: int = 64
+    d_conv: int = 4
+    expand: int = 2
+    headdim: int = 32
+    chunk_size: int = 64
+
+
+@dataclass
+class HRMConfig:
+    enabled: bool = True
+    h_cycles: int = 2
+    l_cycles: int = 2                   # L-updates per H-cycle
+    h_layers: int = 1
+    l_layers: int = 1
+    one_step_grad: bool = True
+    deep_supervision: bool = False
+    ds_weight: float = 0.1
+    use_halting: bool = False
+    halting_weight: float = 0.005
+    halt_target: float = 1.0
+    halt_threshold: float = 0.5
+
+
+@dataclass
+class BridgeConfig:
+    mode: str = "residual"              # residual | prefix
+    prefix_tokens: int = 4
+    gate_init_bias: float = -2.2
+    gate_hidden_ratio: float = 0.25
+
+
+@dataclass
+class HRMLMConfig:
+    name: str = "hrm_lm"
+    vocab_size: int = 0                 # set from the tokenizer
+    d_model: int = 256
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    encoder_backend: str = "transformer"  # transformer | mamba2
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    mamba: MambaConfig = field(default_factory=MambaConfig)
+    hrm: HRMConfig = field(default_factory=HRMConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+
+    # Former names -> dotted field paths in this config (command-line flags and YAML keys of old runs).
+    ALIASES: ClassVar[dict[str, str]] = {"l_steps": "hrm.l_cycles"}
+
+    def validate(self) -> HRMLMConfig:
+        if self.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size must be > 0 (set it from the tokenizer), got {self.vocab_size}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        return self

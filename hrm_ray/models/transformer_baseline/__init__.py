@@ -1,0 +1,5 @@
+"""The plain-transformer baseline of the puzzle HRM (`transformer_baseline`)."""
+from hrm_ray.models.transformer_baseline.config import TransformerBaselineConfig
+from hrm_ray.models.transformer_baseline.model import PuzzleTransformer, SingleStepCarry
+
+__all__ = ["PuzzleTransformer", "SingleStepCarry", "TransformerBaselineConfig"]

@@ -1,0 +1,80 @@
+"""The config a run trains with, resolved once on the driver before anything starts.
+
+`resolve_config(cfg)` returns a new Config (the given one is left as it was) with
+
+  - `--init_from` and the dataset paths absolute (Ray workers and Tune trials run in other directories),
+    checked to exist: each problem a UserError naming the path, before Ray starts or anything is written;
+  - what the data decides: the LM's `model.vocab_size` (its tokenizer / meta.json); the puzzle model's
+    vocab_size, seq_len and num_puzzle_identifiers (dataset.json), the per-worker `train.batch_size`
+    (`global_batch_size` / workers) and, with `train.steps` 0, the steps and `val_every` of `epochs` and
+    `eval_interval`.
+
+It is what the run's config.yaml records and what tasks are built with; tasks never write to it.
+Resolving a resolved config changes nothing (a sweep resolves its base config, each trial again).
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+from hrm_ray.config import Config
+from hrm_ray.errors import UserError
+from hrm_ray.train.checkpoint import find_weights
+from hrm_ray.train.run_files import is_remote
+
+SYNTHETIC = "synthetic"
+
+
+def resolve_config(cfg: Config) -> Config:
+    """A copy of `cfg` with paths absolute and the data-derived fields filled in (see the module doc)."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.train.init_from and not is_remote(cfg.train.init_from):
+        cfg.train.init_from = os.path.abspath(os.path.expanduser(cfg.train.init_from))
+        find_weights(cfg.train.init_from)
+    if cfg.task == "puzzle":
+        resolve_puzzle(cfg)
+    else:
+        resolve_lm(cfg)
+    return cfg
+
+
+def absolute_dataset_spec(spec: str) -> str:
+    """Local dataset paths of a `--dataset` spec (`PATH` or `PATH:WEIGHT,...`) made absolute."""
+    from hrm_ray.data.ingest import parse_dataset_spec
+
+    specs = parse_dataset_spec(spec)
+    paths = [p if is_remote(p) else os.path.abspath(p) for p, _ in specs]
+    if len(specs) == 1 and ":" not in spec.rsplit("/", 1)[-1]:
+        return paths[0]
+    return ",".join(f"{p}:{w:g}" for p, (_, w) in zip(paths, specs, strict=True))
+
+
+def resolve_lm(cfg: Config) -> None:
+    """The LM: `model.vocab_size` from the data (an explicit one must be every dataset's)."""
+    from hrm_ray.train.lm_task import check_data, check_vocab, describe_data
+
+    if cfg.data.dataset != SYNTHETIC:
+        cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
+    check_data(cfg)  # each prepared dataset's meta.json, named in the error
+    data = describe_data(cfg)
+    check_vocab(cfg.model.vocab_size, data.vocab_size, cfg.data.dataset)
+    cfg.model.vocab_size = data.vocab_size
+
+
+def resolve_puzzle(cfg: Config) -> None:
+    """The puzzle families: the model's data fields, the per-worker batch and the schedule in steps."""
+    from hrm_ray.data.puzzles.sampler import local_batch_size
+    from hrm_ray.train.puzzle_task import load_dataset_split, puzzle_schedule, resolve_model
+
+    if cfg.data.dataset not in ("", SYNTHETIC):
+        cfg.data.dataset = os.path.abspath(os.path.expanduser(cfg.data.dataset))
+    meta = load_dataset_split(cfg.data.dataset, "train").metadata
+    load_dataset_split(cfg.data.dataset, cfg.data.test_split)
+    cfg.model = resolve_model(cfg.model, meta)
+    try:
+        cfg.train.batch_size = local_batch_size(cfg.train.global_batch_size, max(1, cfg.ray.num_workers))
+    except ValueError as exc:
+        raise UserError(f"global_batch_size: {exc}") from None
+    schedule = puzzle_schedule(cfg, meta)
+    if cfg.train.steps == 0:
+        cfg.train.steps, cfg.train.val_every = schedule.total_steps, schedule.steps_per_iteration
