@@ -2,7 +2,7 @@
 
 build demo data -> Stage A (gate closed) -> Stage B from Stage A's best (gate opens, halting) -> eval -> report
 
-    python experiments/demo.py                            # runs/demo-stage-a, runs/demo-stage-b, demo_data/
+    python experiments/demo.py                            # ~/hrm-ray/runs/demo-stage-{a,b}, demo_data/
     python experiments/demo.py --a.steps 300 --b.steps 300 --batch_size 16   # per-stage and shared overrides
 """
 from __future__ import annotations

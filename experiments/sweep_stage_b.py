@@ -3,7 +3,7 @@
 
     python experiments/sweep_stage_b.py --profile demo --num_samples 8 --max_concurrent_trials 2
     python experiments/sweep_stage_b.py --profile gpu --num_samples 16 --max_t 4000 --reduction_factor 4
-    python experiments/stage_b.py --config runs/sweeps/stage-b/best_config.yaml   # train the winner
+    python experiments/stage_b.py --config ~/hrm-ray/runs/sweeps/stage-b/best_config.yaml   # train the winner
 
 Rerunning with the same --name continues an interrupted sweep (Tuner.restore).
 """

@@ -4,7 +4,7 @@ gate_hidden_ratio, learning_rate). Under --profile demo the demo Sudoku is built
 
     python experiments/sweep_sudoku.py --profile demo --num_samples 8 --max_concurrent_trials 2
     python experiments/sweep_sudoku.py --profile gpu --num_samples 16 data_path=data/sudoku-extreme-1k-aug-1000
-    python experiments/sudoku.py --config runs/sweeps/sudoku-gates/best_config.yaml   # train the winner
+    python experiments/sudoku.py --config ~/hrm-ray/runs/sweeps/sudoku-gates/best_config.yaml   # train the winner
 """
 from __future__ import annotations
 

@@ -63,7 +63,6 @@ class TrainConfig:
     log_steps: int = 10
     mixed_precision: str = "none"
     seed: int = 0
-    save_dir: str = "runs"
     run_name: str = ""
     checkpoint_limit: int = 3
     save_best_model: bool = True
@@ -72,6 +71,9 @@ class TrainConfig:
     hrm_gate_warmup_steps: int = 0
     gate_ramp_steps: int = 0
     init_from: str = ""
+    # Initial-value fields of the model (comma-separated dotted paths, e.g. model.bridge.gate_init_bias) set
+    # again after --init_from loads its weights; a sweep adds the ones it searches over.
+    init_values: str = ""
     max_nonfinite_steps: int = 10
     ema: bool = False                   # evaluate (and keep best-model/ of) an EMA of the weights
     ema_decay: float = 0.999
@@ -137,6 +139,8 @@ PAPER_FLAGS: dict[str, str] = {
     "lr_warmup_steps": "optim.warmup_steps",
     "arch": "model.name",
 }
+# The seed trainer's names of fields that moved: one field each.
+SEED_FLAGS: dict[str, str] = {"save_dir": "ray.storage_path"}
 # Sections of configs saved before the model families shared one `model` section (old runs' config.yaml).
 LEGACY_SECTIONS: dict[str, dict[str, str]] = {
     "puzzle": {"data_path": "data.dataset", "global_batch_size": "train.global_batch_size",
@@ -213,7 +217,7 @@ def aliases_of(cfg: Config) -> dict[str, str]:
     family = {name: f"model.{path}" for name, path in getattr(cfg.model, "ALIASES", {}).items()}
     hydra = {f"arch.{name}": path for name, path in family.items()}  # the paper's `arch.H_cycles=3`
     hydra.update({f"arch.{path[len('model.'):]}": path for path in leaf_paths(cfg) if path.startswith("model.")})
-    return {**family, **hydra, **PAPER_FLAGS}
+    return {**family, **hydra, **SEED_FLAGS, **PAPER_FLAGS}
 
 
 def suggest(name: str, candidates: typing.Iterable[str]) -> str:
@@ -559,9 +563,18 @@ def validate(cfg: Config) -> Config:
         problems.append(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.train.steps == 0 and cfg.train.epochs == 0:
         problems.append("train.steps/train.epochs: one of them must be > 0")
+    known = [f"model.{name}" for name in getattr(cfg.model, "INIT_VALUES", ())]
+    problems += [f"train.init_values: '{path}' is not an initial value of model {cfg.model.name} "
+                 f"({', '.join(known) or 'it has none'}){suggest(path, known)}"
+                 for path in init_value_paths(cfg) if path not in known]
     if problems:
         raise UserError("; ".join(problems))
     return cfg
+
+
+def init_value_paths(cfg: Config) -> list[str]:
+    """The dotted paths `train.init_values` lists."""
+    return [path.strip() for path in cfg.train.init_values.split(",") if path.strip()]
 
 
 def build_config(config_path: str | None, overrides: list[str],
@@ -584,8 +597,15 @@ def from_dict(mapping: dict) -> Config:
 
 
 def upgrade_legacy(mapping: dict) -> dict:
-    """A saved config of the old layout (`task`, the puzzle model in `arch`, puzzle settings in `puzzle`)
-    in today's layout; others unchanged."""
+    """A saved config of the old layout (`task`, the puzzle model in `arch`, puzzle settings in `puzzle`,
+    the storage root in `train.save_dir`) in today's layout; others unchanged."""
+    train = mapping.get("train")
+    if isinstance(train, dict) and "save_dir" in train:
+        train = dict(train)
+        save_dir = train.pop("save_dir")
+        ray = dict(mapping.get("ray") or {})
+        ray["storage_path"] = ray.get("storage_path") or save_dir
+        mapping = {**mapping, "train": train, "ray": ray}
     if "task" not in mapping and "arch" not in mapping and "puzzle" not in mapping:
         return mapping
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in mapping.items()

@@ -22,6 +22,62 @@ def real_data() -> Path:
     return REPO_ROOT / "tests" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_storage(tmp_path_factory) -> Path:
+    """The storage root of every run a test does not place itself ($HRM_RAY_STORAGE; never ~/hrm-ray/runs)."""
+    root = tmp_path_factory.mktemp("storage")
+    os.environ["HRM_RAY_STORAGE"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """An S3-compatible store for the session: `moto_server` on a free loopback port, stopped by its own
+    process group at the end."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint, monkeypatch, request) -> str:
+    """A fresh bucket in the session's moto server, as `s3://NAME`, with the AWS variables set for this test
+    (and for Ray workers started during it)."""
+    import re
+
+    import pyarrow.fs as pafs
+
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_REGION": "us-east-1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    pafs.S3FileSystem(endpoint_override=moto_endpoint, region="us-east-1", allow_bucket_creation=True,
+                      access_key="testing", secret_key="testing").create_dir(bucket)
+    return f"s3://{bucket}"
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A single local Ray instance shared by every test that needs Ray."""

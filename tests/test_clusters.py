@@ -155,3 +155,124 @@ def test_docs_cover_the_workflow() -> None:
                    "RAY_AUTH_MODE=token", "ray get-auth-token", "ray dashboard", "--dashboard-host=127.0.0.1",
                    "HRM_RAY_STORAGE"]:
         assert needle in text, f"docs/clusters.md does not mention {needle!r}"
+
+
+# --- Commands that work as written, capacity that fits, workers that can reach the bucket ---------
+
+DOCUMENTED = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(CLUSTERS.rglob("*.yaml")),
+              *sorted((REPO / "experiments" / "configs").glob("*.yaml"))]
+# A line continued with a backslash, the next line possibly a YAML comment (`#   ...`).
+CONTINUATION = re.compile(r"\\\n\s*#?\s*")
+# `ray job submit [options] -- ENTRYPOINT`, in a code block or an inline code span (which may wrap).
+SUBMIT = re.compile(r"ray job submit\b([^`]{0,300}?)\s--\s([^\n`]*)")
+SHELL_VAR = re.compile(r"\$\{?[A-Za-z_]")
+
+
+def submitted_entrypoints(text: str) -> list[str]:
+    """The entrypoints of the `ray job submit ... -- ENTRYPOINT` commands in `text`."""
+    return [m.group(2) for m in SUBMIT.finditer(CONTINUATION.sub(" ", text))]
+
+
+@pytest.mark.timeout(30)
+def test_entrypoint_scan_catches_an_unexpanded_variable() -> None:
+    text = ("ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\\n"
+            "#       python experiments/stage_b.py --profile cluster --storage_path '$HRM_RAY_STORAGE'\n"
+            "`ray job submit\n--working-dir . -- python x.py --save_dir ${HOME}/runs` and `ray job logs`\n")
+    entrypoints = submitted_entrypoints(text)
+    assert len(entrypoints) == 2 and all(SHELL_VAR.search(e) for e in entrypoints), entrypoints
+
+
+@pytest.mark.timeout(30)
+def test_no_shell_variable_in_submitted_entrypoints() -> None:
+    """Ray quotes each entrypoint argument: a `$VAR` there reaches the job literally, not expanded."""
+    seen = 0
+    for path in DOCUMENTED:
+        for entrypoint in submitted_entrypoints(path.read_text()):
+            seen += 1
+            assert not SHELL_VAR.search(entrypoint), f"{path.relative_to(REPO)}: {entrypoint!r}"
+    assert seen >= 6, "no `ray job submit ... -- python ...` command found: the scan is broken"
+
+
+def _cluster_profiles() -> dict[str, tuple[int, float]]:
+    """config file -> (ray.num_workers, ray.cpus_per_worker) of its GPU `cluster` profile (bases applied)."""
+    from hrm_ray.config import load_yaml
+
+    found = {}
+    for path in sorted((REPO / "experiments" / "configs").glob("*.yaml")):
+        if "cluster" not in (yaml.safe_load(path.read_text()).get("profiles") or {}):
+            continue
+        ray_cfg = load_yaml(path, profile="cluster").ray
+        if ray_cfg.use_gpu:
+            found[path.name] = (ray_cfg.num_workers, ray_cfg.cpus_per_worker)
+    return found
+
+
+def _per_node(gpus: float, cpus: float, cpus_per_worker: float) -> int:
+    """Ray Train workers (1 GPU and `cpus_per_worker` CPUs each) one node or pod holds."""
+    return int(min(gpus, cpus // cpus_per_worker))
+
+
+def _cloud_capacity(config: dict, cpus_per_worker: float, spot_only: bool = False) -> int:
+    """Most workers one worker node type of a launcher YAML holds at its `max_workers`."""
+    best = 0
+    for name, spec in config["available_node_types"].items():
+        if name == config["head_node_type"] or (spot_only and not _is_spot(spec["node_config"])):
+            continue
+        nodes = min(spec["max_workers"], config["max_workers"])
+        best = max(best, nodes * _per_node(spec["resources"]["GPU"], spec["resources"]["CPU"], cpus_per_worker))
+    return best
+
+
+def _kuberay_capacity(doc: dict, cpus_per_worker: float) -> int:
+    """Workers the manifest's GPU worker groups hold at their `maxReplicas`."""
+    cluster = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+    total = 0
+    for group in cluster["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        total += group["maxReplicas"] * _per_node(int(limits["nvidia.com/gpu"]), float(limits["cpu"]),
+                                                  cpus_per_worker)
+    return total
+
+
+def _is_spot(node_config: dict) -> bool:
+    return (node_config.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+            or node_config.get("scheduling", {}).get("provisioningModel") == "SPOT"
+            or node_config.get("scheduling", {}).get("preemptible") is True)
+
+
+@pytest.mark.timeout(60)
+def test_cluster_profiles_fit_the_cluster_files() -> None:
+    """A `cluster` profile asking for more GPU workers than a cluster can start waits for them forever
+    (a RayJob until its deadline); the spot types alone must hold it too (a reclaimed node is replaced)."""
+    profiles = _cluster_profiles()
+    assert {"curriculum.yaml", "stage_b.yaml", "sudoku.yaml"} <= set(profiles)
+    for config_name, (workers, cpus) in profiles.items():
+        for name in ("aws-gpu.yaml", "gcp-gpu.yaml"):
+            config = _load(name)
+            assert _cloud_capacity(config, cpus) >= workers, f"{config_name}: {workers} workers > {name}"
+            assert _cloud_capacity(config, cpus, spot_only=True) >= workers, f"{config_name}: spot in {name}"
+        for name in KUBERAY_YAMLS:
+            assert _kuberay_capacity(_load(name), cpus) >= workers, f"{config_name}: {workers} workers > {name}"
+
+
+@pytest.mark.timeout(30)
+def test_workers_carry_bucket_credentials() -> None:
+    """Ray gives only the head a role (AWS) or a service account (GCP); workers write checkpoints too."""
+    for name, key in (("aws-gpu.yaml", "IamInstanceProfile"), ("gcp-gpu.yaml", "serviceAccounts")):
+        config = _load(name)
+        for node_type, spec in config["available_node_types"].items():
+            if node_type == config["head_node_type"]:
+                continue
+            credential = spec["node_config"].get(key)
+            assert credential, f"{name}: worker type {node_type} has no {key}"
+            if key == "IamInstanceProfile":
+                assert credential.get("Name") or credential.get("Arn"), f"{name}: {node_type}"
+            else:
+                scopes = [s for account in credential for s in account["scopes"]]
+                assert any("devstorage" in s or "cloud-platform" in s for s in scopes), f"{name}: {node_type}"
+    for name in KUBERAY_YAMLS:
+        doc = _load(name)
+        cluster = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+        groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+        for group in groups:
+            assert group["template"]["spec"].get("serviceAccountName"), f"{name}: a pod template has none"

@@ -113,10 +113,11 @@ def test_a_config_saved_before_the_shared_model_section_still_loads():
 
     old = {"task": "puzzle", "arch": {"name": "hrm_v1_gated", "H_cycles": 3, "hidden_size": 64, "num_heads": 4},
            "puzzle": {"data_path": "/d", "global_batch_size": 64, "ema": True, "puzzle_emb_lr": 0.5},
-           "model": {"d_model": 512, "hrm": {"l_steps": 5}}, "train": {"epochs": 7}}
+           "model": {"d_model": 512, "hrm": {"l_steps": 5}}, "train": {"epochs": 7, "save_dir": "/old/runs"}}
     cfg = from_dict(old)
     assert (cfg.model.name, cfg.model.h_cycles, cfg.model.d_model, cfg.data.dataset) == ("hrm_v1_gated", 3, 64, "/d")
     assert (cfg.train.global_batch_size, cfg.train.ema, cfg.optim.puzzle_emb_lr, cfg.train.epochs) == (64, True, 0.5, 7)
+    assert cfg.ray.storage_path == "/old/runs"  # the seed's save_dir is the storage root
     lm = from_dict({"task": "lm", "model": {"d_model": 96, "hrm": {"l_steps": 5}}, "arch": {"name": "hrm_v1"}})
     assert (lm.model.name, lm.model.d_model, lm.model.hrm.l_cycles) == ("hrm_lm", 96, 5)
 

@@ -86,8 +86,9 @@ def test_profiles_size_the_hardware_and_the_cluster_needs_shared_storage(monkeyp
     assert cluster.ray.storage_path == "s3://bucket/hrm-ray"
     assert cluster.train.init_from == "s3://bucket/hrm-ray/stage-a"
     assert stage("b", "cluster", "--storage_path", "gs://other/x").ray.storage_path == "gs://other/x"
-    assert demo.ray.storage_path == ""  # the env var only stands in for the cluster profile
+    assert demo.ray.storage_path == "s3://bucket/hrm-ray"  # the env var is read for every profile
     monkeypatch.delenv(STORAGE_ENV)
+    assert stage("b", "demo").ray.storage_path == str(Path("~/hrm-ray/runs").expanduser())  # never the cwd
     with pytest.raises(UserError, match="--storage_path"):
         stage("b", "cluster")
 

@@ -15,7 +15,7 @@ SEED_FLAGS = {
     "learning_rate": ("optim.learning_rate", "0.002"), "lr_scheduler": ("optim.lr_scheduler", "linear"),
     "lr_min_ratio": ("optim.lr_min_ratio", "0.05"), "warmup_steps": ("optim.warmup_steps", "11"),
     "steps": ("train.steps", "13"), "epochs": ("train.epochs", "3"), "val_every": ("train.val_every", "17"),
-    "save_dir": ("train.save_dir", "somewhere"), "run_name": ("train.run_name", "r"),
+    "save_dir": ("ray.storage_path", "somewhere"), "run_name": ("train.run_name", "r"),
     "checkpoint_limit": ("train.checkpoint_limit", "4"), "save_best_model": ("train.save_best_model", "false"),
     "max_seq_len": ("data.max_seq_len", "64"), "log_steps": ("train.log_steps", "5"),
     "dataset_workers": ("data.dataset_workers", "2"), "mixed_precision": ("train.mixed_precision", "bf16"),
@@ -27,7 +27,7 @@ SEED_FLAGS = {
     "halting_weight": ("model.hrm.halting_weight", "0.01"), "grad_accum_steps": ("train.grad_accum_steps", "2"),
     "gate_ramp_steps": ("train.gate_ramp_steps", "8"), "init_from": ("train.init_from", "runs/a"),
     "num_workers": ("ray.num_workers", "2"), "use_gpu": ("ray.use_gpu", "true"),
-    "storage_path": ("ray.storage_path", "s3://bucket/x"), "max_failures": ("ray.max_failures", "2"),
+    "max_failures": ("ray.max_failures", "2"),
     "seed": ("train.seed", "5"), "wandb": ("train.wandb", "off"), "address": ("ray.address", "ray://h:10001"),
 }
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hrm_ray.commands.tune import build_spec, configure, run
+from hrm_ray.commands.tune import build_spec, configure
 from hrm_ray.config import build_config, from_dict, load_yaml
 from hrm_ray.errors import UserError
 from hrm_ray.train.loop import LoopResult
@@ -213,38 +213,13 @@ def test_sweep_json_round_trips_the_space(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_asha_sweep_writes_trials_best_config_and_report(tune_ray, tmp_path, capsys):
-    args = tune_args(tmp_path, "--name", "tiny", "--steps", "6", "--val_every", "2", "--log_steps", "2",
-                     "--num_samples", "3", "--max_concurrent_trials", "2", "--grace_period", "2",
-                     "--reduction_factor", "2")
-    assert run(args) == 0
-    out = capsys.readouterr().out
-    sweep = tmp_path / "sweeps" / "tiny"
-    rows = [json.loads(x) for x in (sweep / "trials.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
-    for row in rows:
-        assert set(row["params"]) == {GATE_INIT_BIAS, HALTING_WEIGHT, GATE_WARMUP}
-        assert row["status"] == "TERMINATED" and 2 <= row["steps"] <= 6 and math.isfinite(row["best_val_loss"])
-        assert row["history"] and all(step % 2 == 0 for step, _ in row["history"])  # a report per evaluation
-        assert row["stopped_early"] == (max(step for step, _ in row["history"]) < 6)
-        assert (sweep / "runs" / row["trial_id"] / "metrics.jsonl").is_file()  # each trial its own Train run
-    assert any(not r["stopped_early"] for r in rows)  # ASHA always lets the first trial through its rungs
-    best = min(rows, key=lambda r: r["best_val_loss"])
-    assert f"best trial {best['trial_id']}: val loss {best['best_val_loss']:.4f}" in out  # after the table
-    cfg = build_config(str(sweep / "best_config.yaml"), [])  # what stage_b.py --config loads
-    assert cfg.model.bridge.gate_init_bias == pytest.approx(best["params"][GATE_INIT_BIAS])
-    assert cfg.model.hrm.halting_weight == pytest.approx(best["params"][HALTING_WEIGHT])
-    assert cfg.train.hrm_gate_warmup_steps == best["params"][GATE_WARMUP]
-    assert cfg.train.run_name == "tiny-best" and cfg.model.hrm.deep_supervision and cfg.data.dataset == "synthetic"
-    report = (sweep / "report" / "report.md").read_text()
-    assert "trials: 3" in report and (sweep / "report" / "val_loss_trials.png").is_file()
-
-
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
+    """One sweep, interrupted and rerun: its trials, ASHA's decisions, trials.jsonl, best_config.yaml and the
+    report (one Ray sweep in the suite: each costs about a minute on 2 cores)."""
     spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--val_every", "2",
                                 "--log_steps", "1", "--num_samples", "2", "--max_concurrent_trials", "1",
-                                "--scheduler", "fifo"))
+                                "--grace_period", "2", "--reduction_factor", "2"))
     runs = Path(spec.path) / "runs"
     done = threading.Event()
 
@@ -265,13 +240,99 @@ def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
     started = {p.parent.parent.name for p in runs.glob("*/checkpoint_*/state.pt")}
     assert started
 
-    second = run_sweep(build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8")), report=False)
+    second = run_sweep(build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8")))
     assert second.restored and not second.interrupted
-    assert len(second.rows) == 2 and all(r.status == "TERMINATED" and r.steps == 8 for r in second.rows)
+    assert len(second.rows) == 2 and all(r.status == "TERMINATED" and (r.steps == 8 or r.stopped_early)
+                                         for r in second.rows)
     for trial_id in started:  # the Train run resumed from its checkpoint instead of starting over
         records = [json.loads(x) for x in (runs / trial_id / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records if r["split"] == "train"].count(1) == 1
-    assert (Path(spec.path) / "trials.jsonl").is_file() and (Path(spec.path) / "best_config.yaml").is_file()
+        row = next(r for r in second.rows if r.trial_id == trial_id)  # its history from step 2, not the restore
+        assert [s for s, _ in row.history][:2] == [2.0, 4.0]
+    # ASHA's rungs came back with the sweep: its decisions are those of one uninterrupted sweep of these trials
+    assert {r.trial_id: r.stopped_early for r in second.rows} == replay_asha(second.rows, grace=2, max_t=8)
+    state = json.loads((Path(spec.path) / "asha_state.jsonl").read_text())
+    assert all(row.trial_id in state["rungs"][0][-1][1] for row in second.rows)  # everyone reached rung 2
+    check_sweep_outputs(Path(spec.path), second, steps=8)
+
+
+def check_sweep_outputs(sweep: Path, result: SweepResult, steps: int) -> None:
+    """trials.jsonl (a row per trial with its params, history, start values), best_config.yaml, the report."""
+    rows = [json.loads(x) for x in (sweep / "trials.jsonl").read_text().splitlines()]
+    assert len(rows) == len(result.rows) and len({r["trial_id"] for r in rows}) == len(rows)
+    for row in rows:
+        assert set(row["params"]) == {GATE_INIT_BIAS, HALTING_WEIGHT, GATE_WARMUP}
+        assert row["status"] == "TERMINATED" and 2 <= row["steps"] <= steps and math.isfinite(row["best_val_loss"])
+        assert row["history"] and all(step % 2 == 0 for step, _ in row["history"])  # a report per evaluation
+        assert row["stopped_early"] == (max(step for step, _ in row["history"]) < steps)
+        assert (sweep / "runs" / row["trial_id"] / "metrics.jsonl").is_file()  # each trial its own Train run
+        bias = row["params"][GATE_INIT_BIAS]  # the initial value it started from, and the gate it gave at step 0
+        assert row["start"]["gate_init_bias"] == pytest.approx(bias)
+        assert row["start"]["gate_raw_mean"] == pytest.approx(1 / (1 + math.exp(-bias)), abs=2e-3)
+    assert any(not r["stopped_early"] for r in rows)  # ASHA always lets the first trial through its rungs
+    best = min(rows, key=lambda r: r["best_val_loss"])
+    assert result.best is not None and result.best.trial_id == best["trial_id"]
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(results_table(result))
+    assert best["trial_id"] in console.export_text()
+    cfg = build_config(str(sweep / "best_config.yaml"), [])  # what stage_b.py --config loads
+    assert cfg.model.bridge.gate_init_bias == pytest.approx(best["params"][GATE_INIT_BIAS])
+    assert cfg.model.hrm.halting_weight == pytest.approx(best["params"][HALTING_WEIGHT])
+    assert cfg.train.hrm_gate_warmup_steps == best["params"][GATE_WARMUP]
+    assert cfg.train.run_name.endswith("-best") and cfg.model.hrm.deep_supervision and cfg.data.dataset == "synthetic"
+    report = (sweep / "report" / "report.md").read_text()
+    assert f"trials: {len(rows)}" in report and (sweep / "report" / "val_loss_trials.png").is_file()
+
+
+def replay_asha(rows, grace: int, max_t: int, factor: int = 2) -> dict[str, bool]:
+    """Whether ASHA stops each trial when their histories reach it one trial after another (val loss, min)."""
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    bracket, stopped = _Bracket(grace, max_t, factor, 0), {}
+    for row in sorted(rows, key=lambda r: r.trial_id):
+        trial = SimpleNamespace(trial_id=row.trial_id)
+        stopped[row.trial_id] = any(step < max_t and bracket.on_result(trial, step, -loss) == "STOP"
+                                    for step, loss in row.history)
+    return stopped
+
+
+def test_asha_rungs_survive_a_restore(tmp_path):
+    from hrm_ray.tune.asha import PersistentASHA, rung_state
+
+    def asha(sweep: str = "restored") -> PersistentASHA:
+        return PersistentASHA(str(tmp_path / sweep), "runs", time_attr="step", metric="val_loss", mode="min", max_t=8,
+                              grace_period=2, reduction_factor=2)
+
+    trials = [SimpleNamespace(trial_id=t) for t in ("a", "b", "c")]
+    losses = {"a": [1.0, 0.8, 0.7], "b": [0.9, 0.85, 0.6], "c": [1.2, 0.7, 0.65]}
+
+    def feed(scheduler, trial, steps) -> list[str]:
+        return [scheduler.on_trial_result(None, trial, {"step": 2 * (i + 1), "val_loss": losses[trial.trial_id][i]})
+                for i in steps]
+
+    whole = asha("uninterrupted")
+    for trial in trials:
+        whole.on_trial_add(None, trial)
+    uninterrupted = [feed(whole, t, range(3)) for t in trials]
+    first = asha()
+    for trial in trials:
+        first.on_trial_add(None, trial)
+    feed(first, trials[0], range(3))
+    feed(first, trials[1], range(1))  # interrupted here, after b's run logged (not reported) its step 4
+    run = tmp_path / "restored" / "runs" / "b"
+    run.mkdir(parents=True)
+    run.joinpath("metrics.jsonl").write_text("".join(json.dumps({"step": 2 * (i + 1), "split": "val", "loss": v}) + "\n"
+                                                     for i, v in enumerate(losses["b"][:2])))
+    restored = asha()  # Tune's restore: the scheduler as it was at the start, then the trials added again
+    for trial in trials:
+        restored.on_trial_add(None, trial)
+    assert feed(restored, trials[1], range(2, 3)) == ["STOP"] and uninterrupted[1][1] == "STOP"  # cut at step 4
+    assert feed(restored, trials[2], range(3)) == uninterrupted[2]
+    assert rung_state(restored._brackets, restored.stopped) == rung_state(whole._brackets, whole.stopped)
+    saved = json.loads((tmp_path / "restored" / "asha_state.jsonl").read_text())
+    assert [m for m, _ in saved["rungs"][0]] == [8.0, 4.0, 2.0] and "b" in saved["stopped"]
 
 
 def tune_result(trial_id: str, frame: dict[str, list[float]]):

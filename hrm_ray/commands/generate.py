@@ -16,7 +16,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run_name", help="run under --save_dir: its best-model/, else its newest checkpoint")
     source.add_argument("--checkpoint", help="a best-model/ or checkpoint_* directory")
-    parser.add_argument("--save_dir", default="runs", help="where runs live (default: runs)")
+    parser.add_argument("--save_dir", default="", help="where runs live: a directory, s3:// or gs:// (default: "
+                                                       "$HRM_RAY_STORAGE, else ~/hrm-ray/runs)")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     parser.add_argument("--top_k", type=int, default=0, help="0 = off")

@@ -7,7 +7,7 @@ import argparse
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="RUN_OR_SWEEP_DIR",
                         help="a run directory (with metrics.jsonl) or a sweep directory (Ray Tune experiment "
-                             "folder, or one with trials.jsonl)")
+                             "folder, or one with trials.jsonl); a local path, s3:// or gs://")
     parser.add_argument("--out", default=None, help="where to write the report (default: RUN_OR_SWEEP_DIR/report)")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from hrm_ray.config import PAPER_FLAGS, Config, build_config, flag_index, get_value, leaf_paths
+from hrm_ray.config import PAPER_FLAGS, SEED_FLAGS, Config, build_config, flag_index, get_value, leaf_paths
 from hrm_ray.models import registry
 
 
@@ -36,7 +36,7 @@ def add_config_flags(parser: argparse.ArgumentParser, reserved: tuple[str, ...] 
                 parser.add_argument(flag, dest=f"cfg:{flag[2:]}", default=argparse.SUPPRESS, metavar=short.upper(),
                                     help=f"{path} (default: {get_value(cfg, path)})", **extra)
     family_aliases = {k: f"model.{v}" for f in registry.FAMILIES.values() for k, v in f.config_class.ALIASES.items()}
-    for alias, path in {**family_aliases, **PAPER_FLAGS}.items():
+    for alias, path in {**family_aliases, **SEED_FLAGS, **PAPER_FLAGS}.items():
         if f"--{alias}" not in seen and alias not in reserved:
             seen.add(f"--{alias}")
             parser.add_argument(f"--{alias}", dest=f"cfg:{alias}", default=argparse.SUPPRESS, help=f"= {path}")

@@ -13,7 +13,6 @@ Rerunning with the same --name continues an interrupted sweep. experiments/sweep
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 from hrm_ray.commands.train import add_config_flags
 from hrm_ray.config import Config
 from hrm_ray.errors import UserError
-from hrm_ray.train.run_files import is_remote, join
+from hrm_ray.storage import join, resolve_root
 
 SWEEP_FLAGS = ("config", "profile", "name", "sweep_dir", "no_report")
 
@@ -36,7 +35,8 @@ def configure(parser: argparse.ArgumentParser, default_config: str | None = None
     parser.add_argument("--profile", default=None, help="a profile of the config (demo, gpu, cluster)")
     parser.add_argument("--name", default=default_name, help=f"sweep name: <sweep_dir>/<name>/ (default: {default_name})")
     parser.add_argument("--sweep_dir", default=None,
-                        help="where sweeps live (default: <storage_path or save_dir>/sweeps)")
+                        help="where sweeps live (default: <storage root>/sweeps; the storage root is "
+                             "--storage_path, else $HRM_RAY_STORAGE, else ~/hrm-ray/runs)")
     parser.add_argument("--no_report", action="store_true", help="skip the plots and report.md")
     parser.set_defaults(demo_data=demo_data)
     add_config_flags(parser, reserved=SWEEP_FLAGS)
@@ -72,8 +72,7 @@ def build_spec(args: argparse.Namespace):
     from hrm_ray.tune.sweep import SweepSpec
 
     cfg = load_sweep_config(args)
-    storage = args.sweep_dir or join(storage_root(cfg), "sweeps")
-    storage = storage if is_remote(storage) else os.path.abspath(storage)
+    storage = resolve_root(args.sweep_dir)[0] if args.sweep_dir else join(storage_root(cfg), "sweeps")
     return SweepSpec.from_config(cfg, args.name, storage)
 
 

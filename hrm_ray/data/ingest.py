@@ -28,6 +28,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from hrm_ray.data.meta import DatasetMeta, check_same_tokenizer, read_meta, split_files
 from hrm_ray.data.quotas import plan_mix, proportions
+from hrm_ray.data.ray_env import data_task_cpus
 from hrm_ray.data.tags import tag_source
 from hrm_ray.errors import UserError
 
@@ -40,18 +41,18 @@ SHUFFLES = ("none", "files", "full")
 
 def load_prepared_split(path: str, split: str, shuffle_seed: int | None = None) -> ray.data.Dataset:
     """One split of a prepared dataset as a lazily read Ray Dataset (shards in a seeded random
-    order when `shuffle_seed` is given)."""
+    order when `shuffle_seed` is given); its tasks take `data_task_cpus()` CPUs each."""
     files = [str(f) for f in split_files(path, split)]
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(files)
     if files[0].endswith(".jsonl"):
-        return ray.data.read_json(files, lines=True)
+        return ray.data.read_json(files, lines=True, num_cpus=data_task_cpus())
     # Ray 2.60's DataSourceV2 Parquet path (ListFiles -> ReadFiles) took ~20x longer to start
     # streaming a few-shard split than the V1 reader here; the choice is made at this call.
     ctx = DataContext.get_current()
     saved, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
-        return ray.data.read_parquet(files)
+        return ray.data.read_parquet(files, num_cpus=data_task_cpus())
     finally:
         ctx.use_datasource_v2 = saved
 
@@ -129,7 +130,7 @@ def _source_pass(path: str, split: str, index: int, shuffle: str, seed: int) -> 
     """One pass over a source, tagged with its name and index, in the order `shuffle` asks."""
     ds = load_prepared_split(path, split, seed if shuffle == "files" else None)
     ds = ds.map_batches(tag_source, fn_kwargs={"name": path, "index": index}, batch_format="pyarrow",
-                        batch_size=None)
+                        batch_size=None, num_cpus=data_task_cpus())
     return ds.random_shuffle(seed=seed) if shuffle == "full" else ds
 
 

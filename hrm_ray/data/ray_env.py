@@ -71,6 +71,24 @@ def local_cpus(needed: float) -> int:
     return max(os.cpu_count() or 1, math.ceil(needed) + 1)
 
 
+DATA_TASK_CPUS_KEY = "hrm_ray.data_task_cpus"
+
+
+def fit_ray_data(task_cpus: float) -> None:
+    """Each Ray Data read and map task this driver builds from now on takes `task_cpus` CPUs: a fraction
+    where that is all a run's workers leave (hrm_ray.train.resources)."""
+    from ray.data import DataContext
+
+    DataContext.get_current().set_config(DATA_TASK_CPUS_KEY, task_cpus)
+
+
+def data_task_cpus() -> float:
+    """CPUs of each Ray Data read and map task this driver builds (`fit_ray_data`; Ray's default 1)."""
+    from ray.data import DataContext
+
+    return float(DataContext.get_current().get_config(DATA_TASK_CPUS_KEY, 1.0))
+
+
 def cluster_cpus() -> float:
     """Logical CPUs Ray can schedule on (the whole cluster)."""
     return float(ray.cluster_resources().get("CPU", 1.0))

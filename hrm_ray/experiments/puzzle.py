@@ -9,7 +9,6 @@ dataset that does not exist yet is generated (6x6 grids with 20 blanks, each wit
 """
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,12 +16,12 @@ from pathlib import Path
 from hrm_ray.config import PAPER_FLAGS, Config, build_config
 from hrm_ray.errors import UserError
 from hrm_ray.experiments.stage import (
-    CLUSTER_PROFILE,
     DEMO_PROFILE,
-    STORAGE_ENV,
     parse_stage_args,
+    pin_storage,
     start_ray,
 )
+from hrm_ray.storage import built_data_path, resolve_input
 from hrm_ray.train.loop import LoopResult
 from hrm_ray.train.ray_trainer import storage_root
 
@@ -31,23 +30,20 @@ from hrm_ray.train.ray_trainer import storage_root
 DEMO_SUDOKU = {"train_size": 16000, "test_size": 1000, "blanks": 20, "box": (2, 3)}
 
 
-def load_puzzle_config(config_path: str | Path, profile: str | None, overrides: list[str]) -> Config:
+def load_puzzle_config(config_path: str | Path, profile: str | None, overrides: list[str],
+                       log: Callable[[str], None] = print) -> Config:
     cfg = build_config(str(config_path), overrides, aliases=PAPER_FLAGS, profile=profile)
     if cfg.task != "puzzle":
         raise UserError(f"{config_path}: model.name '{cfg.model.name}' is not a puzzle model (a puzzle experiment "
                         f"needs hrm_act_v1, hrm_v1, hrm_v1_gated or transformer_baseline)")
-    if not cfg.ray.storage_path and os.environ.get(STORAGE_ENV) and profile == CLUSTER_PROFILE:
-        cfg.ray.storage_path = os.environ[STORAGE_ENV]
-    if profile == CLUSTER_PROFILE and not cfg.ray.storage_path:
-        raise UserError(f"--profile {CLUSTER_PROFILE}: set --storage_path (s3://, gs:// or a shared mount) or "
-                        f"${STORAGE_ENV}: the workers of a multi-node run all need to see the checkpoints")
+    pin_storage(cfg, profile, log)
     return cfg
 
 
 def ensure_demo_sudoku(cfg: Config, log: Callable[[str], None] = print) -> None:
     from hrm_ray.data.puzzles.demo import build_demo_sudoku
 
-    path = Path(cfg.data.dataset).absolute()
+    path = Path(built_data_path(cfg.data.dataset, storage_root(cfg)))
     if not (path / "train" / "dataset.json").is_file():
         log(f"building the demo Sudoku dataset in {path} ({DEMO_SUDOKU})")
         build_demo_sudoku(path, seed=cfg.train.seed, log=log, **DEMO_SUDOKU)
@@ -56,10 +52,10 @@ def ensure_demo_sudoku(cfg: Config, log: Callable[[str], None] = print) -> None:
 
 def run_puzzle(config_path: str | Path, profile: str | None, overrides: list[str], demo_data: bool,
                log: Callable[[str], None] = print) -> tuple[Config, LoopResult]:
-    cfg = load_puzzle_config(config_path, profile, overrides)
+    cfg = load_puzzle_config(config_path, profile, overrides, log)
     if profile == DEMO_PROFILE and demo_data:
         ensure_demo_sudoku(cfg, log)
-    cfg.data.dataset = str(Path(cfg.data.dataset).absolute())
+    cfg.data.dataset = resolve_input(cfg.data.dataset, "--dataset")
     if cfg.ray.num_workers > 0:
         start_ray(cfg)
     from hrm_ray.train.ray_trainer import train

@@ -5,17 +5,20 @@
 The stage's YAML is the default `--config`; every other argument is a config override (seed flag names
 such as `--batch_size`, dotted paths such as `model.hrm.ds_weight=0.2`). Then:
 
-- storage: `--storage_path`, else `$HRM_RAY_STORAGE` under `--profile cluster` (required there: the
-  workers of a multi-node run all need to see the checkpoints), else `--save_dir`;
+- storage: `--storage_path` (or `--save_dir`), else `$HRM_RAY_STORAGE` (read here, where the job runs),
+  else `~/hrm-ray/runs` (`hrm_ray.storage`); under `--profile cluster` one of the first two is required
+  (the workers of a multi-node run all need to see the checkpoints);
 - `--init_from NAME` without a `/` names a run under the storage root (Stage B starts from Stage A's
-  best model that way); a path is used as it is;
+  best model that way); a path or an s3://, gs:// URI is used as it is;
 - demo data: under `--profile demo`, datasets named `.../language`, `.../math`, `.../code` that do not
-  exist yet are built by the job (`hrm_ray.experiments.demo_data`);
+  exist yet are built by the job (`hrm_ray.experiments.demo_data`); inside a Ray job's package a relative
+  one goes under `~/hrm-ray/`, never into the package;
 - Ray: attaches to `--address` / `$RAY_ADDRESS` (as under `ray job submit`), else starts a local Ray.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,12 +27,11 @@ from pathlib import Path
 from hrm_ray.config import Config, build_config
 from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
+from hrm_ray.storage import STORAGE_ENV, built_data_path, join, resolve_input, resolve_root
 from hrm_ray.train.loop import LoopResult
-from hrm_ray.train.ray_trainer import start_ray, storage_root
+from hrm_ray.train.ray_trainer import check_resources, start_ray, storage_root
 from hrm_ray.train.resolve import absolute_dataset_spec
-from hrm_ray.train.run_files import is_remote, join
 
-STORAGE_ENV = "HRM_RAY_STORAGE"
 CLUSTER_PROFILE = "cluster"
 DEMO_PROFILE = "demo"
 
@@ -45,32 +47,43 @@ def parse_stage_args(argv: Sequence[str], default_config: str | Path) -> tuple[s
     return args.config, args.profile, overrides
 
 
-def load_stage_config(config_path: str | Path, profile: str | None, overrides: list[str]) -> Config:
-    """The stage's config with storage and `init_from` resolved (no Ray, no files written)."""
-    cfg = build_config(str(config_path), overrides, profile=profile)
-    if not cfg.ray.storage_path and os.environ.get(STORAGE_ENV) and profile == CLUSTER_PROFILE:
-        cfg.ray.storage_path = os.environ[STORAGE_ENV]
-    if profile == CLUSTER_PROFILE and not cfg.ray.storage_path:
+def pin_storage(cfg: Config, profile: str | None, log: Callable[[str], None] = print) -> None:
+    """Set `ray.storage_path` to the storage root (`hrm_ray.storage.resolve_root`), logging where a relative
+    root went when this runs inside a Ray job's package."""
+    explicit = cfg.ray.storage_path
+    if profile == CLUSTER_PROFILE and not (explicit or os.environ.get(STORAGE_ENV)):
         raise UserError(f"--profile {CLUSTER_PROFILE}: set --storage_path (s3://, gs:// or a shared mount) or "
                         f"${STORAGE_ENV}: the workers of a multi-node run all need to see the checkpoints")
+    cfg.ray.storage_path, note = resolve_root(explicit)
+    if note:
+        log(note)
+
+
+def load_stage_config(config_path: str | Path, profile: str | None, overrides: list[str],
+                      log: Callable[[str], None] = print) -> Config:
+    """The stage's config with storage and `init_from` resolved (no Ray, no files written)."""
+    cfg = build_config(str(config_path), overrides, profile=profile)
+    pin_storage(cfg, profile, log)
     init_from = cfg.train.init_from
     if init_from and "/" not in init_from and os.sep not in init_from:
         cfg.train.init_from = join(storage_root(cfg), init_from)
-    elif init_from and not is_remote(init_from):
-        cfg.train.init_from = os.path.abspath(init_from)
+    elif init_from:
+        cfg.train.init_from = resolve_input(init_from, "--init_from")
     if cfg.data.dataset != "synthetic":
-        cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
+        demo = profile == DEMO_PROFILE  # the demo builds missing data
+        resolve = functools.partial(built_data_path, storage_root=cfg.ray.storage_path) if demo else None
+        cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset, resolve)
     return cfg
 
 
 def check_init_from(cfg: Config) -> None:
-    """Fail before Ray starts when `init_from` names weights that are not there (local paths)."""
-    if not cfg.train.init_from or is_remote(cfg.train.init_from):
+    """Fail before Ray starts when `init_from` names weights that are not there (local or in storage)."""
+    if not cfg.train.init_from:
         return
-    from hrm_ray.train.checkpoint import find_weights
+    from hrm_ray.train.checkpoint import locate_weights
 
     try:
-        find_weights(cfg.train.init_from)
+        locate_weights(cfg.train.init_from)
     except UserError as exc:
         raise UserError(f"{exc} (run the previous stage first, or pass --init_from '' to start from "
                         f"scratch)") from None
@@ -96,9 +109,10 @@ def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
 
 def run_stage(config_path: str | Path, profile: str | None, overrides: list[str],
               log: Callable[[str], None] = print) -> tuple[Config, LoopResult]:
-    cfg = load_stage_config(config_path, profile, overrides)
+    cfg = load_stage_config(config_path, profile, overrides, log)
     check_init_from(cfg)
     start_ray(cfg)
+    check_resources(cfg)  # before the demo's data is built: a run that cannot fit fails at once
     if profile == DEMO_PROFILE:
         ensure_demo_data(cfg, log)
     from hrm_ray.train.ray_trainer import train

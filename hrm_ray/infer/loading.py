@@ -1,12 +1,15 @@
 """Load a trained HRM x LM for inference from a run directory, its best-model/, or a checkpoint_* dir.
 
 A model directory holds config.yaml (the full Config tree), tokenizer.json, meta.json and either
-model.pt (best-model/: the state_dict) or state.pt (Ray checkpoint: a dict whose "model" is it).
+model.pt (best-model/: the state_dict) or state.pt (Ray checkpoint: a dict whose "model" is it). Runs are
+found through `hrm_ray.storage` (local, s3://, gs://); a remote model directory is copied to a temporary
+directory, with its run's config.yaml and tokenizer.json beside it.
 """
 from __future__ import annotations
 
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from hrm_ray.config import Config, load_yaml
 from hrm_ray.data.tokenizer import load_tokenizer
 from hrm_ray.errors import UserError
 from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.storage import is_dir, is_file, is_remote, join, list_names, localize, read_text, resolve_root
 from hrm_ray.train.checkpoint import BEST_MODEL_DIR, CHECKPOINT_PREFIX, META_FILE, MODEL_FILE, STATE_FILE
 
 CONFIG_FILE = "config.yaml"
@@ -32,44 +36,67 @@ class LoadedModel:
     path: Path  # the model directory the weights came from
 
 
-def _checkpoint_step(directory: Path) -> int:
+def _checkpoint_step(directory: str) -> int:
     """A checkpoint's step: meta.json's "step", else the number in the directory name."""
     try:
-        return int(json.loads((directory / META_FILE).read_text())["step"])
+        return int(json.loads(read_text(join(directory, META_FILE)))["step"])
     except (OSError, ValueError, KeyError, TypeError):
-        digits = re.findall(r"\d+", directory.name)
+        digits = re.findall(r"\d+", directory.rstrip("/").rsplit("/", 1)[-1])
         return int(digits[-1]) if digits else -1
 
 
-def is_model_dir(path: Path) -> bool:
-    return (path / MODEL_FILE).is_file() or (path / STATE_FILE).is_file()
+def is_model_dir(path: str | Path) -> bool:
+    return is_file(join(str(path), MODEL_FILE)) or is_file(join(str(path), STATE_FILE))
 
 
-def resolve_run(run_name: str, save_dir: str | Path) -> Path:
-    """`<save_dir>/<run_name>/best-model` if present, else its newest complete checkpoint_*."""
-    run_dir = Path(save_dir) / run_name
-    if not run_dir.is_dir():
-        raise UserError(f"--run_name: run directory not found: {run_dir}")
-    best = run_dir / BEST_MODEL_DIR
+def _parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0] if is_remote(uri) else str(Path(uri).parent)
+
+
+def fetch_model_dir(uri: str) -> Path:
+    """A local model directory: `uri` itself, or a copy of the remote one with its run's config.yaml and
+    tokenizer.json beside it (what `companion_file` looks for)."""
+    if not is_remote(uri):
+        return Path(uri)
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    local_run = Path(tempfile.mkdtemp(prefix="hrm-ray-model-"))
+    for companion in (CONFIG_FILE, TOKENIZER_FILE):
+        if is_file(join(_parent(uri), companion)):
+            localize(join(_parent(uri), companion), local_run / companion)
+    return localize(uri, local_run / name)
+
+
+def newest_model_dir(run_dir: str, flag: str) -> str:
+    """`<run_dir>/best-model` if present, else its newest checkpoint_* holding state.pt."""
+    if not is_dir(run_dir):
+        raise UserError(f"{flag}: run directory not found: {run_dir}")
+    best = join(run_dir, BEST_MODEL_DIR)
     if is_model_dir(best):
         return best
-    checkpoints = [p for p in run_dir.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
+    names = [n for n in list_names(run_dir) if n.startswith(CHECKPOINT_PREFIX)]
+    checkpoints = [join(run_dir, n) for n in names if is_file(join(run_dir, n, STATE_FILE))]
     if not checkpoints:
-        raise UserError(f"--run_name: {run_dir} has no {BEST_MODEL_DIR}/ and no {CHECKPOINT_PREFIX}* checkpoint")
+        raise UserError(f"{flag}: {run_dir} has no {BEST_MODEL_DIR}/ and no {CHECKPOINT_PREFIX}* checkpoint")
     return max(checkpoints, key=_checkpoint_step)
 
 
+def resolve_run(run_name: str, save_dir: str | Path = "") -> Path:
+    """The model of run `run_name` under `save_dir` (default: the storage root, hrm_ray.storage), local."""
+    return fetch_model_dir(newest_model_dir(join(resolve_root(str(save_dir))[0], run_name), "--run_name"))
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A best-model/ or checkpoint_* directory (or a run directory, read like --run_name)."""
-    path = Path(path)
-    if not path.exists():
+    """A best-model/ or checkpoint_* directory (or a run directory, read like --run_name), local or remote."""
+    path = str(path) if is_remote(str(path)) else str(Path(path).absolute())
+    if is_file(path):
+        path = _parent(path)
+    elif not is_dir(path):
         raise UserError(f"--checkpoint: not found: {path}")
-    if path.is_file():
-        path = path.parent
     if is_model_dir(path):
-        return path
-    if path.is_dir() and ((path / BEST_MODEL_DIR).is_dir() or any(path.glob(f"{CHECKPOINT_PREFIX}*"))):
-        return resolve_run(path.name, path.parent)
+        return fetch_model_dir(path)
+    names = list_names(path)
+    if BEST_MODEL_DIR in names or any(n.startswith(CHECKPOINT_PREFIX) for n in names):
+        return fetch_model_dir(newest_model_dir(path, "--checkpoint"))
     raise UserError(f"--checkpoint: {path} holds neither {MODEL_FILE} nor {STATE_FILE}")
 
 
@@ -118,7 +145,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Loa
     return LoadedModel(model.to(device).eval(), tokenizer, cfg, directory)
 
 
-def load_for_inference(run_name: str | None = None, save_dir: str | Path = "runs",
+def load_for_inference(run_name: str | None = None, save_dir: str | Path = "",
                        checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Exactly one of `run_name` (inside `save_dir`) or `checkpoint`."""
     if bool(run_name) == bool(checkpoint):

@@ -295,7 +295,11 @@ class InjectionGate(nn.Module):
         self.down = linear(inner, dim, bias=True)
         # Zero output weights: every gate starts at exactly sigmoid(init_bias).
         nn.init.zeros_(self.down.weight)
-        nn.init.constant_(self.down.bias, init_bias)
+        self.init_bias = init_bias
+        self.reset_bias()
+
+    def reset_bias(self) -> None:
+        nn.init.constant_(self.down.bias, self.init_bias)
 
     def forward(self, primary: torch.Tensor, secondary: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         h = torch.cat((primary, secondary, x), dim=-1)

@@ -56,8 +56,9 @@ def plot_trial_curves(path: Path, curves: list[tuple[str, list[float], list[floa
 
 
 def plot_params_vs_loss(path: Path, params: dict[str, list[object]], losses: list[float],
-                        stopped: list[bool]) -> None:
-    """One panel per parameter: its value in each trial against the trial's best val loss."""
+                        stopped: list[bool], step: float) -> None:
+    """One panel per parameter: its value in each trial against the trial's val loss at `step` (one step
+    for every trial, so that a trial stopped early is not compared with one trained longer)."""
     names = list(params)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
@@ -78,9 +79,10 @@ def plot_params_vs_loss(path: Path, params: dict[str, list[object]], losses: lis
             ax.scatter(xs, losses, c=colors, s=28, edgecolors="black", linewidths=0.4)
             ax.set_xticks(range(len(categories)), categories)
         ax.set_xlabel(name)
-        ax.set_ylabel("best val loss")
+        ax.set_ylabel(f"val loss at step {step:g}")
         ax.grid(alpha=0.3)
-    fig.suptitle("parameters vs best validation loss (red: stopped early, blue: kept)")
+    fig.suptitle(f"parameters vs validation loss at step {step:g}, the last every trial reached "
+                 "(red: stopped early, blue: kept)")
     fig.savefig(path)
 
 

@@ -1,4 +1,4 @@
-"""Report on a sweep: a results table, validation curves per trial, parameters vs best loss.
+"""Report on a sweep: a results table, validation curves per trial, parameters vs the loss at one step.
 
 Two layouts are read:
 - a Ray Tune experiment directory: one folder per trial holding `result.json` (one reported result a
@@ -189,6 +189,17 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def common_step(trials: list[Trial]) -> float:
+    """The last evaluated step every trial reached (the earliest of their last steps)."""
+    return min(t.curve[-1][0] for t in trials)
+
+
+def loss_at(trial: Trial, step: float) -> float:
+    """The trial's validation loss at its last evaluation at or before `step` (its first one if none is)."""
+    before = [v for s, v in trial.curve if s <= step]
+    return before[-1] if before else trial.curve[0][1]
+
+
 def write_sweep_report(sweep_dir: Path, out: Path) -> Path:
     trials = sorted(load_trials(sweep_dir), key=Trial.rank_key)
     by_metric = [t for t in trials if not t.ranked_by_loss()]
@@ -207,13 +218,16 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> Path:
         notes.append("validation-curve panel skipped: no trial reported val_loss with a step")
 
     scored = [t for t in trials if t.best() is not None]
-    plotted = [n for n in varying if all(n in t.params for t in scored)]
-    if scored and plotted:
-        plot_params_vs_loss(out / "params_vs_loss.png", {n: [t.params[n] for t in scored] for n in plotted},
-                            [t.best() for t in scored], [bool(t.stopped_early) for t in scored])
-        figures.append(("params_vs_loss.png", "Parameters vs best validation loss"))
+    curved = [t for t in scored if t.curve]
+    plotted = [n for n in varying if all(n in t.params for t in curved)]
+    if curved and plotted:
+        step = common_step(curved)
+        plot_params_vs_loss(out / "params_vs_loss.png", {n: [t.params[n] for t in curved] for n in plotted},
+                            [loss_at(t, step) for t in curved], [bool(t.stopped_early) for t in curved], step)
+        figures.append(("params_vs_loss.png", f"Parameters vs validation loss at step {step:g}, the last step "
+                                              "every trial reached"))
     else:
-        notes.append("parameter panel skipped: " + ("no trial has a best val loss" if not scored
+        notes.append("parameter panel skipped: " + ("no trial has a validation curve" if not curved
                                                     else "no parameter varies across the trials"))
     constant = [n for n in names if n not in varying]
     if constant:

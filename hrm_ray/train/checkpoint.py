@@ -3,7 +3,8 @@
 A checkpoint directory holds `state.pt` (model, optimizer, scheduler, GradScaler, RNG states, data
 position, step, best validation loss, ...) and `meta.json` (step, final, best_val_loss). Under Ray,
 rank 0 writes one to a temporary directory and hands it to `ray.train.report`, which keeps the newest
-`checkpoint_limit`; without Ray, `CheckpointStore` does the same in the run directory.
+`checkpoint_limit`; without Ray, `CheckpointStore` does the same in the run directory, local or in object
+storage (hrm_ray.storage: written locally, then uploaded; the newest copied back to resume from).
 """
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ import numpy as np
 import torch
 
 from hrm_ray.errors import UserError
+from hrm_ray.storage import (
+    delete_dir,
+    file_size,
+    is_file,
+    is_remote,
+    join,
+    list_names,
+    localize,
+    read_text,
+    upload,
+)
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -87,16 +99,36 @@ def is_complete(directory: str | Path) -> bool:
         return False
 
 
+def _name(path: str | Path) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[-1]
+
+
 class CheckpointStore:
-    """`checkpoint_*` directories in a local run directory: the newest `limit` kept, the final one always."""
+    """`checkpoint_*` directories in a run directory (local, s3://, gs://): the newest `limit` kept, the final
+    one always."""
 
     def __init__(self, run_dir: str | Path, limit: int):
-        self.run_dir = Path(run_dir)
+        self.remote = is_remote(str(run_dir))
+        self.run_dir = str(run_dir) if self.remote else Path(run_dir)
         self.limit = limit
+
+    def _remote_complete(self) -> list[tuple[str, dict[str, Any]]]:
+        found = []
+        for name in list_names(self.run_dir):
+            uri = join(self.run_dir, name)
+            try:
+                meta = json.loads(read_text(join(uri, META_FILE))) if name.startswith(CHECKPOINT_PREFIX) else {}
+                if meta and file_size(join(uri, STATE_FILE)) == meta.get("state_bytes"):
+                    found.append((uri, meta))
+            except (OSError, ValueError):
+                continue
+        return sorted(found, key=lambda item: item[1]["step"])
 
     def complete(self) -> list[tuple[Path, dict[str, Any]]]:
         """Complete checkpoints with their meta, oldest first. One that vanishes or is half written while
         it is read (Ray persists and prunes its own checkpoints concurrently) is not one."""
+        if self.remote:
+            return self._remote_complete()
         if not self.run_dir.is_dir():
             return []
         found = []
@@ -109,14 +141,25 @@ class CheckpointStore:
         return sorted(found, key=lambda item: item[1]["step"])
 
     def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first: local paths, or URIs (str) when the run is remote."""
         return [path for path, _ in self.complete()]
 
+    def names(self) -> list[str]:
+        return [_name(path) for path in self.checkpoints()]
+
     def latest(self) -> Path | None:
+        """The newest complete checkpoint, as a local directory (a copy when the run is remote)."""
         found = self.checkpoints()
-        return found[-1] if found else None
+        return localize(str(found[-1])) if found else None
 
     def save(self, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-        path = save_checkpoint(state, self.run_dir / checkpoint_dir_name(meta["step"]), meta)
+        name = checkpoint_dir_name(meta["step"])
+        if self.remote:
+            with tempfile.TemporaryDirectory() as tmp:
+                upload(save_checkpoint(state, Path(tmp, name), meta), join(self.run_dir, name))
+            self.prune()
+            return Path(join(self.run_dir, name))
+        path = save_checkpoint(state, self.run_dir / name, meta)
         self.prune()
         return path
 
@@ -130,7 +173,11 @@ class CheckpointStore:
         finals = [path for path, meta in complete if meta.get("final")]
         keep = set(found[-self.limit:]) | set(finals[-1:])
         for path in found:
-            if path not in keep and (candidates is None or path.name in candidates):
+            if path in keep or (candidates is not None and _name(path) not in candidates):
+                continue
+            if self.remote:
+                delete_dir(str(path))
+            else:
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -150,19 +197,25 @@ def write_best_model(directory: str | Path, model_state: dict[str, torch.Tensor]
     return directory
 
 
-def find_weights(path: str | Path) -> Path:
-    """Resolve `--init_from`: a run directory (its best-model, else its latest checkpoint), a best-model
-    directory, a checkpoint directory, or a model.pt / state.pt file."""
-    path = Path(path)
-    if path.is_file():
+def locate_weights(path: str | Path) -> str:
+    """Resolve `--init_from` without reading the weights: a run directory (its best-model, else its latest
+    checkpoint), a best-model directory, a checkpoint directory, or a model.pt / state.pt file; local or
+    s3://, gs://."""
+    path = str(path)
+    if is_file(path):
         return path
-    for candidate in (path / BEST_MODEL_DIR / MODEL_FILE, path / MODEL_FILE, path / STATE_FILE):
-        if candidate.is_file():
+    for candidate in (join(path, BEST_MODEL_DIR, MODEL_FILE), join(path, MODEL_FILE), join(path, STATE_FILE)):
+        if is_file(candidate):
             return candidate
-    latest = CheckpointStore(path, 0).latest()
-    if latest is not None:
-        return latest / STATE_FILE
+    found = CheckpointStore(path, 0).checkpoints()
+    if found:
+        return join(str(found[-1]), STATE_FILE)
     raise UserError(f"--init_from: no best-model/, checkpoint or model.pt found at {path}")
+
+
+def find_weights(path: str | Path) -> Path:
+    """The weights file `locate_weights` names, as a local file (copied when remote)."""
+    return localize(locate_weights(path))
 
 
 def load_model_weights(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:

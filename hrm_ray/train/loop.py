@@ -20,7 +20,7 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 
-from hrm_ray.config import Config, TrainConfig, to_dict
+from hrm_ray.config import Config, TrainConfig, get_value, init_value_paths, to_dict
 from hrm_ray.errors import UserError
 from hrm_ray.train.checkpoint import (
     BEST_MODEL_DIR,
@@ -120,6 +120,7 @@ class LoopParts:
     feed: BatchFeed
     dtype: torch.dtype | None          # autocast dtype (None: full precision)
     params: list[nn.Parameter]         # what the gradient norm is clipped over
+    initial: dict[str, float] = field(default_factory=dict)  # a fresh run's `train.init_values` (short names)
 
     @property
     def scaled(self) -> list[torch.optim.Optimizer]:
@@ -212,6 +213,11 @@ class MetricWindow:
     def tick(self) -> None:
         self.count += 1
 
+    def peek(self, prefix: str) -> dict[str, float]:
+        """The window's values so far of the keys starting with `prefix`, as `read` gives them, kept."""
+        keys = [k for k in self.values if k.startswith(prefix)]
+        return {k: float(self.values[k]) / (1 if k.endswith(("_min", "_max")) else max(1, self.count)) for k in keys}
+
     def read(self) -> dict[str, float]:
         if not self.values:
             return {}
@@ -300,6 +306,8 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
         while state.step < steps_total and not stopped:
             lr = parts.schedule.apply(state.step)
             train_step(cfg, task, parts, ctx, state, window, throughput, logger)
+            if state.step == 1 and parts.initial:  # the initial values and the gates they gave at step 0
+                logger.log(0, "start", {**parts.initial, **window.peek("gate")})
             last = state.step == steps_total
             if state.step % tc.log_steps == 0 or last:
                 log_line(logger, task, parts, state, window.read(), lr, throughput.read(ctx.world_size))
@@ -328,10 +336,7 @@ def setup(cfg: Config, task: Task, ctx: WorkerContext, steps_total: int,
     tc = cfg.train
     torch.manual_seed(tc.seed)
     model = task.build_model()
-    if fresh and tc.init_from:
-        missing, unexpected = load_init_weights(model, tc.init_from)
-        if ctx.rank == 0:
-            print(f"initialised from {tc.init_from} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+    initial = initialise(cfg, model, ctx.rank == 0) if fresh else {}
     model = prepare_model(model) if prepare_model else model.to(ctx.device)
     core = unwrap(model)
     compiled = compile_model(core) if tc.compile else None
@@ -341,7 +346,21 @@ def setup(cfg: Config, task: Task, ctx: WorkerContext, steps_total: int,
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.mixed_precision == "fp16")
     return LoopParts(model=model, core=core, compiled=compiled, optimizers=optimizers, schedule=schedule,
                      scaler=scaler, feed=task.train_feed(ctx), dtype=autocast_dtype(tc.mixed_precision),
-                     params=[p for p in core.parameters() if p.requires_grad])
+                     params=[p for p in core.parameters() if p.requires_grad], initial=initial)
+
+
+def initialise(cfg: Config, model: nn.Module, announce: bool) -> dict[str, float]:
+    """A fresh run's start: `--init_from` weights, then the `train.init_values` set again over them (an initial
+    value of the config wins over the loaded one; a resume never comes here). -> short name: value of each."""
+    tc, paths = cfg.train, init_value_paths(cfg)
+    if tc.init_from:
+        missing, unexpected = load_init_weights(model, tc.init_from)
+        if paths:
+            model.apply_initial_values([path.removeprefix("model.") for path in paths])
+        if announce:
+            print(f"initialised from {tc.init_from} ({len(missing)} missing, {len(unexpected)} unexpected keys)"
+                  + (f"; initial values set again: {', '.join(paths)}" if paths else ""))
+    return {path.rsplit(".", 1)[-1]: float(get_value(cfg, path)) for path in paths}
 
 
 def restore(resume_dir: Path, parts: LoopParts, task: Task, ctx: WorkerContext, sel: Selection,

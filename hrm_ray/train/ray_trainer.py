@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import pickle
 import tempfile
 import time
@@ -32,6 +31,7 @@ import yaml
 from hrm_ray.config import Config, to_dict
 from hrm_ray.console import train_log_level
 from hrm_ray.errors import UserError
+from hrm_ray.storage import is_file, read_text, resolve_root
 from hrm_ray.train.checkpoint import (
     CheckpointStore,
     checkpoint_dir_name,
@@ -40,7 +40,8 @@ from hrm_ray.train.checkpoint import (
     save_checkpoint,
 )
 from hrm_ray.train.loop import LocalReporter, LoopResult, already_finished, run_loop, total_steps
-from hrm_ray.train.resolve import resolve_config
+from hrm_ray.train.resolve import SYNTHETIC, resolve_config
+from hrm_ray.train.resources import DATA_CPUS, Fit, cluster_now, describe, plan_run, run_need
 from hrm_ray.train.run_files import RunFiles, is_remote, join
 from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, needs_ray_data, selection
 
@@ -111,7 +112,7 @@ class LocalModeReporter(LocalReporter):
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
         super().report(metrics, state, meta)
         if state is not None and self.limit > 0:
-            prune_unknown_to_ray(self.run_dir, self.limit, {p.name for p in self.store.checkpoints()})
+            prune_unknown_to_ray(self.run_dir, self.limit, set(self.store.names()))
 
 
 def prune_unknown_to_ray(run_dir: str, limit: int, names: set[str]) -> set[str]:
@@ -136,12 +137,12 @@ def ray_registered_checkpoints(run_dir: str, tries: int = 20) -> set[str] | None
     while it lists them (a resume fails on a snapshot naming a deleted checkpoint). Ray's controller rewrites
     the file in place as it registers checkpoints: a read that catches it half written is tried again; None
     when it stays unreadable."""
-    path = Path(run_dir, RAY_SNAPSHOT_FILE)
+    path = join(run_dir, RAY_SNAPSHOT_FILE)
     for attempt in range(tries):
-        if not path.is_file():
+        if not is_file(path):
             return set()
         try:
-            snapshot = json.loads(path.read_text())
+            snapshot = json.loads(read_text(path))
             break
         except (OSError, ValueError):
             time.sleep(0.05 * (attempt + 1))
@@ -153,9 +154,9 @@ def ray_registered_checkpoints(run_dir: str, tries: int = 20) -> set[str] | None
 
 
 def storage_root(cfg: Config) -> str:
-    """`--storage_path` (s3://, gs:// passed to Ray as they are), else `--save_dir` made absolute."""
-    root = cfg.ray.storage_path or cfg.train.save_dir
-    return root if is_remote(root) else os.path.abspath(os.path.expanduser(root))
+    """`--storage_path` (or the seed's `--save_dir`; s3://, gs:// passed to Ray as they are), else `$HRM_RAY_STORAGE`,
+    else ~/hrm-ray/runs (`hrm_ray.storage.resolve_root`); `resolve_config` fixes it once on the driver."""
+    return resolve_root(cfg.ray.storage_path)[0]
 
 
 def default_run_name() -> str:
@@ -189,6 +190,7 @@ def train_in_process(task: Task, run_dir: str, address: str | None = None) -> Lo
     cfg = task.cfg
     if needs_ray_data(task):
         start_ray(cfg, address, dashboard=False)
+        plan_resources(task)
     device = torch.device("cuda" if cfg.ray.use_gpu else "cpu")
     ctx = WorkerContext(device=device, shards=task.ray_datasets())
     reporter = LocalModeReporter(run_dir, cfg.train.checkpoint_limit)
@@ -196,11 +198,9 @@ def train_in_process(task: Task, run_dir: str, address: str | None = None) -> Lo
 
 
 def stored_meta(run_dir: str) -> dict[str, Any] | None:
-    """meta.json of the newest checkpoint in a local run directory (None when there is none)."""
-    if is_remote(run_dir):
-        return None
-    latest = CheckpointStore(run_dir, 0).latest()
-    return None if latest is None else read_meta(latest)
+    """meta.json of the newest checkpoint in the run directory, local or remote (None when there is none)."""
+    complete = CheckpointStore(run_dir, 0).complete()
+    return complete[-1][1] if complete else None
 
 
 def task_class(task: str) -> type:
@@ -213,6 +213,18 @@ def task_class(task: str) -> type:
     from hrm_ray.train.lm_task import LanguageModelTask
 
     return LanguageModelTask
+
+
+def check_resources(cfg: Config) -> None:
+    """Before slow work (a demo's data): a UserError when a run of `cfg` cannot fit the cluster Ray is up on."""
+    if cfg.ray.num_workers > 0:
+        plan_run(cluster_now(), run_need(cfg.ray, reads_ray_data(cfg)))
+
+
+def reads_ray_data(cfg: Config) -> bool:
+    """Whether a run of `cfg` with Ray Train workers reads a Ray Dataset, known without building its task:
+    every one but the language model's synthetic arithmetic."""
+    return cfg.task == "puzzle" or cfg.data.dataset != SYNTHETIC
 
 
 def build_task(cfg: Config) -> Task:
@@ -252,11 +264,12 @@ def check_init_weights(task: Task) -> None:
 
 
 def train(cfg: Config, task: Task | None = None, address: str | None = None,
-          callbacks: list | None = None) -> LoopResult:
+          callbacks: list | None = None, fit: Fit | None = None) -> LoopResult:
     """Run (or resume) `cfg.train.run_name` under `<storage>/<run_name>/` and return the loop's result: with
     Ray Train workers, or (num_workers 0) in this process. `task`: one the caller built (from a resolved
     config); by default the config is resolved and its task built here. `callbacks` go to the RunConfig (a
-    sweep trial passes Tune's TuneReportCallback)."""
+    sweep trial passes Tune's TuneReportCallback, and `fit`, its share of the cluster); without a `fit` the run
+    is planned against the cluster's resources (hrm_ray.train.resources): one that cannot fit fails at once."""
     from hrm_ray.data.ray_errors import user_errors_from_ray
 
     if not cfg.train.run_name:
@@ -275,7 +288,7 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
             raise ValueError("callbacks need Ray Train workers (num_workers >= 1)")
         return train_in_process(task, run_dir, address)
     start_ray(cfg, address)
-    trainer = build_trainer(task, run_dir, callbacks)
+    trainer = build_trainer(task, run_dir, callbacks, plan_resources(task, fit))
     with user_errors_from_ray():  # a UserError raised in a worker arrives wrapped by Ray Train
         result = trainer.fit()
     if result.return_value is None:
@@ -283,8 +296,33 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     return LoopResult(**result.return_value)
 
 
-def build_trainer(task: Task, run_dir: str, callbacks: list | None = None):
-    """The TorchTrainer of `task` (one that never retries a UserError), checkpointing into `run_dir`."""
+def plan_resources(task: Task, fit: Fit | None = None) -> Fit:
+    """`fit` (a sweep trial's share), else the run's fit on the cluster Ray is up on (a UserError when it
+    cannot fit), applied to the Ray Data this driver builds: run before `task.ray_datasets()`."""
+    from hrm_ray.data.ray_env import fit_ray_data
+
+    if fit is None:
+        cluster, need = cluster_now(), run_need(task.cfg.ray, needs_ray_data(task))
+        fit = plan_run(cluster, need)
+        print(describe(cluster, need, fit))
+    fit_ray_data(fit.data_cpus or DATA_CPUS)
+    return fit
+
+
+def data_config(fit: Fit | None):
+    """Ray Train's DataConfig holding the run's Ray Data to `fit.data_limit` CPUs (None: Ray's defaults)."""
+    if fit is None or fit.data_limit is None:
+        return None
+    from ray.data import ExecutionOptions, ExecutionResources
+    from ray.train import DataConfig
+
+    return DataConfig(execution_options=ExecutionOptions(
+        resource_limits=ExecutionResources.for_limits(cpu=fit.data_limit)))
+
+
+def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: Fit | None = None):
+    """The TorchTrainer of `task` (one that never retries a UserError), checkpointing into `run_dir`, its Ray
+    Data held to `fit`."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 
     from hrm_ray.train.ray_failures import Trainer
@@ -307,4 +345,5 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None):
             failure_config=FailureConfig(max_failures=rc.max_failures), callbacks=callbacks,
             logging_config=LoggingConfig(log_level=train_log_level())),
         datasets=datasets or None,
+        dataset_config=data_config(fit) if datasets else None,
     )

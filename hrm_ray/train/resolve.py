@@ -2,6 +2,7 @@
 
 `resolve_config(cfg)` returns a new Config (the given one is left as it was) with
 
+  - the storage root pinned in `ray.storage_path` (`hrm_ray.storage.resolve_root`);
   - `--init_from` and the dataset paths absolute (Ray workers and Tune trials run in other directories),
     checked to exist: each problem a UserError naming the path, before Ray starts or anything is written;
   - what the data decides: the LM's `model.vocab_size` (its tokenizer / meta.json); the puzzle model's
@@ -15,12 +16,12 @@ Resolving a resolved config changes nothing (a sweep resolves its base config, e
 from __future__ import annotations
 
 import copy
-import os
+from collections.abc import Callable
 
 from hrm_ray.config import Config
 from hrm_ray.errors import UserError
-from hrm_ray.train.checkpoint import find_weights
-from hrm_ray.train.run_files import is_remote
+from hrm_ray.storage import resolve_input, resolve_root
+from hrm_ray.train.checkpoint import locate_weights
 
 SYNTHETIC = "synthetic"
 
@@ -28,9 +29,12 @@ SYNTHETIC = "synthetic"
 def resolve_config(cfg: Config) -> Config:
     """A copy of `cfg` with paths absolute and the data-derived fields filled in (see the module doc)."""
     cfg = copy.deepcopy(cfg)
-    if cfg.train.init_from and not is_remote(cfg.train.init_from):
-        cfg.train.init_from = os.path.abspath(os.path.expanduser(cfg.train.init_from))
-        find_weights(cfg.train.init_from)
+    cfg.ray.storage_path, note = resolve_root(cfg.ray.storage_path)
+    if note:
+        print(note)
+    if cfg.train.init_from:
+        cfg.train.init_from = resolve_input(cfg.train.init_from, "--init_from")
+        locate_weights(cfg.train.init_from)
     if cfg.task == "puzzle":
         resolve_puzzle(cfg)
     else:
@@ -38,12 +42,14 @@ def resolve_config(cfg: Config) -> Config:
     return cfg
 
 
-def absolute_dataset_spec(spec: str) -> str:
-    """Local dataset paths of a `--dataset` spec (`PATH` or `PATH:WEIGHT,...`) made absolute."""
+def absolute_dataset_spec(spec: str, resolve: Callable[[str], str] | None = None) -> str:
+    """Local dataset paths of a `--dataset` spec (`PATH` or `PATH:WEIGHT,...`) made absolute by `resolve`
+    (default: `hrm_ray.storage.resolve_input`, relative to where the command runs)."""
     from hrm_ray.data.ingest import parse_dataset_spec
 
+    resolve = resolve or (lambda path: resolve_input(path, "--dataset"))
     specs = parse_dataset_spec(spec)
-    paths = [p if is_remote(p) else os.path.abspath(p) for p, _ in specs]
+    paths = [resolve(p) for p, _ in specs]
     if len(specs) == 1 and ":" not in spec.rsplit("/", 1)[-1]:
         return paths[0]
     return ",".join(f"{p}:{w:g}" for p, (_, w) in zip(paths, specs, strict=True))
@@ -67,7 +73,7 @@ def resolve_puzzle(cfg: Config) -> None:
     from hrm_ray.train.puzzle_task import load_dataset_split, puzzle_schedule, resolve_model
 
     if cfg.data.dataset not in ("", SYNTHETIC):
-        cfg.data.dataset = os.path.abspath(os.path.expanduser(cfg.data.dataset))
+        cfg.data.dataset = resolve_input(cfg.data.dataset, "--dataset")
     meta = load_dataset_split(cfg.data.dataset, "train").metadata
     load_dataset_split(cfg.data.dataset, cfg.data.test_split)
     cfg.model = resolve_model(cfg.model, meta)

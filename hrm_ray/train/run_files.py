@@ -10,15 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
-
-
-def is_remote(uri: str) -> bool:
-    return uri.startswith(REMOTE_SCHEMES)
-
-
-def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts]) if is_remote(base) else str(Path(base, *parts))
+from hrm_ray.storage import filesystem, is_file, is_remote, join, read_text, upload  # noqa: F401  (join re-exported)
 
 
 class RunFiles:
@@ -34,9 +26,7 @@ class RunFiles:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.remote:
-            import pyarrow.fs as pafs
-
-            fs, path = pafs.FileSystem.from_uri(self.path(rel))
+            fs, path = filesystem(self.path(rel))
             with fs.open_output_stream(path) as out:
                 out.write(data)
             return
@@ -49,9 +39,12 @@ class RunFiles:
         os.replace(tmp, target)
 
     def append_line(self, rel: str, line: str) -> None:
-        """Append one line; remote files are rewritten whole (object stores cannot append)."""
+        """Append one line; remote files are rewritten whole (object stores cannot append), starting from what
+        an earlier process (the run before a resume) left there."""
         if self.remote:
-            lines = self._buffers.setdefault(rel, [])
+            if rel not in self._buffers:
+                self._buffers[rel] = read_text(self.path(rel)).splitlines() if is_file(self.path(rel)) else []
+            lines = self._buffers[rel]
             lines.append(line)
             self.write_bytes(rel, "".join(f"{x}\n" for x in lines).encode())
             return
@@ -61,9 +54,7 @@ class RunFiles:
     def put_dir(self, local_dir: str | Path, rel: str) -> None:
         """Replace `rel` with a copy of `local_dir`; locally the old copy stays until the new one is whole."""
         if self.remote:
-            import pyarrow.fs as pafs
-
-            pafs.copy_files(str(local_dir), self.path(rel))
+            upload(local_dir, self.path(rel))
             return
         target = Path(self.path(rel))
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))

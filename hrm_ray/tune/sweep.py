@@ -17,7 +17,8 @@ restores it (`Tuner.restore`): finished trials stay finished, unfinished ones re
 resumes from its own last checkpoint.
 
 Outputs in `<sweep>/`: trials.jsonl (one trial a line: trial_id, params, best_val_loss, steps,
-stopped_early, history of val_loss, metric, mode, best_metric), best_config.yaml (a full config that
+stopped_early, history of val_loss from its run's metrics.jsonl, metric, mode, best_metric, start: its
+initial values and gates at step 0), asha_state.jsonl (ASHA's rungs, restored with the sweep), best_config.yaml (a full config that
 `hrm-ray train --config` and the experiment scripts accept), report/ (plots and report.md by
 `hrm_ray.report`), sweep.json (the settings a restore reuses).
 """
@@ -32,9 +33,20 @@ from typing import Any
 
 import yaml
 
-from hrm_ray.config import Config, from_dict, leaf_paths, set_value, suggest, to_dict, validate
+from hrm_ray.config import (
+    Config,
+    from_dict,
+    init_value_paths,
+    leaf_paths,
+    set_value,
+    suggest,
+    to_dict,
+    validate,
+)
 from hrm_ray.errors import UserError
+from hrm_ray.train.resources import Fit
 from hrm_ray.train.run_files import RunFiles, is_remote, join
+from hrm_ray.tune.history import run_curve, run_records
 from hrm_ray.tune.space import Knob, SearchSpace
 
 METRIC, MODE, TIME_ATTR = "val_loss", "min", "step"
@@ -173,6 +185,7 @@ class TrialRow:
     metric: str = METRIC         # the sweep's ranking metric, its direction, and this trial's best value of it
     mode: str = MODE
     best_metric: float | None = None
+    start: dict[str, float] = field(default_factory=dict)  # its initial values and the gates they gave at step 0
 
 
 @dataclass
@@ -188,15 +201,21 @@ class SweepResult:
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
-    """The base config with a trial's parameters (a model name first: it decides the model's fields)."""
+    """The base config with a trial's parameters (a model name first: it decides the model's fields); the
+    ones that are the model's initial values join `train.init_values`, so they win over `--init_from`'s."""
     cfg = from_dict(base)
     for path, value in sorted(params.items(), key=lambda item: item[0] != "model.name"):
         set_value(cfg, path, value, f"search space {path}")
+    initial = [f"model.{name}" for name in getattr(cfg.model, "INIT_VALUES", ()) if f"model.{name}" in params]
+    if initial:
+        cfg.train.init_values = ",".join(dict.fromkeys([*init_value_paths(cfg), *initial]))
     return validate(cfg)
 
 
-def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str, metric: str = METRIC) -> None:
-    """Tune's trial driver: one Ray Train run whose evaluations reach Tune through TuneReportCallback."""
+def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str, metric: str = METRIC,
+              fit: Fit | None = None) -> None:
+    """Tune's trial driver: one Ray Train run whose evaluations reach Tune through TuneReportCallback, its
+    Ray Data held to the trial's share of the cluster (`fit`, from `plan_trials`)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -205,7 +224,7 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str, metri
     cfg = trial_config(base, params)
     cfg.train.run_name = ray.tune.get_context().get_trial_id()
     cfg.ray.storage_path = runs_dir
-    result = train(cfg, callbacks=[TuneReportCallback()])
+    result = train(cfg, callbacks=[TuneReportCallback()], fit=fit)
     if result.already_done:  # finished before an interruption that Tune had not recorded yet
         ray.tune.report(finished_report(result, metric))
 
@@ -232,23 +251,27 @@ def load_spec(path: str) -> SweepSpec:
     return SweepSpec(**data)
 
 
-def build_tuner(spec: SweepSpec, restore: bool):
+def build_tuner(spec: SweepSpec, restore: bool, fit: Fit | None = None):
+    """The Tuner of `spec` (restored: the stored one), `fit.trials` trials at once (`plan_trials`)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from hrm_ray.tune.asha import PersistentASHA
+
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=spec.base, runs_dir=join(spec.path, RUNS_DIR), metric=spec.metric),
+        tune.with_parameters(run_trial, base=spec.base, runs_dir=join(spec.path, RUNS_DIR), metric=spec.metric,
+                             fit=fit),
         {"CPU": TRIAL_DRIVER_CPUS})
     if restore:
         return tune.Tuner.restore(spec.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     if spec.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=spec.max_t, grace_period=spec.grace(),
-                                  reduction_factor=spec.reduction_factor)
+        scheduler = PersistentASHA(spec.path, RUNS_DIR, time_attr=TIME_ATTR, max_t=spec.max_t, grace_period=spec.grace(),
+                                   reduction_factor=spec.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     searcher = BasicVariantGenerator(points_to_evaluate=spec.points or None, random_state=spec.seed,
-                                     max_concurrent=spec.max_concurrent_trials)  # TuneConfig's would be ignored
+                                     max_concurrent=fit.trials if fit else spec.max_concurrent_trials)  # TuneConfig's would be ignored
     stop = {TIME_ATTR: spec.max_t} if spec.max_t < spec.steps else None  # a budget below the runs' own steps
     return tune.Tuner(
         trainable,
@@ -270,9 +293,23 @@ def start_ray(spec: SweepSpec) -> None:
                dashboard=True)
 
 
+def plan_trials(spec: SweepSpec) -> Fit:
+    """How many trials run at once on the cluster Ray is up on (at most --max_concurrent_trials), each
+    trial's driver, workers and Ray Data counted (hrm_ray.train.resources), planned from the base config; a
+    UserError when not even one fits."""
+    from hrm_ray.train.ray_trainer import reads_ray_data
+    from hrm_ray.train.resources import cluster_now, plan_sweep, run_need
+
+    base = from_dict(spec.base)
+    need = run_need(base.ray, reads_ray_data(base), TRIAL_DRIVER_CPUS)
+    return plan_sweep(cluster_now(), need, spec.num_samples, spec.max_concurrent_trials)
+
+
 def _start_or_restore(spec: SweepSpec, log: Callable[[str], None]) -> tuple[SweepSpec, bool]:
     """The spec to run: a stored sweep's own settings (restored), else `spec`, checked and saved."""
     from ray import tune
+
+    from hrm_ray.tune.asha import write_state
 
     if tune.Tuner.can_restore(spec.path):
         stored = load_spec(spec.path)
@@ -283,6 +320,7 @@ def _start_or_restore(spec: SweepSpec, log: Callable[[str], None]) -> tuple[Swee
         return stored, True
     spec.check()
     _save_spec(spec)
+    write_state(spec.path, {})  # no rungs left by an earlier sweep of this name
     log(f"sweep {spec.path}: {spec.num_samples} trials ranked by {spec.metric} ({spec.mode}), {spec.scheduler} "
         f"(max_t {spec.max_t} steps" + (f", grace {spec.grace()}, reduction factor {spec.reduction_factor})"
                                          if spec.scheduler == "asha" else ")"))
@@ -294,7 +332,10 @@ def run_sweep(spec: SweepSpec, log: Callable[[str], None] = print, report: bool 
     requested = spec
     spec, restored = _start_or_restore(spec, log)
     start_ray(requested)  # after the checks: a bad setting never waits for Ray to start
-    grid = build_tuner(spec, restored).fit()
+    fit = plan_trials(spec)
+    log(f"{fit.trials} trial{'s' * (fit.trials != 1)} at once" + (f", Ray Data tasks of {fit.data_cpus:g} CPU each"
+                                                                   if fit.data_cpus else ""))
+    grid = build_tuner(spec, restored, fit).fit()
     rows = trial_rows(grid, spec)
     best = best_row(rows, spec.mode)
     if any(r.status == "UNFINISHED" for r in rows):
@@ -319,18 +360,21 @@ def trial_rows(grid, spec: SweepSpec) -> list[TrialRow]:
         config = dict(result.config or {})
         last = result.metrics or {}
         trial_id = str(last.get("trial_id") or Path(result.path).name)
-        frame = result.metrics_dataframe
-        history = _curve(frame, METRIC)
-        ranked = history if spec.metric == METRIC else _curve(frame, spec.metric)
+        records = run_records(join(spec.path, RUNS_DIR, trial_id))
+        history = run_curve(records, METRIC) or _curve(result.metrics_dataframe, METRIC)
+        ranked = history if spec.metric == METRIC else (run_curve(records, spec.metric)
+                                                        or _curve(result.metrics_dataframe, spec.metric))
         losses = [v for _, v in history if math.isfinite(v)]
         values = [v for _, v in ranked if math.isfinite(v)]
         reported = max([int(s) for s, _ in history + ranked], default=0)
         rows.append(TrialRow(
             trial_id=trial_id, params=config, best_val_loss=min(losses) if losses else None,
-            steps=max(reported, _steps_trained(spec, trial_id)), stopped_early=reported < spec.max_t,
+            steps=max([reported, *(int(r.get("step", 0)) for r in records)]), stopped_early=reported < spec.max_t,
             status=_status(result, last), history=history, path=_relative(result.path, spec.path),
             error=_last_line(result.error), metric=spec.metric, mode=spec.mode,
-            best_metric=(max if spec.mode == "max" else min)(values) if values else None))
+            best_metric=(max if spec.mode == "max" else min)(values) if values else None,
+            start=next(({k: v for k, v in r.items() if k not in ("step", "split", "time")}
+                        for r in records if r.get("split") == "start"), {})))
     return sorted(rows, key=lambda r: r.trial_id)
 
 
@@ -357,21 +401,6 @@ def _status(result, last: dict[str, Any]) -> str:
     if result.error:
         return "ERROR"
     return "TERMINATED" if last.get("done") else "UNFINISHED"
-
-
-def _steps_trained(spec: SweepSpec, trial_id: str) -> int:
-    """Optimizer steps the trial's Train run actually took (it may go on a little after its last report)."""
-    run_dir = join(spec.path, RUNS_DIR, trial_id)
-    metrics = Path(run_dir, "metrics.jsonl")
-    if is_remote(run_dir) or not metrics.is_file():
-        return 0
-    steps = 0
-    for line in metrics.read_text().splitlines():
-        try:
-            steps = max(steps, int(json.loads(line).get("step", 0)))
-        except (json.JSONDecodeError, TypeError, ValueError):
-            continue
-    return steps
 
 
 def _relative(path: str, root: str) -> str:

@@ -15,6 +15,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from hrm_ray.data.puzzles.format import load_split
 from hrm_ray.data.puzzles.ray_dataset import _read_rows
 from hrm_ray.data.puzzles.sampler import GroupEpochSampler
+from hrm_ray.data.ray_env import data_task_cpus
 
 
 def iteration_index(batch: dict[str, np.ndarray], dataset_dir: str, split: str, global_batch_size: int,
@@ -32,13 +33,14 @@ def run_train_dataset(dataset_dir: str, global_batch_size: int, epochs_per_iter:
     """Ray Dataset with columns inputs [L], labels [L] (-100 = no loss), puzzle_identifiers for the run."""
     import ray.data
 
-    return (ray.data.range(iterations, override_num_blocks=iterations)
+    # from_items, not range: range's read task takes a whole CPU, which may be more than the workers leave
+    return (ray.data.from_items([{"id": i} for i in range(iterations)], override_num_blocks=iterations)
             .map_batches(iteration_index, batch_size=1, batch_format="numpy",
                          fn_kwargs={"dataset_dir": dataset_dir, "split": split,
                                     "global_batch_size": global_batch_size, "epochs_per_iter": epochs_per_iter,
-                                    "seed": seed})
+                                    "seed": seed}, num_cpus=data_task_cpus())
             .map_batches(_read_rows, batch_size=global_batch_size, batch_format="numpy",
-                         fn_kwargs={"dataset_dir": dataset_dir, "split": split}))
+                         fn_kwargs={"dataset_dir": dataset_dir, "split": split}, num_cpus=data_task_cpus()))
 
 
 class PuzzleBatchCollate(NumpyBatchCollateFn):

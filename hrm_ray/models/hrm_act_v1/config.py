@@ -41,6 +41,8 @@ class HRMACTv1Config:
         "H_cycles": "h_cycles", "L_cycles": "l_cycles", "H_layers": "h_layers", "L_layers": "l_layers",
         "hidden_size": "d_model", "num_heads": "n_heads", "expansion": "mlp_ratio", "rms_norm_eps": "norm_eps",
     }
+    # Fields that are initial values of parameters: `train.init_values` applies them over --init_from weights.
+    INIT_VALUES: ClassVar[tuple[str, ...]] = ("gate_init_bias",)
 
     @property
     def puzzle_emb_len(self) -> int:

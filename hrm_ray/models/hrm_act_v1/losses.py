@@ -1,7 +1,7 @@
 """Losses and metrics of the puzzle HRM: stablemax/softmax cross-entropy and the ACT Q losses."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,9 @@ class ACTLossHead(nn.Module):
 
     def parameter_groups(self) -> dict[str, list]:
         return self.model.parameter_groups()
+
+    def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
+        return self.model.apply_initial_values(names)
 
     def forward(self, carry, batch: dict[str, torch.Tensor], return_outputs: bool = False):
         new_carry, outputs = self.model(carry, batch)

@@ -11,6 +11,7 @@ minimum number of steps; evaluation always runs halt_max_steps segments.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -213,6 +214,19 @@ class HRMACTv1(nn.Module):
                     torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
 
         return ACTCarry(inner, steps, halted, data), outputs
+
+    def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
+        """Set the parameters that the config's initial-value fields `names` (of INIT_VALUES) start, over any
+        loaded weights: both injection gates' bias. -> name: value, of each one the model has."""
+        applied: dict[str, float] = {}
+        for name in names:
+            if name not in self.config.INIT_VALUES:
+                raise ValueError(f"{name}: not an initial value of this model ({', '.join(self.config.INIT_VALUES)})")
+            if name == "gate_init_bias" and self.config.use_gating:
+                self.inner.L_gate.reset_bias()
+                self.inner.H_gate.reset_bias()
+                applied[name] = self.config.gate_init_bias
+        return applied
 
     def parameter_groups(self) -> dict[str, list]:
         """`sparse_embedding`: PuzzleEmbedding modules for sign-SGD; `dense`: every parameter."""

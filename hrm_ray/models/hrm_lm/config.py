@@ -28,6 +28,7 @@ class HRMConfig:
     halting_weight: float = 0.005
     halt_target: float = 1.0
     halt_threshold: float = 0.5
+    halt_init_bias: float = 0.0         # the halting head's initial bias (weights start at 0): p = sigmoid(bias)
 
 
 @dataclass
@@ -57,6 +58,8 @@ class HRMLMConfig:
 
     # Former names -> dotted field paths in this config (command-line flags and YAML keys of old runs).
     ALIASES: ClassVar[dict[str, str]] = {"l_steps": "hrm.l_cycles"}
+    # Fields that are initial values of parameters: `train.init_values` applies them over --init_from weights.
+    INIT_VALUES: ClassVar[tuple[str, ...]] = ("bridge.gate_init_bias", "hrm.halt_init_bias")
 
     def validate(self) -> HRMLMConfig:
         if self.vocab_size <= 0:

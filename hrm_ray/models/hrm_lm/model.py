@@ -10,6 +10,7 @@ With the gate scale at 0 the memory is E: a plain encoder-decoder LM that still 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -58,11 +59,24 @@ class HRMLanguageModel(nn.Module):
         self.lm_head.weight = self.embed.weight
         self.loss_fn = token_cross_entropy  # an attribute, so that --compile can swap in a compiled one
         self.apply(_init_weights)
-        if self.bridge is not None:
-            self.bridge.gate.reset_bias()
-        if self.hrm is not None and self.hrm.halt_head is not None:  # p = 0.5 a cycle at the start
+        if self.hrm is not None and self.hrm.halt_head is not None:  # p = sigmoid(halt_init_bias) a cycle at the start
             nn.init.zeros_(self.hrm.halt_head.weight)
-            nn.init.zeros_(self.hrm.halt_head.bias)
+        self.apply_initial_values(cfg.INIT_VALUES)
+
+    def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
+        """Set the parameters that the config's initial-value fields `names` (of INIT_VALUES) start, over any
+        loaded weights: the gate's bias, the halting head's bias. -> name: value, of each one the model has."""
+        applied: dict[str, float] = {}
+        for name in names:
+            if name not in self.cfg.INIT_VALUES:
+                raise ValueError(f"{name}: not an initial value of this model ({', '.join(self.cfg.INIT_VALUES)})")
+            if name == "bridge.gate_init_bias" and self.bridge is not None:
+                self.bridge.gate.reset_bias()
+                applied[name] = self.cfg.bridge.gate_init_bias
+            elif name == "hrm.halt_init_bias" and self.hrm is not None and self.hrm.halt_head is not None:
+                nn.init.constant_(self.hrm.halt_head.bias, self.cfg.hrm.halt_init_bias)
+                applied[name] = self.cfg.hrm.halt_init_bias
+        return applied
 
     def hrm_parameters(self) -> list[nn.Parameter]:
         """Parameters of the HRM path (core, bridge projection, gate): frozen while the gate scale is 0."""
