@@ -89,6 +89,7 @@ class RayConfig:
     cpus_per_worker: float = 1.0
     storage_path: str = ""
     max_failures: int = 0
+    placement_strategy: str = "PACK"  # PACK: workers on as few nodes as fit | SPREAD: across nodes
 
 
 @dataclass
@@ -162,6 +163,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.mixed_precision": ("none", "bf16", "fp16"),
     "train.wandb": ("auto", "online", "offline", "off"),
     "tune.scheduler": ("asha", "fifo"),
+    "ray.placement_strategy": ("PACK", "SPREAD"),
 }
 
 # Range checks of the fields a tree has (model fields only apply to the families that have them).

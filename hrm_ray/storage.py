@@ -201,9 +201,15 @@ def localize_tree(uri: str, skip: tuple[str, ...] = ()) -> Path:
     return local
 
 
-def upload(local_dir: str | Path, uri: str) -> None:
-    """Copy the local directory `local_dir` to `uri` (a remote destination)."""
+def upload(local_dir: str | Path, uri: str, last: str = "") -> None:
+    """Copy the local directory `local_dir` to `uri` (a remote destination); its top-level file `last`
+    (meta.json: what readers require) only once everything else is there."""
     import pyarrow.fs as pafs
 
     fs, path = filesystem(uri)
-    pafs.copy_files(str(local_dir), path, destination_filesystem=fs)
+    if not last:
+        pafs.copy_files(str(local_dir), path, destination_filesystem=fs)
+        return
+    fs.create_dir(path)
+    for entry in sorted(Path(local_dir).iterdir(), key=lambda p: p.name == last):
+        pafs.copy_files(str(entry), f"{path}/{entry.name}", destination_filesystem=fs)

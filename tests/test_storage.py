@@ -45,7 +45,8 @@ def test_an_lm_run_in_s3_resumes_and_serves_init_from_eval_generate_and_report(s
     assert "resumed 'a' from" in out and "finished at step 4/4" in out
     run_a = f"{runs}/a"
     names = storage.list_names(run_a)
-    assert names == ["best-model", "checkpoint_00000004", "config.yaml", "metrics.jsonl"]  # limit 1, pruned
+    assert names == ["best-model", "checkpoint_00000004", "config.yaml", "metrics.jsonl",
+                     "workers.json"]  # limit 1, pruned
     steps = [json.loads(x)["step"] for x in storage.read_text(f"{run_a}/metrics.jsonl").splitlines()]
     assert steps == [2, 2, 4, 4]  # the resumed run appended to the first run's lines
 

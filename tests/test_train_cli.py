@@ -62,7 +62,7 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
     assert main(argv) == 0
     run_dir = tmp_path / "cli"
     assert sorted(p.name for p in run_dir.iterdir()) == ["best-model", "checkpoint_00000004", "config.yaml",
-                                                         "metrics.jsonl"]
+                                                         "metrics.jsonl", "workers.json"]
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in lines] == [(2, "train"), (2, "val"), (4, "train"), (4, "val")]
     assert "finished at step 4/4" in capsys.readouterr().out

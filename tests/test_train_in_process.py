@@ -72,7 +72,8 @@ def test_a_prepared_dataset_trains_and_resumes_without_ray(tmp_path):
     assert "ray initialized: False" in done.stdout and "resumed 'local'" in done.stdout
     run = tmp_path / "runs" / "local"
     assert sorted(p.name for p in run.iterdir()) == ["best-model", "checkpoint_00000004", "checkpoint_00000006",
-                                                     "config.yaml", "metrics.jsonl"]
+                                                     "config.yaml", "metrics.jsonl", "workers.json"]
+    assert [(w["rank"], w["node_id"]) for w in json.loads((run / "workers.json").read_text())] == [(0, "")]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]
     # validation read the val shard's rows: its tokens are their labels (the decoder side capped at 32)

@@ -1,9 +1,13 @@
-"""Ray Train runs: 2 CPU workers over gloo on a prepared dataset, a worker killed mid-run, and
-on-the-fly mixing of prepared datasets with the realised proportions logged."""
+"""Ray Train runs: 2 CPU workers over gloo on a prepared dataset, on two nodes of a 3-node cluster; a worker
+killed mid-run; on-the-fly mixing of prepared datasets with the realised proportions logged."""
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +19,9 @@ from hrm_ray.config import build_config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets
 from hrm_ray.train.checkpoint import CheckpointStore, load_checkpoint, read_meta
 from hrm_ray.train.ray_trainer import train
+from tests.ray_heads import clean_env
+
+MULTINODE = Path(__file__).with_name("multinode_run.py")
 
 TINY = ["--d_model", "32", "--n_heads", "2", "--encoder_layers", "1", "--decoder_layers", "1",
         "--wandb", "off", "--max_seq_len", "32", "--log_steps", "2"]
@@ -42,15 +49,33 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.timeout(400)
-def test_two_cpu_workers_on_a_prepared_dataset(ray_session, tmp_path):
+def run_on_three_nodes(tmp_path: Path, flags: list[str], timeout: float = 240) -> dict:
+    """tests/multinode_run.py in its own process and process group (killed whole on a timeout): the run of
+    `flags` on a 3-node Ray cluster of 1 CPU each; what it wrote."""
+    out = tmp_path / "multinode.json"
+    proc = subprocess.Popen([sys.executable, str(MULTINODE), str(out), "--", *flags],
+                            env=clean_env(), start_new_session=True)
+    try:
+        assert proc.wait(timeout=timeout) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.timeout(300)
+def test_two_cpu_workers_on_two_nodes_of_a_cluster(tmp_path):
     data = make_prepared(tmp_path, "arith", 256, 32)
-    cfg = build_config(None, [*TINY, "--dataset", str(data), "--num_workers", "2", "--cpus_per_worker", "1",
-                              "--batch_size", "8", "--steps", "6", "--val_every", "3", "--warmup_steps", "1",
-                              "--save_dir", str(tmp_path / "runs"), "--run_name", "ddp", "--checkpoint_limit", "1"])
-    result = train(cfg)
-    run_dir = tmp_path / "runs" / "ddp"
-    assert result.step == 6 and math.isfinite(result.best_val_loss)
+    record = run_on_three_nodes(tmp_path, [
+        *TINY, "--dataset", str(data), "--num_workers", "2", "--cpus_per_worker", "1", "--placement_strategy",
+        "SPREAD", "--batch_size", "8", "--steps", "6", "--val_every", "3", "--warmup_steps", "1",
+        "--save_dir", str(tmp_path / "runs"), "--run_name", "ddp", "--checkpoint_limit", "1"])
+    result, run_dir = record["result"], tmp_path / "runs" / "ddp"
+    assert result["step"] == 6 and math.isfinite(result["best_val_loss"])
+    workers = json.loads((run_dir / "workers.json").read_text())
+    assert [w["rank"] for w in workers] == [0, 1] and all(w["hostname"] for w in workers)
+    nodes = [w["node_id"] for w in workers]
+    assert len(set(nodes)) == 2 and set(nodes) <= set(record["nodes"])  # SPREAD: one rank per node
     assert [p.name for p in CheckpointStore(run_dir, 0).checkpoints()] == ["checkpoint_00000006"]
     state = load_checkpoint(run_dir / "checkpoint_00000006")
     assert state["step"] == 6 and len(state["data_position"]) == 2  # one data position per worker

@@ -17,8 +17,10 @@ from hrm_ray.errors import UserError
 def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", nargs="+", required=True,
                    help="files or directories (.parquet .jsonl .jsonl.gz .json .arrow .txt)")
-    p.add_argument("--dest", required=True, help="output dataset directory")
-    p.add_argument("--tokenizer", help="existing tokenizer.json to reuse (its vocab size wins); "
+    p.add_argument("--dest", required=True,
+                   help="output dataset directory, or an s3://, gs:// URI (staged locally, then uploaded)")
+    p.add_argument("--tokenizer", help="existing tokenizer.json (or a dataset holding one; s3://, gs:// too) "
+                   "to reuse (its vocab size wins); "
                    "absent: train a byte-level BPE on the source")
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--max-seq-len", type=int, default=512)

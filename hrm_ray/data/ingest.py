@@ -31,6 +31,7 @@ from hrm_ray.data.quotas import plan_mix, proportions
 from hrm_ray.data.ray_env import data_task_cpus
 from hrm_ray.data.tags import tag_source
 from hrm_ray.errors import UserError
+from hrm_ray.storage import filesystem
 
 __all__ = ["DatasetMeta", "read_meta", "load_prepared_split", "mix_datasets", "collate_triplets",
            "TripletCollate", "parse_dataset_spec", "IGNORE_INDEX"]
@@ -41,18 +42,21 @@ SHUFFLES = ("none", "files", "full")
 
 def load_prepared_split(path: str, split: str, shuffle_seed: int | None = None) -> ray.data.Dataset:
     """One split of a prepared dataset as a lazily read Ray Dataset (shards in a seeded random
-    order when `shuffle_seed` is given); its tasks take `data_task_cpus()` CPUs each."""
-    files = [str(f) for f in split_files(path, split)]
+    order when `shuffle_seed` is given); its tasks take `data_task_cpus()` CPUs each. A URI's Parquet shards
+    are read through hrm_ray.storage's filesystem (so an S3-compatible endpoint from the environment works)."""
+    files = split_files(path, split)
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(files)
-    if files[0].endswith(".jsonl"):
+    if files[0].endswith(".jsonl"):  # Ray's lines=True reader takes no filesystem: a URI's own is used
         return ray.data.read_json(files, lines=True, num_cpus=data_task_cpus())
+    fs = filesystem(str(path))[0]
+    files = [filesystem(f)[1] for f in files]
     # Ray 2.60's DataSourceV2 Parquet path (ListFiles -> ReadFiles) took ~20x longer to start
     # streaming a few-shard split than the V1 reader here; the choice is made at this call.
     ctx = DataContext.get_current()
     saved, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
-        return ray.data.read_parquet(files, num_cpus=data_task_cpus())
+        return ray.data.read_parquet(files, filesystem=fs, num_cpus=data_task_cpus())
     finally:
         ctx.use_datasource_v2 = saved
 

@@ -21,13 +21,13 @@ BATCH_ROWS = 8192
 def iter_split_tables(path: str | Path, split: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
     """Tables of at most `batch_rows` rows, in file order, from either layout."""
     for file in split_files(path, split):
-        if file.suffix == ".parquet":
+        if file.endswith(".parquet"):
             handle = pq.ParquetFile(file)
             for batch in handle.iter_batches(batch_size=batch_rows):
                 yield pa.Table.from_batches([batch])
             continue
         rows: list[dict] = []
-        for lineno, row in numbered_jsonl(file):
+        for lineno, row in numbered_jsonl(Path(file)):
             missing = [c for c in TRIPLET_COLUMNS if c not in row]
             if missing:
                 raise UserError(f"{file}: line {lineno}: missing {', '.join(missing)}")
@@ -48,7 +48,7 @@ def split_row_count(path: str | Path, split: str) -> int:
     """Rows actually stored (Parquet footers, or JSONL lines)."""
     total = 0
     for file in split_files(path, split):
-        if file.suffix == ".parquet":
+        if file.endswith(".parquet"):
             total += pq.ParquetFile(file).metadata.num_rows
         else:
             with open(file, encoding="utf-8") as handle:

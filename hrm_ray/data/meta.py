@@ -1,7 +1,8 @@
 """meta.json of a prepared dataset, and where its splits live.
 
 Two layouts load: ours (`train/` and `val/` Parquet shards) and the seed's
-(`train.jsonl`/`val.jsonl`); both carry tokenizer.json and meta.json beside them.
+(`train.jsonl`/`val.jsonl`); both carry tokenizer.json and meta.json beside them. A dataset may be a
+local directory or a URI (s3://, gs://): everything here reads through hrm_ray.storage.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hrm_ray.errors import UserError
+from hrm_ray.storage import is_dir, is_file, join, list_names, localize, read_text
 
 SPLITS = ("train", "val")
 TRIPLET_COLUMNS = ("encoder_ids", "decoder_input_ids", "labels")
@@ -35,37 +37,43 @@ class DatasetMeta:
 
 
 def layout_of(path: str | Path) -> str:
-    path = Path(path)
-    if any((path / s).is_dir() for s in SPLITS):
+    path = str(path)
+    if any(is_dir(join(path, s)) for s in SPLITS):
         return "parquet"
-    if any((path / f"{s}.jsonl").is_file() for s in SPLITS):
+    if any(is_file(join(path, f"{s}.jsonl")) for s in SPLITS):
         return "jsonl"
     raise UserError(f"{path}: not a prepared dataset (no train/ or val/ Parquet dirs, no train.jsonl/val.jsonl)")
 
 
-def split_files(path: str | Path, split: str) -> list[Path]:
-    """The files holding one split, in order; a clear error when the split is missing."""
+def split_files(path: str | Path, split: str) -> list[str]:
+    """The files (local paths or URIs) holding one split, in order; a clear error when the split is missing."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-    path = Path(path)
+    path = str(path)
     if layout_of(path) == "jsonl":
-        file = path / f"{split}.jsonl"
-        if not file.is_file():
-            raise UserError(f"{path}: split '{split}' missing ({file.name} not found)")
+        file = join(path, f"{split}.jsonl")
+        if not is_file(file):
+            raise UserError(f"{path}: split '{split}' missing ({split}.jsonl not found)")
         return [file]
-    files = sorted((path / split).glob("*.parquet"))
+    files = [join(path, split, name) for name in list_names(join(path, split)) if name.endswith(".parquet")]
     if not files:
-        raise UserError(f"{path}: split '{split}' missing (no Parquet shards in {path / split})")
+        raise UserError(f"{path}: split '{split}' missing (no Parquet shards in {join(path, split)})")
     return files
 
 
+def read_dataset_file(path: str | Path, name: str) -> str:
+    """The text of `name` (meta.json, tokenizer.json) in a prepared dataset, local or remote."""
+    file = join(str(path), name)
+    if not is_file(file):
+        raise UserError(f"{path}: {name} not found (not a prepared dataset, or an incomplete one?)")
+    return read_text(file)
+
+
 def read_meta(path: str | Path) -> DatasetMeta:
-    path = Path(path)
-    meta_file = path / "meta.json"
-    if not meta_file.is_file():
-        raise UserError(f"{path}: meta.json not found (not a prepared dataset?)")
+    path = str(path)
+    meta_file = join(path, "meta.json")
     try:
-        raw = json.loads(meta_file.read_text())
+        raw = json.loads(read_dataset_file(path, "meta.json"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{meta_file}: invalid JSON: {exc.msg}") from exc
     for key in ("vocab_size", "pad_id"):
@@ -75,10 +83,10 @@ def read_meta(path: str | Path) -> DatasetMeta:
     if bos_id is None or eos_id is None:  # the seed's meta.json may only name pad and vocab
         from hrm_ray.data.tokenizer import load_tokenizer
 
-        tok = load_tokenizer(path / "tokenizer.json")
+        tok = load_tokenizer(localize(join(path, "tokenizer.json")))
         bos_id, eos_id = tok.token_to_id("<bos>"), tok.token_to_id("<eos>")
     return DatasetMeta(
-        path=str(path), vocab_size=int(raw["vocab_size"]), pad_id=int(raw["pad_id"]),
+        path=path, vocab_size=int(raw["vocab_size"]), pad_id=int(raw["pad_id"]),
         bos_id=int(bos_id), eos_id=int(eos_id), max_seq_len=raw.get("max_seq_len"),
         train_samples=raw.get("train_samples"), val_samples=raw.get("val_samples"),
         tokenizer_sha256=raw.get("tokenizer_sha256"), layout=layout_of(path), raw=raw,

@@ -9,7 +9,8 @@ counts (exact) and completes the layout: tokenizer.json, meta.json, empty splits
 joined in unit order. A unit's output depends only on its records, so a rerun with the same
 inputs and seed gives byte-identical shards. Everything is written into a hidden temporary
 directory renamed to --dest at the end; a failed or interrupted job deletes it (its actors find
-it gone at their next batch and stop, and cannot bring it back: see `writer`).
+it gone at their next batch and stop, and cannot bring it back: see `writer`). An s3://, gs://
+--dest is staged the same way on the local disk ($TMPDIR), then uploaded, meta.json last.
 
 `--max-records N` applies while reading, in record order: nothing after a file's first N records
 is read or parsed. A --source that yields no usable document, or a job that yields no training
@@ -42,6 +43,7 @@ from hrm_ray.data.triplets import TripletConfig, continuation_windows, prompt_re
 from hrm_ray.data.work_units import UNIT_BYTES, Piece, WorkUnit, piece_record_batches, plan_units
 from hrm_ray.data.writer import DatasetWriter, atomic_dir, check_dest, finish_parts
 from hrm_ray.errors import UserError
+from hrm_ray.storage import is_dir, is_remote, join, localize
 
 READ_BATCH = 1024
 POSITIVE_FLAGS = ("tokenizer_batch_size", "max_files", "max_records", "rows_per_shard", "tokenizer_workers",
@@ -122,8 +124,9 @@ class PrepareUnits:
 
         self.staging = Path(staging)
         if not self.staging.is_dir():
+            where = "$TMPDIR (where a remote --dest is staged)" if is_remote(cfg.dest) else "--dest"
             raise UserError(f"--dest {cfg.dest}: its staging directory {staging} is not visible on worker node "
-                            f"{socket.gethostname()}; on a multi-node cluster --dest must be on a shared filesystem")
+                            f"{socket.gethostname()}; on a multi-node cluster {where} must be on a shared filesystem")
         self.tok = Tokenizer.from_str(tokenizer_json)
         self.tcfg, self.cfg, self.opts = tcfg, cfg, opts
         self.fields = fields_read(opts)
@@ -292,12 +295,19 @@ def _check_usable(rows: list[dict[str, Any]], sources: list[str], samples: dict[
 
 def _tokenizer(cfg: PrepareConfig, files: list[tuple[Path, str]], opts: ExtractOptions, notes: list[str]):
     if cfg.tokenizer:
-        tok = load_tokenizer(cfg.tokenizer)
+        tok = load_tokenizer(_local_tokenizer(cfg.tokenizer))
         if cfg.vocab_size != tok.get_vocab_size():
             notes.append(f"--tokenizer given: its vocab size {tok.get_vocab_size()} is used")
         return tok
     return train_tokenizer(tokenizer_sample(files, opts, cfg.tokenizer_sample_chars, cfg.max_records),
                            cfg.vocab_size, cfg.tokenizer_num_threads)
+
+
+def _local_tokenizer(path: str) -> Path:
+    """--tokenizer as a local path: a URI's tokenizer.json (of a file, or of a dataset's directory) is copied."""
+    if is_remote(path) and is_dir(path):
+        path = join(path, "tokenizer.json")
+    return localize(path)
 
 
 def _shards(rows: list[dict[str, Any]]) -> dict[str, list[str]]:

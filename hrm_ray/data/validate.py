@@ -119,7 +119,7 @@ def validate_dataset(path: str) -> ValidationReport:
             report.add(str(exc))
             continue
         total = 0
-        for file in files:
+        for file in map(Path, files):
             where, file_rows = f"{split}/{file.name}", 0
             try:
                 if file.suffix == ".parquet":

@@ -1,5 +1,6 @@
 """Write triplet tables as a prepared dataset: Parquet shards per split (and/or the seed's
-JSONL files), inside a temporary directory that is renamed into place only when complete.
+JSONL files), inside a temporary directory that is renamed into place only when complete (or, for an
+s3:// / gs:// destination, uploaded when complete, meta.json last).
 
 Shard and row-group boundaries depend only on the row sequence, never on how Ray cut the
 blocks, so the same rows give byte-identical files. Work-unit writers (`part=k`) never create
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ import pyarrow.parquet as pq
 from hrm_ray.atomic import staged_dir
 from hrm_ray.data.meta import SPLITS, TRIPLET_COLUMNS
 from hrm_ray.errors import UserError
+from hrm_ray.storage import delete_dir, exists, is_dir, is_file, is_remote, list_names, upload
 
 TOKENS = pa.list_(pa.int32())
 TRIPLET_SCHEMA = pa.schema([(c, TOKENS) for c in TRIPLET_COLUMNS])
@@ -28,9 +31,11 @@ FORMATS = ("parquet", "jsonl", "both")
 PARTS_DIR = ".parts"
 
 
-def check_dest(dest: str | Path, overwrite: bool, flag: str = "") -> Path:
+def check_dest(dest: str | Path, overwrite: bool, flag: str = "") -> str | Path:
     """`dest` as an output directory: refused when it or a parent is a file, or when it is not
-    empty (unless `overwrite`). `flag` names the option in messages."""
+    empty (unless `overwrite`). `flag` names the option in messages. A URI: `check_remote_dest`."""
+    if is_remote(str(dest)):
+        return check_remote_dest(str(dest), overwrite, flag)
     dest = Path(dest)
     name = f"{flag} {dest}" if flag else str(dest)
     blocker = next((p for p in (dest, *dest.parents) if p.exists()), None)
@@ -42,11 +47,54 @@ def check_dest(dest: str | Path, overwrite: bool, flag: str = "") -> Path:
     return dest
 
 
+def check_remote_dest(uri: str, overwrite: bool, flag: str = "") -> str:
+    """A URI as an output directory: refused when its bucket is missing, when it is a file, or when it is not
+    empty (unless `overwrite`)."""
+    name = f"{flag} {uri}" if flag else uri
+    scheme, _, rest = uri.partition("://")
+    bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+    if not is_dir(bucket):
+        raise UserError(f"{name}: bucket {bucket} not found (create it first)")
+    if is_file(uri):
+        raise UserError(f"{name} is an existing file, not a directory (choose another path)")
+    names = list_names(uri)
+    if names and not overwrite:
+        hint = "" if "meta.json" in names else " (no meta.json: an interrupted upload?)"
+        raise UserError(f"{name} already exists and is not empty{hint} (pass --overwrite to replace it)")
+    return uri
+
+
 @contextmanager
 def atomic_dir(dest: str | Path, overwrite: bool = False, flag: str = "") -> Iterator[Path]:
-    """`staged_dir` for a job's output: refuses an existing `dest` unless `overwrite`."""
+    """`staged_dir` for a job's output: refuses an existing `dest` unless `overwrite`. A URI `dest` is
+    staged on the local disk (`$TMPDIR`), then uploaded (`uploaded_dir`)."""
+    if is_remote(str(dest)):
+        with uploaded_dir(str(dest), overwrite, flag) as tmp:
+            yield tmp
+        return
     with staged_dir(check_dest(dest, overwrite, flag)) as tmp:
         yield tmp
+
+
+@contextmanager
+def uploaded_dir(uri: str, overwrite: bool, flag: str = "") -> Iterator[Path]:
+    """A local staging directory whose complete contents replace `uri` on success, meta.json uploaded
+    last (readers require it, so an interrupted upload never looks complete); the local copy is removed
+    either way."""
+    check_remote_dest(uri, overwrite, flag)
+    local = Path(tempfile.mkdtemp(prefix="hrm-ray-upload-")) / uri.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        with staged_dir(local) as tmp:
+            yield tmp
+        check_remote_dest(uri, overwrite, flag)  # nothing else wrote there meanwhile
+        if overwrite and exists(uri):
+            delete_dir(uri)
+        try:
+            upload(local, uri, last="meta.json")
+        except OSError as exc:
+            raise UserError(f"{flag} {uri}: upload failed ({exc}); what arrived has no meta.json".strip()) from None
+    finally:
+        shutil.rmtree(local.parent, ignore_errors=True)
 
 
 class ParquetShards:

@@ -21,6 +21,7 @@ from hrm_ray.config import Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from hrm_ray.errors import UserError
+from hrm_ray.storage import join
 from hrm_ray.train.data_feed import (
     Batch,
     BatchFeed,
@@ -62,11 +63,12 @@ def describe_data(cfg: Config) -> DataInfo:
         return DataInfo("synthetic", tok.get_vocab_size(), PAD_ID, BOS_ID, EOS_ID, cfg.data.synthetic_train_size,
                         tok.to_str(), meta={"dataset": SYNTHETIC, "max_operand": cfg.data.synthetic_max_operand})
     from hrm_ray.data.ingest import parse_dataset_spec, read_meta
+    from hrm_ray.data.meta import read_dataset_file
 
     specs = parse_dataset_spec(spec)
     metas = [read_meta(path) for path, _ in specs]
     first = metas[0]
-    tokenizer_json = (Path(first.path) / "tokenizer.json").read_text()
+    tokenizer_json = read_dataset_file(first.path, "tokenizer.json")
     available = [m.train_samples if m.train_samples is not None else split_rows(m.path, "train") for m in metas]
     if len(specs) == 1:
         return DataInfo("prepared", first.vocab_size, first.pad_id, first.bos_id, first.eos_id, int(available[0]),
@@ -89,14 +91,14 @@ def check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
 
 
 def check_data(cfg: Config) -> None:
-    """Driver side, before Ray starts: each prepared dataset has a readable meta.json whose vocabulary is the
-    model's."""
+    """Driver side, before Ray starts: each prepared dataset (a directory or a URI) has a readable meta.json
+    whose vocabulary is the model's."""
     if cfg.data.dataset == SYNTHETIC:
         return
     from hrm_ray.data.ingest import parse_dataset_spec, read_meta
 
     for path, _ in parse_dataset_spec(cfg.data.dataset):
-        check_vocab(cfg.model.vocab_size, read_meta(path).vocab_size, str(Path(path, "meta.json")))
+        check_vocab(cfg.model.vocab_size, read_meta(path).vocab_size, join(path, "meta.json"))
 
 
 def source_counts(source_id: torch.Tensor, sources: int) -> torch.Tensor:

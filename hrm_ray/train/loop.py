@@ -8,7 +8,9 @@ checkpoints, validation and logging; a `Reporter` says where checkpoints go (Ray
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ from hrm_ray.train.task import (
     task_state,
     unwrap,
 )
+
+WORKERS_FILE = "workers.json"  # where the ranks run: [{rank, node_id, hostname}]
 
 
 class NonFiniteLossError(UserError):
@@ -290,6 +294,7 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
     meta = read_meta(resume_dir) if resume_dir is not None else None
     if (done := already_finished(meta, steps_total, sel, tc.run_name, announce=rank0)) is not None:
         return done
+    record_workers(ctx, files)
     parts = setup(cfg, task, ctx, steps_total, prepare_model, fresh=resume_dir is None)
     if resume_dir is None:
         state = TrainState(step=0, best=sel.score(sel.worst, math.inf))
@@ -502,7 +507,7 @@ def update_best(state: TrainState, val: dict[str, float], score: tuple[float, fl
 def report_evaluation(reporter: Reporter, cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext,
                       state: TrainState, sel: Selection, val: dict[str, float], final: bool) -> None:
     """Every rank reports the evaluation's metrics; rank 0 also the checkpoint (every rank's data position)."""
-    positions = _gather_positions(parts.feed.state_dict(), ctx.world_size)  # a collective: every rank
+    positions = gather_ranks(parts.feed.state_dict(), ctx.world_size)  # a collective: every rank
     checkpoint = checkpoint_state(cfg, task, parts, state, sel, positions) if ctx.rank == 0 else None
     best = {} if sel.metric == "loss" else {f"best_val_{sel.metric}": sel.value(state.best)}
     metrics = {"step": state.step, **{f"val_{k}": v for k, v in val.items()}, "best_val_loss": state.best_loss,
@@ -524,13 +529,22 @@ def checkpoint_state(cfg: Config, task: Task, parts: LoopParts, state: TrainStat
             "task": task_state(task), "config": to_dict(cfg)}
 
 
-def _gather_positions(position: dict[str, int], world_size: int) -> list[dict[str, int]]:
-    """Every rank's data position (rank order), so each rank resumes its own stream."""
+def gather_ranks(value: Any, world_size: int) -> list[Any]:
+    """Every rank's `value` in rank order (a collective under torch.distributed; [value] without it)."""
     if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
-        return [position]
+        return [value]
     gathered: list[Any] = [None] * world_size
-    dist.all_gather_object(gathered, position)
+    dist.all_gather_object(gathered, value)
     return gathered
+
+
+def record_workers(ctx: WorkerContext, files: RunFiles | None) -> None:
+    """Where the ranks run, [{rank, node_id, hostname}] in rank order, into the run's workers.json (rank 0
+    writes, this attempt's placement; a collective: every rank calls it)."""
+    here = {"rank": ctx.rank, "node_id": ctx.node_id, "hostname": socket.gethostname()}
+    workers = gather_ranks(here, ctx.world_size)
+    if files is not None and ctx.rank == 0:
+        files.write_bytes(WORKERS_FILE, json.dumps(workers, indent=1).encode())
 
 
 def _write_best(files: RunFiles, cfg: Config, model: nn.Module, task: Task, step: int, val: dict[str, float],

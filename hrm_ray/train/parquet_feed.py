@@ -5,7 +5,7 @@ Per training epoch the split's shards come in a seeded order and rows are shuffl
 `shuffle_buffer` rows (what Ray Data's local shuffle buffer does on the worker path); only full batches are
 yielded. An epoch is a pure function of (seed, epoch), so `EpochFeed` resumes by skipping batches. Memory
 holds one window, whatever the dataset's size. Both layouts of hrm_ray.data.meta load: Parquet shards and
-the seed's train.jsonl/val.jsonl.
+the seed's train.jsonl/val.jsonl, from a local directory or a URI (s3://, gs://: hrm_ray.storage).
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from hrm_ray.data.meta import TRIPLET_COLUMNS, split_files
+from hrm_ray.errors import UserError
+from hrm_ray.storage import filesystem, read_bytes
 from hrm_ray.train.data_feed import Batch
 
 Collate = Callable[[dict[str, Any]], Batch]
@@ -28,21 +30,29 @@ def split_rows(path: str | Path, split: str) -> int:
     """Rows of one split, from the Parquet footers (or the lines of a .jsonl) without reading the data."""
     total = 0
     for file in split_files(path, split):
-        if file.suffix == ".jsonl":
-            with open(file, "rb") as lines:
-                total += sum(1 for line in lines if line.strip())
+        if file.endswith(".jsonl"):
+            total += sum(1 for line in read_bytes(file).splitlines() if line.strip())
         else:
-            total += pq.ParquetFile(file).metadata.num_rows
+            total += open_parquet(file).metadata.num_rows
     return total
 
 
-def read_chunks(file: Path, rows: int) -> Iterator[pa.Table]:
+def open_parquet(file: str) -> pq.ParquetFile:
+    """A shard, local or remote (through hrm_ray.storage's filesystem)."""
+    fs, path = filesystem(file)
+    try:
+        return pq.ParquetFile(fs.open_input_file(path))
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read it ({exc})") from None
+
+
+def read_chunks(file: str, rows: int) -> Iterator[pa.Table]:
     """The triplet columns of one shard, `rows` rows at a time."""
-    if file.suffix == ".jsonl":
-        table = pajson.read_json(file).select(list(TRIPLET_COLUMNS))
+    if file.endswith(".jsonl"):
+        table = pajson.read_json(pa.BufferReader(read_bytes(file))).select(list(TRIPLET_COLUMNS))
         yield from (pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=rows))
         return
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=rows, columns=list(TRIPLET_COLUMNS)):
+    for batch in open_parquet(file).iter_batches(batch_size=rows, columns=list(TRIPLET_COLUMNS)):
         yield pa.Table.from_batches([batch])
 
 

@@ -2,7 +2,7 @@
 
     train(cfg)                       # local Ray started here, or RAY_ADDRESS / --address
       -> TorchTrainer(_train_worker, {"task": task, ...},
-                      ScalingConfig(num_workers, use_gpu, resources_per_worker),
+                      ScalingConfig(num_workers, use_gpu, resources_per_worker, placement_strategy),
                       RunConfig(storage_path, name=run_name, CheckpointConfig(num_to_keep=checkpoint_limit),
                                 FailureConfig(max_failures)),
                       datasets=task.ray_datasets())
@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import pickle
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -176,7 +177,8 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     shards = {name: ray.train.get_dataset_shard(name) for name in config["datasets"]}
-    ctx = WorkerContext(rank=rank, world_size=world, device=ray.train.torch.get_device(), shards=shards)
+    ctx = WorkerContext(rank=rank, world_size=world, device=ray.train.torch.get_device(), shards=shards,
+                        node_id=ray_node_id())
     reporter = RayReporter(config["run_dir"], cfg.train.checkpoint_limit)
     files = RunFiles(config["run_dir"]) if rank == 0 else None
     prepare = functools.partial(ray.train.torch.prepare_model, parallel_strategy_kwargs=ddp_kwargs(task) or None)
@@ -192,9 +194,15 @@ def train_in_process(task: Task, run_dir: str, address: str | None = None) -> Lo
         start_ray(cfg, address, dashboard=False)
         plan_resources(task)
     device = torch.device("cuda" if cfg.ray.use_gpu else "cpu")
-    ctx = WorkerContext(device=device, shards=task.ray_datasets())
+    ctx = WorkerContext(device=device, shards=task.ray_datasets(), node_id=ray_node_id())
     reporter = LocalModeReporter(run_dir, cfg.train.checkpoint_limit)
     return run_loop(cfg, task, ctx, reporter, RunFiles(run_dir))
+
+
+def ray_node_id() -> str:
+    """The Ray node this process runs on ("" while this process has not joined a Ray)."""
+    ray = sys.modules.get("ray")
+    return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
 
 
 def stored_meta(run_dir: str) -> dict[str, Any] | None:
@@ -338,7 +346,7 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: 
         _train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources, placement_strategy=rc.placement_strategy),
         run_config=RunConfig(
             storage_path=storage_root(cfg), name=cfg.train.run_name,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_limit or None),

@@ -30,12 +30,13 @@ class StepOutput:
 
 @dataclass
 class WorkerContext:
-    """Where the loop runs: rank, world size, device, and the Ray Dataset shards (in-process: none, or the
-    task's Ray Datasets when its data needs Ray Data)."""
+    """Where the loop runs: rank, world size, device, the Ray Dataset shards (in-process: none, or the
+    task's Ray Datasets when its data needs Ray Data) and the Ray node id of this rank ("" without Ray)."""
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     shards: dict[str, Any] = field(default_factory=dict)
+    node_id: str = ""
 
 
 class Task(Protocol):
