@@ -19,12 +19,19 @@ import yaml
 from hrm_ray.errors import UserError
 from hrm_ray.models import registry
 
+SYNTHETIC = "synthetic"  # data.dataset: the generated arithmetic problems, no data on disk
+
+
+def dataset_given(dataset: str) -> bool:
+    """Whether `data.dataset` names data on disk or in storage (not the synthetic default, not empty)."""
+    return dataset not in ("", SYNTHETIC)
+
 
 @dataclass
 class DataConfig:
     # The LM: "synthetic" or a prepared dataset directory; the puzzle families: a puzzle dataset directory
     # (the paper's `data_path`).
-    dataset: str = "synthetic"
+    dataset: str = SYNTHETIC
     max_seq_len: int = 256
     dataset_workers: int = 1
     max_val_samples: int = 0

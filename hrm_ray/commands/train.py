@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import argparse
 
-from hrm_ray.config import PAPER_FLAGS, SEED_FLAGS, Config, build_config, flag_index, get_value, leaf_paths
+from hrm_ray.config import (
+    PAPER_FLAGS,
+    SEED_FLAGS,
+    Config,
+    build_config,
+    dataset_given,
+    flag_index,
+    get_value,
+    leaf_paths,
+)
 from hrm_ray.models import registry
 
 
@@ -57,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         from hrm_ray.train.dry_run import dry_run, format_dry_run, puzzle_dry_run
 
         if cfg.task == "puzzle":
-            given = cfg.data.dataset not in ("", "synthetic")
+            given = dataset_given(cfg.data.dataset)
             what = f"a training batch of {cfg.data.dataset}" if given else "generated Sudoku"
             print(format_dry_run(puzzle_dry_run(cfg), what))
         else:

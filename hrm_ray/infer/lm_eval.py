@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
-from hrm_ray.config import Config
+from hrm_ray.config import SYNTHETIC, Config
 from hrm_ray.infer.generate import complete
 from hrm_ray.infer.loading import LoadedModel
 from hrm_ray.train.checkpoint import META_FILE
-from hrm_ray.train.lm_task import SYNTHETIC, LanguageModelTask
+from hrm_ray.train.lm_task import LanguageModelTask
 from hrm_ray.train.loop import evaluate as evaluate_batches
 from hrm_ray.train.task import WorkerContext
 

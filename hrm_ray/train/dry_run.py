@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from hrm_ray.config import Config
+from hrm_ray.config import Config, dataset_given
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
 from hrm_ray.models.hrm_lm import HRMLanguageModel
 from hrm_ray.models.hrm_lm.mamba2 import MAMBA_SSM_PATH
@@ -70,7 +70,7 @@ def puzzle_dry_run(cfg: Config) -> dict[str, float]:
     from hrm_ray.train.task import WorkerContext
 
     torch.manual_seed(cfg.train.seed)
-    if cfg.data.dataset not in ("", "synthetic"):
+    if dataset_given(cfg.data.dataset):
         task = PuzzleTask(resolve_config(cfg))
         model, batch = task.build_model(), task.train_feed(WorkerContext()).next_batch()
     else:

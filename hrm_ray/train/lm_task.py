@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hrm_ray.config import Config
+from hrm_ray.config import SYNTHETIC, Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from hrm_ray.errors import UserError
@@ -35,7 +35,6 @@ from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
 
-SYNTHETIC = "synthetic"
 SYNTHETIC_SPLIT_SEED = 0  # fixed: which problems are held out never depends on the training seed
 SHUFFLE_BUFFER = 2048
 
@@ -60,7 +59,7 @@ def describe_data(cfg: Config) -> DataInfo:
     spec = cfg.data.dataset
     if spec == SYNTHETIC:
         tok = char_tokenizer()
-        return DataInfo("synthetic", tok.get_vocab_size(), PAD_ID, BOS_ID, EOS_ID, cfg.data.synthetic_train_size,
+        return DataInfo(SYNTHETIC, tok.get_vocab_size(), PAD_ID, BOS_ID, EOS_ID, cfg.data.synthetic_train_size,
                         tok.to_str(), meta={"dataset": SYNTHETIC, "max_operand": cfg.data.synthetic_max_operand})
     from hrm_ray.data.ingest import parse_dataset_spec, read_meta
     from hrm_ray.data.meta import read_dataset_file

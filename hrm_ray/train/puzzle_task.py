@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hrm_ray.config import Config
+from hrm_ray.config import Config, dataset_given
 from hrm_ray.data.puzzles.format import (
     IGNORE_LABEL_ID,
     PuzzleDatasetMetadata,
@@ -65,7 +65,7 @@ def build_puzzle_model(config: HRMACTv1Config) -> ACTLossHead:
 
 
 def load_dataset_split(data_path: str, split: str) -> PuzzleSplit:
-    if data_path in ("", "synthetic"):
+    if not dataset_given(data_path):
         raise UserError("data.dataset (data_path=...): no puzzle dataset given (build one with hrm-ray puzzle-data)")
     try:
         return load_split(data_path, split)

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 import yaml
 
-from hrm_ray.config import Config, to_dict
+from hrm_ray.config import SYNTHETIC, Config, to_dict
 from hrm_ray.console import train_log_level
 from hrm_ray.errors import UserError
-from hrm_ray.storage import is_file, read_text, resolve_root
+from hrm_ray.storage import is_file, is_remote, join, read_text, resolve_root
 from hrm_ray.train.checkpoint import (
     CheckpointStore,
     checkpoint_dir_name,
@@ -41,9 +41,9 @@ from hrm_ray.train.checkpoint import (
     save_checkpoint,
 )
 from hrm_ray.train.loop import LocalReporter, LoopResult, already_finished, run_loop, total_steps
-from hrm_ray.train.resolve import SYNTHETIC, resolve_config
+from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.resources import DATA_CPUS, Fit, cluster_now, describe, plan_run, run_need
-from hrm_ray.train.run_files import RunFiles, is_remote, join
+from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, needs_ray_data, selection
 
 CONFIG_FILE = "config.yaml"

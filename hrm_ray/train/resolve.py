@@ -18,12 +18,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-from hrm_ray.config import Config
+from hrm_ray.config import SYNTHETIC, Config, dataset_given
 from hrm_ray.errors import UserError
 from hrm_ray.storage import resolve_input, resolve_root
 from hrm_ray.train.checkpoint import locate_weights
-
-SYNTHETIC = "synthetic"
 
 
 def resolve_config(cfg: Config) -> Config:
@@ -72,7 +70,7 @@ def resolve_puzzle(cfg: Config) -> None:
     from hrm_ray.data.puzzles.sampler import local_batch_size
     from hrm_ray.train.puzzle_task import load_dataset_split, puzzle_schedule, resolve_model
 
-    if cfg.data.dataset not in ("", SYNTHETIC):
+    if dataset_given(cfg.data.dataset):
         cfg.data.dataset = resolve_input(cfg.data.dataset, "--dataset")
     meta = load_dataset_split(cfg.data.dataset, "train").metadata
     load_dataset_split(cfg.data.dataset, cfg.data.test_split)

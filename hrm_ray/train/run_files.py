@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hrm_ray.storage import filesystem, is_file, is_remote, join, read_text, upload  # noqa: F401  (join re-exported)
+from hrm_ray.storage import filesystem, is_file, is_remote, join, read_text, upload
 
 
 class RunFiles:

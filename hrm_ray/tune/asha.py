@@ -17,7 +17,8 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from hrm_ray import storage
-from hrm_ray.train.run_files import RunFiles, join
+from hrm_ray.storage import join
+from hrm_ray.train.run_files import RunFiles
 from hrm_ray.tune.history import run_curve, run_records
 
 STATE_FILE = "asha_state.jsonl"

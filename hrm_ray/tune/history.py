@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from hrm_ray import storage
-from hrm_ray.train.run_files import join
+from hrm_ray.storage import join
 
 
 def run_records(run_dir: str) -> list[dict[str, Any]]:

@@ -44,8 +44,9 @@ from hrm_ray.config import (
     validate,
 )
 from hrm_ray.errors import UserError
+from hrm_ray.storage import is_remote, join
 from hrm_ray.train.resources import Fit
-from hrm_ray.train.run_files import RunFiles, is_remote, join
+from hrm_ray.train.run_files import RunFiles
 from hrm_ray.tune.history import run_curve, run_records
 from hrm_ray.tune.space import Knob, SearchSpace
 
