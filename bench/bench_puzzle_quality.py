@@ -1,9 +1,11 @@
-"""Puzzle HRM quality bar: the demo profile's HRM (recurrent H/L cycles with ACT) against the plain
-transformer of the same size (`transformer_baseline`: the same embeddings, heads and H_layers + L_layers
+"""Puzzle HRM quality bar: the demo profile's HRM (recurrent H/L cycles with ACT) and the Tiny Recursive
+Model (`trm_mlp`: one 2-layer MLP-mixer network recursed on an answer and a latent, at the HRM's cycle
+counts and half its parameters, EMA on as the TRM's default) against the plain transformer of the same size (`transformer_baseline`: the same embeddings, heads and H_layers + L_layers
 blocks, applied once), trained the same steps with the same optimiser settings on the same generated
 Sudoku subset, both scored on every held-out test puzzle.
 
-    .venv/bin/python bench/bench_puzzle_quality.py [--profile demo] [--copy_metrics DIR] [overrides ...]
+    .venv/bin/python bench/bench_puzzle_quality.py [--profile demo] [--copy_metrics DIR] [--save_dir DIR]
+        [overrides ...]
 
 Each model trains in-process (the plain loop, one CPU thread) into a temporary directory; the 95%
 interval on exact accuracy treats the test puzzles as a sample of the generator's puzzles (Wilson).
@@ -25,7 +27,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "sudoku.yaml"
-ARCHS = ("hrm_v1", "transformer_baseline", "transformer_baseline:model.pos_encodings=learned")
+ARCHS = ("hrm_v1", "trm_mlp:model.h_cycles=2:model.l_cycles=2", "transformer_baseline",
+         "transformer_baseline:model.pos_encodings=learned")
 
 
 def train_one(config: Path, profile: str, overrides: list[str], spec: str, save: Path) -> dict:
@@ -66,11 +69,13 @@ def main() -> int:
     parser.add_argument("--archs", default=",".join(ARCHS),
                         help="comma-separated arch names (each optionally arch:override:...), trained in order")
     parser.add_argument("--copy_metrics", default="", help="copy each run's metrics.jsonl to DIR/<arch>.jsonl")
+    parser.add_argument("--save_dir", default="", help="keep the runs in DIR/<name> (default: a temporary "
+                                                       "directory), e.g. for bench/bench_puzzle_depth.py")
     args, overrides = parser.parse_known_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="puzzle-quality-") as tmp:
         for spec in args.archs.split(","):
-            row = train_one(Path(args.config), args.profile, overrides, spec, Path(tmp))
+            row = train_one(Path(args.config), args.profile, overrides, spec, Path(args.save_dir or tmp))
             rows.append(row)
             print(f"{row['arch']}: exact {100 * row['exact']:.1f}% token {100 * row['token']:.1f}% in "
                   f"{row['wall_s']:.0f} s", file=sys.stderr, flush=True)
@@ -82,11 +87,11 @@ def main() -> int:
     print(f"Sudoku quality, profile '{args.profile}' {' '.join(overrides)}".rstrip())
     print(f"data {first['data']}: {first['train_examples']} training puzzles, {first['examples']} test puzzles "
           f"(held out); one CPU thread each")
-    print(f"{'arch':<44}{'params':>9}{'steps':>7}{'wall s':>8}{'exact acc (95% CI)':>26}{'token acc':>11}"
+    print(f"{'arch':<48}{'params':>9}{'steps':>7}{'wall s':>8}{'exact acc (95% CI)':>26}{'token acc':>11}"
           f"{'eval segs':>10}")
     for r in rows:
         ci = f"{100 * r['exact']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
-        print(f"{r['arch']:<44}{r['params']:>9,}{r['steps']:>7}{r['wall_s']:>8.0f}{ci:>26}"
+        print(f"{r['arch']:<48}{r['params']:>9,}{r['steps']:>7}{r['wall_s']:>8.0f}{ci:>26}"
               f"{100 * r['token']:>10.1f}%{r['halt_steps']:>10.1f}")
     a = rows[0]
     for b in rows[1:]:

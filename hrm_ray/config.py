@@ -91,7 +91,9 @@ class TrainConfig:
 @dataclass
 class RayConfig:
     address: str = ""
-    num_workers: int = 1
+    num_workers: int = 1                # `MIN-MAX` (e.g. 1-2) sets min_workers too: an elastic run
+    min_workers: int = 0                # elastic: the fewest workers a run goes on with (0: fixed num_workers)
+    group_start_timeout_s: float = 30.0  # elastic: a worker group not started by then is retried with what fits
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     storage_path: str = ""
@@ -162,7 +164,8 @@ BOOL_WORDS = ("1", "true", "yes", "on", "0", "false", "no", "off")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
-    "model.pos_encodings": ("rope", "learned"),
+    "model.pos_encodings": ("rope", "learned", "none"),
+    "model.token_mixer": ("attention", "mlp"),
     "model.encoder_backend": ("transformer", "mamba2"),
     "model.bridge.mode": ("residual", "prefix"),
     "optim.optimizer": ("adamw", "adamw_8bit", "adam_atan2"),
@@ -184,7 +187,7 @@ NON_NEGATIVE = (
     "model.puzzle_emb_ndim", "tune.max_t", "tune.grace_period", "tune.max_concurrent_trials",
 )
 POSITIVE = (
-    "train.batch_size", "train.eval_batch_size", "train.grad_accum_steps", "train.log_steps",
+    "train.batch_size", "train.eval_batch_size", "train.grad_accum_steps", "train.log_steps", "ray.group_start_timeout_s",
     "optim.learning_rate", "model.d_model", "model.n_heads", "model.hrm.h_cycles", "model.hrm.l_cycles",
     "model.hrm.h_layers", "model.hrm.l_layers", "data.max_seq_len", "data.dataset_workers",
     "model.mamba.chunk_size", "model.bridge.prefix_tokens", "model.bridge.gate_hidden_ratio",
@@ -285,6 +288,9 @@ def set_value(cfg: Config, path: str, raw: Any, where: str = "") -> None:
     if path == "model.name":
         switch_model(cfg, convert(raw, str, where or path), where or path)
         return
+    if path == "ray.num_workers" and isinstance(raw, str) and "-" in raw.strip()[1:]:
+        cfg.ray.min_workers, raw = worker_range(raw, where or path)
+        mark_explicit(cfg.ray, ["min_workers"])
     *parents, leaf = path.split(".")
     node: Any = cfg
     for part in parents:
@@ -293,7 +299,18 @@ def set_value(cfg: Config, path: str, raw: Any, where: str = "") -> None:
     mark_explicit(node, [leaf])
 
 
+def worker_range(raw: str, where: str) -> tuple[int, int]:
+    """`MIN-MAX` workers (an elastic run): (MIN, MAX), 1 <= MIN <= MAX."""
+    low, _, high = raw.strip().partition("-")
+    low_n, high_n = convert(low, int, where), convert(high, int, where)
+    if not 1 <= low_n <= high_n:
+        raise UserError(f"{where}: expected MIN-MAX workers with 1 <= MIN <= MAX, got {raw!r}")
+    return low_n, high_n
+
+
 def switch_model(cfg: Config, name: str, where: str = "model.name") -> None:
+    """Swap the model section for model `name`'s: explicit values and sweep knobs of the fields both models
+    have carry over, the rest go with the old model."""
     old = cfg.model
     if name == old.name:
         mark_explicit(old, ["name"])
@@ -309,6 +326,9 @@ def switch_model(cfg: Config, name: str, where: str = "model.name") -> None:
         if path in new_paths and path != "name":
             set_value(cfg, f"model.{path}", value, where)
     mark_explicit(new, ["name"])
+    # Sweep knobs of fields only the old model had go with it, as its other field values do.
+    cfg.tune.space = {k: v for k, v in cfg.tune.space.items()
+                      if not k.startswith("model.") or k[len("model."):] in new_paths}
 
 
 def explicit_values(section: Any, prefix: str = "") -> dict[str, Any]:
@@ -570,6 +590,9 @@ def validate(cfg: Config) -> Config:
         problems.append(f"optim.lr_min_ratio: must be in [0, 1], got {cfg.optim.lr_min_ratio}")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         problems.append(f"train.ema_decay: must be in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.ray.min_workers and not 1 <= cfg.ray.min_workers <= cfg.ray.num_workers:
+        problems.append(f"ray.min_workers: must be between 1 and ray.num_workers={cfg.ray.num_workers}, "
+                        f"got {cfg.ray.min_workers}")
     if cfg.train.steps == 0 and cfg.train.epochs == 0:
         problems.append("train.steps/train.epochs: one of them must be > 0")
     known = [f"model.{name}" for name in getattr(cfg.model, "INIT_VALUES", ())]

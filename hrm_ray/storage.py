@@ -101,6 +101,33 @@ def _s3(endpoint: str, region: str):
     return pafs.S3FileSystem(endpoint_override=endpoint, region=region or None)
 
 
+STORE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+             "AWS_SESSION_TOKEN")
+
+
+def store_env() -> dict[str, str]:
+    """The object-store settings of this process's environment, for the Ray processes it starts work in (Ray
+    workers inherit their node's environment, not the driver's): an S3-compatible endpoint set in the
+    user's shell reaches the workers that write run files there."""
+    return {name: os.environ[name] for name in STORE_ENV if name in os.environ}
+
+
+def adopt_store_env(env: dict[str, str]) -> None:
+    """Take the driver's object-store settings (`store_env`) in a Ray worker; the node's own settings win."""
+    for name, value in env.items():
+        os.environ.setdefault(name, value)
+
+
+def ray_storage(root: str) -> dict:
+    """RunConfig's storage arguments for `root`: the path as it is, or for s3:// on an S3-compatible store
+    (`$AWS_ENDPOINT_URL`), the filesystem of hrm_ray.storage and the path inside it (Ray's own URI parsing
+    would go to AWS)."""
+    if not is_remote(root):
+        return {"storage_path": root}
+    fs, path = filesystem(root)
+    return {"storage_path": path, "storage_filesystem": fs}
+
+
 def _info(uri: str):
     fs, path = filesystem(uri)
     try:

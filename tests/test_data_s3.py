@@ -1,5 +1,6 @@
 """A prepared dataset in an S3-compatible store (moto): `data prepare --dest s3://...` uploads it with
-meta.json last, an in-process run trains from `--dataset s3://...`, and a missing URI is one error line."""
+meta.json last, an in-process run and a Ray Train worker (its checkpoints written by Ray into the bucket) train
+from `--dataset s3://...`, and a missing URI is one error line."""
 from __future__ import annotations
 
 import json
@@ -42,6 +43,12 @@ def test_prepare_into_a_bucket_and_train_from_it(ray_session, s3_bucket, tmp_pat
     run = ["train", *TINY, "--steps", "2", "--max_seq_len", "32", "--batch_size", "8", "--run_name", "from-s3"]
     assert main([*run, "--dataset", uri]) == 0
     assert "finished at step 2/2" in capsys.readouterr().out
+    # a Ray Train worker reads it through Ray Data and Ray writes the checkpoints into the bucket
+    runs = f"{s3_bucket}/runs"
+    assert main([*run, "--dataset", uri, "--num_workers", "1", "--storage_path", runs]) == 0
+    assert "finished at step 2/2" in capsys.readouterr().out
+    assert {"checkpoint_00000002", "best-model", "metrics.jsonl"} <= set(storage.list_names(f"{runs}/from-s3"))
+    assert "state.pt" in storage.list_names(f"{runs}/from-s3/checkpoint_00000002")
 
     assert main([*run, "--dataset", f"{s3_bucket}/data/missing"]) == 2
     err = capsys.readouterr().err.strip()

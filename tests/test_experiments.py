@@ -19,8 +19,11 @@ from hrm_ray.experiments.stage import (
     run_stage,
     stage_main,
 )
+from hrm_ray.report.build import build_report
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+REASONING = ("sudoku6", "arith", "graph")
+DEMO_SOURCES = ("language", "math", "code", *REASONING)
 PROFILES = ("demo", "gpu", "cluster")
 
 
@@ -72,8 +75,9 @@ def test_stage_c_goes_deeper_with_a_gate_ramp_and_the_reasoning_mix(profile):
     assert c.model.hrm.h_cycles > b.model.hrm.h_cycles and c.model.hrm.l_cycles > b.model.hrm.l_cycles
     assert c.train.hrm_gate_warmup_steps == 0 and 0 < c.train.gate_ramp_steps < c.train.steps
     weights = mix(c)
-    assert set(weights) == {"language", "math", "code"}
+    assert set(weights) == set(DEMO_SOURCES)  # the generated reasoning tasks join the mix
     assert 0.6 <= weights["language"] <= 0.7 and 0.15 <= weights["math"] <= 0.2 and 0.1 <= weights["code"] <= 0.15
+    assert all(0 < weights[task] <= 0.1 for task in REASONING)
     assert c.train.init_from.endswith("/" + b.train.run_name)
 
 
@@ -144,15 +148,17 @@ def test_stage_a_then_stage_b_from_its_best_model_on_demo_data_the_job_builds(ra
     cfg_a, result_a = run_stage(CONFIGS / "stage_a.yaml", "demo",
                                 [*common, "--dataset", str(data / "language"), "--steps", "6",
                                  "--hrm_gate_warmup_steps", "6"])
-    assert all((data / name / "meta.json").is_file() for name in ("language", "math", "code"))
-    metas = [json.loads((data / n / "meta.json").read_text()) for n in ("language", "math", "code")]
+    assert all((data / name / "meta.json").is_file() for name in DEMO_SOURCES)
+    metas = [json.loads((data / n / "meta.json").read_text()) for n in DEMO_SOURCES]
     assert len({m["tokenizer_sha256"] for m in metas}) == 1  # one shared tokenizer
-    assert [m["mode"] for m in metas] == ["continuation", "prompt_response", "prompt_response"]
+    assert [m["mode"] for m in metas] == ["continuation", *["prompt_response"] * 5]
+    assert all((data / task / "test.jsonl").is_file() for task in REASONING)  # held out, never trained on
     assert result_a.step == 6 and math.isfinite(result_a.best_val_loss)
     run_a = tmp_path / "runs" / "demo-stage-a"
     assert (run_a / "best-model" / "model.pt").is_file()
 
-    spec = ",".join(f"{data / n}:{w}" for n, w in (("language", 0.9), ("math", 0.05), ("code", 0.05)))
+    # Stage B's run on Stage C's demo mix: language/math/code and the three reasoning tasks
+    spec = ",".join(f"{data / n}:{w}" for n, w in mix(stage("c", "demo")).items())
     cfg_b, result_b = run_stage(CONFIGS / "stage_b.yaml", "demo",
                                 [*common, "--dataset", spec, "--steps", "6", "--hrm_gate_warmup_steps", "3"])
     assert cfg_b.train.init_from == str(run_a)
@@ -161,4 +167,8 @@ def test_stage_a_then_stage_b_from_its_best_model_on_demo_data_the_job_builds(ra
     train = [r for r in records if r["split"] == "train"]
     assert [r["gate_scale"] for r in train] == [0.0, 1.0]  # closed during warmup, open after
     assert train[0]["gate_mean"] == 0.0 < train[-1]["gate_mean"]
-    assert all("halt_sum_mean" in r and {"mix_language", "mix_math", "mix_code"} <= set(r) for r in train)
+    per_source = {f"{prefix}{n}" for n in DEMO_SOURCES for prefix in ("mix_", "gate_src_")}
+    assert all("halt_sum_mean" in r and per_source <= set(r) for r in train)
+    assert all(train[0][f"gate_src_{n}"] == 0.0 < train[-1][f"gate_src_{n}"] for n in DEMO_SOURCES)
+    report = build_report(tmp_path / "runs" / "demo-stage-b").read_text()
+    assert "](gate_by_source.png)" in report and "gate μ by source at end | language " in report

@@ -110,10 +110,11 @@ def test_deep_supervision_and_halting_terms() -> None:
                          "hrm.use_halting": True, "hrm.halting_weight": 0.5, "hrm.halt_target": 0.2})
     model = model_for(cfg).train()
     out = model(random_batch())
-    assert set(out.losses) == {"ce", "deep_supervision", "halting"}
+    assert set(out.losses) == {"ce", "act", "deep_supervision", "halting"}
     assert all(torch.isfinite(v) for v in out.losses.values())
     assert out.losses["halting"] > 0
-    expected = out.losses["ce"] + 0.3 * out.losses["deep_supervision"] + out.losses["halting"]
+    # ACT: the CE term weights every cycle by the probability of halting there (the last one is "ce")
+    expected = out.losses["act"] + 0.3 * out.losses["deep_supervision"] + out.losses["halting"]
     torch.testing.assert_close(out.loss, expected)
     out.loss.backward()
     assert model.hrm.halt_head.weight.grad.abs().sum() > 0

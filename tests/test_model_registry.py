@@ -35,7 +35,8 @@ def _field_paths(config_class: type, prefix: str = "") -> set[str]:
 
 
 def test_names_families_and_tasks():
-    assert registry.names() == ["hrm_lm", "hrm_act_v1", "transformer_baseline", "hrm_v1", "hrm_v1_gated"]
+    assert registry.names() == ["hrm_lm", "hrm_act_v1", "transformer_baseline", "trm", "hrm_v1", "hrm_v1_gated",
+                                "trm_mlp", "trm_att"]
     expected = {"hrm_lm": (HRMLMConfig, "lm"), "hrm_act_v1": (HRMACTv1Config, "puzzle"),
                 "transformer_baseline": (TransformerBaselineConfig, "puzzle")}
     for name, (config_class, task) in expected.items():

@@ -207,9 +207,10 @@ def test_wilson_interval_covers_the_point_and_closes_on_the_whole_population():
 def test_two_workers_train_over_ray_dataset_shards(ray_session, sudoku_dir: Path, tmp_path: Path):
     from hrm_ray.train.ray_trainer import train
 
-    cfg = tiny_config(sudoku_dir, "ray.num_workers=2", "ray.cpus_per_worker=1", "global_batch_size=8", "epochs=2",
+    cfg = tiny_config(sudoku_dir, "ray.num_workers=1-2", "ray.cpus_per_worker=1", "global_batch_size=8", "epochs=2",
                       "eval_interval=1", f"--save_dir={tmp_path}", "--run_name=two", "ema=true")
-    result = train(cfg)
+    result = train(cfg)  # an elastic group (1-2): both fit, each rank a batch of 8 / 2
+    assert len(json.loads((tmp_path / "two" / "workers.json").read_text())) == 2
     assert result.step == result.total_steps == 4           # 2 iterations x (22 // 8) steps
     run = tmp_path / "two"
     latest = CheckpointStore(run, 0).latest()

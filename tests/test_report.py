@@ -14,7 +14,7 @@ from hrm_ray.errors import UserError
 from hrm_ray.report.build import build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-RUN_FIGURES = ["loss.png", "lr.png", "gate.png", "halt.png", "throughput.png"]
+RUN_FIGURES = ["loss.png", "lr.png", "gate.png", "gate_by_source.png", "halt.png", "throughput.png"]
 SWEEP_FIGURES = ["val_loss_trials.png", "params_vs_loss.png"]
 
 
@@ -33,7 +33,8 @@ def write_metrics(run_dir: Path, steps: int = 200, log_every: int = 10, val_ever
             g = 0.1 * scale + 0.2 * scale * step / steps
             record.update(gate_mean=g, gate_min=0.8 * g, gate_max=1.2 * g, gate_sat_low=0.5, gate_sat_high=0.0,
                           halt_sum_mean=2.0 - step / steps, halt_sum_min=1.6 - step / steps,
-                          halt_sum_max=2.4 - step / steps, halt_target=1.0, cycles_used=2.0)
+                          halt_sum_max=2.4 - step / steps, halt_target=1.0, cycles_used=2.0,
+                          gate_src_language=0.5 * g, gate_src_sudoku6=1.5 * g)
         lines.append(json.dumps(record))
         if step % val_every == 0:
             lines.append(json.dumps({"step": step, "split": "val", "loss": 3.5 * math.exp(-step / 150) + 1.1,
@@ -64,6 +65,7 @@ def test_run_report_writes_every_panel_and_summary(tmp_path: Path) -> None:
     assert "| tokens/s (median) | 1,105 |" in report
     assert "gate μ at end | 0.300 [0.240, 0.360], gate scale 1.00" in report
     assert "halt Σ at end | 1.000 (target 1.00)" in report
+    assert "| gate μ by source at end | language 0.150, sudoku6 0.450 |" in report
     assert "## Notes" not in report
     assert not [p for p in run.iterdir() if p.name.startswith(".report")], "staging folder left behind"
 

@@ -1,5 +1,6 @@
-"""Runs live in storage, never in the working directory: the storage-root rule (hrm_ray.storage), and one
-run in an S3-compatible store (moto) trained, resumed, used as `--init_from`, evaluated and reported."""
+"""Runs live in storage, never in the working directory: the storage-root rule (hrm_ray.storage), one run in
+an S3-compatible store (moto) trained, resumed, used as `--init_from`, evaluated and reported, and a driver
+killed mid-run that resumes from the bucket."""
 from __future__ import annotations
 
 import json
@@ -58,3 +59,37 @@ def test_an_lm_run_in_s3_resumes_and_serves_init_from_eval_generate_and_report(s
     assert main(["report", run_a]) == 0
     assert "report: " in capsys.readouterr().out
     assert storage.is_file(f"{run_a}/report/report.md")
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_driver_resumes_from_the_bucket(s3_bucket, tmp_path):
+    """`hrm-ray train` killed (SIGKILL) once its first checkpoint is in the bucket; run again, it resumes
+    from the bucket and finishes; nothing half written looks complete."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from hrm_ray.train.checkpoint import CheckpointStore
+
+    run = f"{s3_bucket}/runs/killed"
+
+    def argv(steps: int) -> list[str]:
+        return [sys.executable, "-m", "hrm_ray.cli", "train", *TINY, "--steps", str(steps), "--storage_path",
+                f"{s3_bucket}/runs", "--run_name", "killed", "--checkpoint_limit", "3"]
+
+    proc = subprocess.Popen(argv(400), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not CheckpointStore(run, 0).names() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    kept = CheckpointStore(run, 0).complete()
+    assert kept and kept[-1][1]["step"] < 400  # killed mid-run, with a complete checkpoint in the bucket
+    step = kept[-1][1]["step"]
+    again = subprocess.run(argv(step + 4), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed 'killed' from" in again.stdout and f"at step {step}" in again.stdout
+    assert CheckpointStore(run, 0).complete()[-1][1]["step"] == step + 4

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hrm_ray.data.meta import TRIPLET_COLUMNS
-from hrm_ray.train.data_feed import EpochFeed
-from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows, to_numpy
+from hrm_ray.train.data_feed import GlobalBatchFeed
+from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows, table_rows, to_numpy
 from tests.test_train_ray import make_prepared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,15 +28,15 @@ def test_an_epoch_is_every_row_once_in_full_batches_and_resumes(tmp_path):
     data = make_prepared(tmp_path, "arith", 43, 10)
     table = pq.read_table(data / "train", columns=list(TRIPLET_COLUMNS))
     expected = sorted(tuple(int(x) for x in r) for r in to_numpy(table)["encoder_ids"])
-    epochs = parquet_epochs(data, "train", 8, lambda batch: batch, seed=3, shuffle_buffer=16)
-    first = [rows_of(b) for b in epochs(0)]
+    epochs = parquet_epochs(data, "train", 8, seed=3, shuffle_buffer=16)
+    first = [rows_of(to_numpy(b)) for b in epochs(0)]
     assert split_rows(data, "train") == 43 and [len(b) for b in first] == [8] * 5      # the last 3 rows dropped
     seen = [r for b in first for r in b]
     assert len(set(seen)) == 40 and set(seen) <= set(expected)
-    assert [rows_of(b) for b in epochs(0)] == first and [rows_of(b) for b in epochs(1)] != first
-    feed = EpochFeed(epochs)
-    feed.load_state_dict({"epoch": 0, "batch": 2})                                       # a resumed run
-    assert rows_of(feed.next_batch()) == first[2]
+    assert [rows_of(to_numpy(b)) for b in epochs(0)] == first and [rows_of(to_numpy(b)) for b in epochs(1)] != first
+    feed = GlobalBatchFeed(epochs, table_rows(lambda batch: batch), micro=4, accum=1, rank=1, world_size=2)
+    feed.load_state_dict({"epoch": 0, "sample": 16})                # a resumed run, 2 workers of 4 rows each
+    assert rows_of(feed.next_batch()) == first[2][4:]               # rank 1's half of the third global batch
     val = list(parquet_batches(data, "val", 4, lambda batch: batch, limit=7))
     assert [len(rows_of(b)) for b in val] == [4, 3]
 

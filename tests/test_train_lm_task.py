@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hrm_ray.config import build_config
-from hrm_ray.train.lm_task import LanguageModelTask
+from hrm_ray.train.lm_task import LanguageModelTask, source_counts, source_gates
 from hrm_ray.train.loop import LocalReporter, run_loop
 from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.run_files import RunFiles
@@ -69,3 +69,10 @@ def test_mixed_precision_steps_are_finite(tmp_path, precision):
     task = LanguageModelTask(resolve_config(cfg))
     result = run_loop(task.cfg, task, WorkerContext(), LocalReporter(tmp_path, 0), RunFiles(str(tmp_path)))
     assert result.step == 2 and result.nonfinite_steps == 0 and result.best_val_loss < 10
+
+
+def test_per_source_gate_is_each_sources_mean_and_the_batch_mean_when_absent():
+    source_id = torch.tensor([0, 2, 0, 2, 2])
+    gate = torch.tensor([0.1, 0.5, 0.3, 0.6, 0.7])
+    gates = source_gates(source_id, gate, source_counts(source_id, 3))
+    torch.testing.assert_close(gates, torch.tensor([0.2, 0.44, 0.6]))  # source 1 is absent: the batch's mean

@@ -141,7 +141,7 @@ def test_checkpoint_holds_full_state_and_stored_step_exits(tmp_path, capsys):
     for key in ("model", "optimizers", "scheduler", "scaler", "rng", "data_position", "step", "best_val_loss"):
         assert key in state
     assert set(state["rng"]) >= {"python", "numpy", "torch"}
-    assert state["step"] == 10 and state["data_position"] == [{"epoch": 0, "batch": 10}]
+    assert state["step"] == 10 and state["data_position"] == [{"epoch": 0, "sample": 160}]  # 10 global batches of 16
     again, _ = run_toy(tmp_path, ToyTask(cfg))
     assert again.already_done and again.step == 10
     assert "already at step 10 >= steps 10" in capsys.readouterr().out

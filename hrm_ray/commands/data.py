@@ -1,4 +1,4 @@
-"""`hrm-ray data <job>`: prepare, merge, mix, normalize-qa, build-reasoning, validate.
+"""`hrm-ray data <job>`: prepare, merge, mix, normalize-qa, build-reasoning, build-tasks, validate.
 
 The data_jobs/ scripts parse their arguments with the same parsers (`job_main`), so a job
 runs the same from the CLI, as `python data_jobs/<job>.py`, or under `ray job submit`.
@@ -137,6 +137,26 @@ def run_build_reasoning(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_build_tasks_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, choices=("sudoku6", "arith", "graph"))
+    p.add_argument("--dest", required=True, help="output dataset directory (train/, val/, test.jsonl)")
+    p.add_argument("--train", type=int, default=16000, help="training problems")
+    p.add_argument("--val", type=int, default=500, help="validation problems")
+    p.add_argument("--test", type=int, default=1000, help="held-out test problems (test.jsonl, never trained on)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json to reuse (default: one token per character)")
+    p.add_argument("--max-seq-len", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="seed of the problems and of the hash split")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
+
+
+def run_build_tasks(args: argparse.Namespace) -> int:
+    from hrm_ray.data.task_dataset import build_task_dataset
+
+    print(build_task_dataset(args.task, args.dest, args.train, args.val, args.test, args.tokenizer,
+                             args.max_seq_len, args.seed, args.overwrite).summary())
+    return 0
+
+
 def add_validate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="DIR", help="prepared dataset directory")
 
@@ -162,6 +182,8 @@ JOBS: dict[str, Job] = {
     "normalize-qa": Job(add_normalize_qa_args, run_normalize_qa, "QA records -> prompt/response JSONL"),
     "build-reasoning": Job(add_build_reasoning_args, run_build_reasoning,
                            "gsm8k/mbpp/science_qa/math_qa/arc -> prompt/response JSONL"),
+    "build-tasks": Job(add_build_tasks_args, run_build_tasks,
+                       "generated reasoning tasks (sudoku6/arith/graph) -> a prepared dataset"),
     "validate": Job(add_validate_args, run_validate, "check a prepared dataset; non-zero exit on problems"),
 }
 

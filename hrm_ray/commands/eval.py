@@ -21,6 +21,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--split", default="test", help="puzzle runs: the dataset split to evaluate (default: test)")
+    for name in ("halt_max_steps", "h_cycles", "l_cycles"):
+        parser.add_argument(f"--{name}", type=int, default=None,
+                            help=f"puzzle runs: evaluate with this {name} instead of the trained one (test-time depth)")
+    parser.add_argument("--vote", type=int, default=0, metavar="N",
+                        help="Sudoku runs: also vote over N symmetric views of each puzzle (the first the puzzle itself)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +59,9 @@ def _run_puzzle(args: argparse.Namespace, device: str) -> int:
     from hrm_ray.infer.puzzle_eval import evaluate_puzzle_run, format_metrics
 
     data_path = "" if args.dataset == "synthetic" else args.dataset
-    metrics = evaluate_puzzle_run(args.model_dir, data_path, args.split, args.batch_size, args.max_samples, device)
+    depth = {k: getattr(args, k) for k in ("halt_max_steps", "h_cycles", "l_cycles") if getattr(args, k) is not None}
+    metrics = evaluate_puzzle_run(args.model_dir, data_path, args.split, args.batch_size, args.max_samples, device,
+                                  depth, args.vote)
     print(f"model: {args.model_dir}")
     for line in format_metrics(metrics):
         print(line)

@@ -35,7 +35,7 @@ def load_puzzle_config(config_path: str | Path, profile: str | None, overrides: 
     cfg = build_config(str(config_path), overrides, aliases=PAPER_FLAGS, profile=profile)
     if cfg.task != "puzzle":
         raise UserError(f"{config_path}: model.name '{cfg.model.name}' is not a puzzle model (a puzzle experiment "
-                        f"needs hrm_act_v1, hrm_v1, hrm_v1_gated or transformer_baseline)")
+                        f"needs hrm_act_v1, hrm_v1, hrm_v1_gated, transformer_baseline, trm, trm_mlp or trm_att)")
     pin_storage(cfg, profile, log)
     return cfg
 

@@ -10,8 +10,8 @@ such as `--batch_size`, dotted paths such as `model.hrm.ds_weight=0.2`). Then:
   (the workers of a multi-node run all need to see the checkpoints);
 - `--init_from NAME` without a `/` names a run under the storage root (Stage B starts from Stage A's
   best model that way); a path or an s3://, gs:// URI is used as it is;
-- demo data: under `--profile demo`, datasets named `.../language`, `.../math`, `.../code` that do not
-  exist yet are built by the job (`hrm_ray.experiments.demo_data`); inside a Ray job's package a relative
+- demo data: under `--profile demo`, datasets named `.../language`, `.../math`, `.../code` (and the
+  reasoning tasks `.../sudoku6`, `.../arith`, `.../graph`) that do not exist yet are built by the job (`hrm_ray.experiments.demo_data`); inside a Ray job's package a relative
   one goes under `~/hrm-ray/`, never into the package;
 - Ray: attaches to `--address` / `$RAY_ADDRESS` (as under `ray job submit`), else starts a local Ray.
 """
@@ -92,7 +92,7 @@ def check_init_from(cfg: Config) -> None:
 def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
     """Build the demo datasets `cfg.data.dataset` names when they are missing."""
     from hrm_ray.data.ingest import parse_dataset_spec
-    from hrm_ray.experiments.demo_data import SOURCE_MODES, DemoDataSpec, build_demo_data
+    from hrm_ray.experiments.demo_data import DEMO_SOURCES, DemoDataSpec, build_demo_data
 
     if cfg.data.dataset == "synthetic":
         return
@@ -100,10 +100,10 @@ def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
     missing = [Path(p) for p, _ in specs if not (Path(p) / "meta.json").is_file()]
     if missing:
         roots = {p.absolute().parent for p in missing}
-        unknown = [str(p) for p in missing if p.name not in SOURCE_MODES]
+        unknown = [str(p) for p in missing if p.name not in DEMO_SOURCES]
         if unknown or len(roots) > 1:
             raise UserError(f"--dataset: {', '.join(map(str, missing))} not found (the demo profile builds only "
-                            f"{'/'.join(SOURCE_MODES)} in one directory)")
+                            f"{'/'.join(DEMO_SOURCES)} in one directory)")
         build_demo_data(roots.pop(), DemoDataSpec(max_seq_len=cfg.data.max_seq_len, seed=cfg.train.seed), log)
 
 

@@ -4,13 +4,19 @@ ARC voting: every augmented copy of an evaluation task predicts each test output
 decoded to a grid, the copy's augmentation is undone (augmentations.json: dihedral transform and
 colour permutation), and identical grids vote. Candidates rank by votes, then by mean q_halt logit
 (the model's confidence). pass@k: one of the top k candidates equals the true output; a task scores
-the share of its test outputs that pass, and pass@k is the mean over tasks.
+the share of its test outputs that pass, and pass@k is the mean over tasks. Sudoku voting over symmetric
+views: hrm_ray.infer.sudoku_vote.
+
+Test-time depth: `depth` overrides the model's halt_max_steps (improvement steps, each run to the end at
+evaluation) and its recursion counts (h_cycles, l_cycles) for this evaluation only; the weights are the
+trained ones and the run's config is not touched.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ from hrm_ray.train.puzzle_task import (
 )
 
 AUGMENTATIONS_FILE = "augmentations.json"
+DEPTH_FIELDS = ("halt_max_steps", "h_cycles", "l_cycles")  # model fields an evaluation may deepen
 
 
 @dataclasses.dataclass
@@ -68,10 +75,24 @@ def puzzle_weights(directory: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_puzzle_model(directory: Path, data_path: str, device: str = "cpu") -> tuple[ACTLossHead, Config, PuzzleSplit]:
+def with_depth(model: Any, depth: Mapping[str, int] | None) -> Any:
+    """The model config with the evaluation's depth overrides (DEPTH_FIELDS) applied."""
+    for key, value in (depth or {}).items():
+        if key not in DEPTH_FIELDS:
+            raise UserError(f"--{key}: not a depth setting of an evaluation ({', '.join(DEPTH_FIELDS)})")
+        if not hasattr(model, key):
+            raise UserError(f"--{key}: model '{model.name}' has no {key}")
+        if value < 1:
+            raise UserError(f"--{key}: must be >= 1, got {value}")
+    return dataclasses.replace(model, **(depth or {}))
+
+
+def load_puzzle_model(directory: Path, data_path: str, device: str = "cpu", depth: Mapping[str, int] | None = None
+                      ) -> tuple[ACTLossHead, Config, PuzzleSplit]:
+    """The trained model of a run (its EMA weights where it kept them), at the depth `depth` overrides."""
     cfg = model_config(directory)
     train_split = load_dataset_split(data_path, "train")
-    head = build_puzzle_model(resolve_model(cfg.model, train_split.metadata))
+    head = build_puzzle_model(resolve_model(with_depth(cfg.model, depth), train_split.metadata))
     try:
         head.load_state_dict(puzzle_weights(directory))
     except RuntimeError as exc:
@@ -147,16 +168,22 @@ def arc_vote(dataset_dir: str | Path, split: PuzzleSplit, preds: Predictions, ks
 
 
 def evaluate_puzzle_run(directory: Path, data_path: str = "", split: str = "test", batch_size: int = 256,
-                        max_examples: int = 0, device: str = "cpu") -> dict[str, float]:
-    """Metrics of a trained puzzle model on `split` of its dataset (or `data_path`); ARC datasets (with
-    augmentations.json) add pass@1 / pass@2 after voting."""
+                        max_examples: int = 0, device: str = "cpu", depth: Mapping[str, int] | None = None,
+                        vote: int = 0) -> dict[str, float]:
+    """Metrics of a trained puzzle model on `split` of its dataset (or `data_path`), at the trained depth or
+    the one `depth` sets; ARC datasets (with augmentations.json) add pass@1 / pass@2 after voting, and
+    `vote` > 0 adds the exact accuracy of Sudoku answers voted over that many symmetric views."""
+    from hrm_ray.infer.sudoku_vote import sudoku_vote
+
     cfg = model_config(directory)
     data_path = data_path or cfg.data.dataset
-    head, cfg, _ = load_puzzle_model(directory, data_path, device)
+    head, cfg, _ = load_puzzle_model(directory, data_path, device, depth)
     test = load_dataset_split(data_path, split)
     metrics, preds = predict(head, test, batch_size, max_examples, cfg.train.seed, device)
     if (Path(data_path) / AUGMENTATIONS_FILE).is_file():
         metrics.update(arc_vote(data_path, test, preds))
+    if vote:
+        metrics.update(sudoku_vote(head, test, vote, batch_size, max_examples, cfg.train.seed, device))
     return metrics
 
 
@@ -167,4 +194,7 @@ def format_metrics(metrics: dict[str, float]) -> list[str]:
     if "pass@1" in metrics:
         lines.append(f"ARC voting over augmentations: pass@1 {100 * metrics['pass@1']:.2f}% | "
                      f"pass@2 {100 * metrics['pass@2']:.2f}% on {int(metrics['tasks'])} tasks")
+    if "vote_exact_accuracy" in metrics:
+        lines.append(f"Sudoku voting over {int(metrics['vote_views'])} views: exact accuracy "
+                     f"{100 * metrics['vote_exact_accuracy']:.2f}% on {int(metrics['vote_examples']):,} puzzles")
     return lines

@@ -1,6 +1,6 @@
 """Model families by name: `model.name` -> the family's config class, build function and training task.
 
-A name is a family ("hrm_lm", "hrm_act_v1", "transformer_baseline") or a named preset of one: a family
+A name is a family ("hrm_lm", "hrm_act_v1", "transformer_baseline", "trm") or a named preset of one: a family
 plus field values over its defaults ("hrm_v1", "hrm_v1_gated"). Adding a family is its own package
 (config.py, model.py) and one line in FAMILIES.
 """
@@ -18,6 +18,8 @@ from hrm_ray.models.hrm_act_v1 import PRESETS as HRM_ACT_V1_PRESETS
 from hrm_ray.models.hrm_act_v1 import HRMACTv1, HRMACTv1Config
 from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
 from hrm_ray.models.transformer_baseline import PuzzleTransformer, TransformerBaselineConfig
+from hrm_ray.models.trm import PRESETS as TRM_PRESETS
+from hrm_ray.models.trm import TRM, TRMConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("hrm_lm", HRMLMConfig, HRMLanguageModel, "lm"),
     Family("hrm_act_v1", HRMACTv1Config, HRMACTv1, "puzzle", HRM_ACT_V1_PRESETS),
     Family("transformer_baseline", TransformerBaselineConfig, PuzzleTransformer, "puzzle"),
+    Family("trm", TRMConfig, TRM, "puzzle", TRM_PRESETS),
 )}
 # preset name -> (family, field values)
 PRESETS: dict[str, tuple[Family, Mapping[str, Any]]] = {

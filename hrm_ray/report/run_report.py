@@ -2,7 +2,8 @@
 
 metrics.jsonl (written by `hrm_ray.train.metrics.MetricsLogger`) holds one JSON object a line with
 "step" and "split". Train lines carry loss, lr, grad_norm, tokens_per_s, gate_mean/min/max,
-gate_scale, halt_sum_mean/min/max, halt_target; val lines carry loss (or val_loss), perplexity,
+gate_scale, halt_sum_mean/min/max, halt_target, and on a mixture mix_<source> and gate_src_<source> (that
+source's mean gate, one curve each in gate_by_source.png); val lines carry loss (or val_loss), perplexity,
 and task metrics such as exact_accuracy. Non-finite values arrive as the strings "nan"/"inf".
 Missing keys skip a panel; the summary says which.
 """
@@ -21,6 +22,7 @@ METRICS_FILE = "metrics.jsonl"
 VAL_LOSS_KEYS = ("val_loss", "loss")
 VAL_PPL_KEYS = ("val_ppl", "perplexity", "ppl")
 EXACT_KEYS = ("exact_match", "exact_accuracy")
+SOURCE_GATE = "gate_src_"  # the prefix hrm_ray.train.lm_task logs each mixture source's mean gate under
 
 
 def number(value: object) -> float | None:
@@ -120,6 +122,9 @@ def summarise(m: RunMetrics) -> list[tuple[str, str]]:
         lo, hi, scale = (m.last("train", k) for k in ("gate_min", "gate_max", "gate_scale"))
         band = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
         rows.append(("gate μ at end", f"{gate:.3f}{band}" + (f", gate scale {scale:.2f}" if scale is not None else "")))
+    by_source = [f"{name} {m.last('train', SOURCE_GATE + name):.3f}" for name in gate_sources(m)]
+    if by_source:
+        rows.append(("gate μ by source at end", ", ".join(by_source)))
     halt = m.last("train", "halt_sum_mean")
     if halt is not None:
         target = m.last("train", "halt_target")
@@ -165,6 +170,9 @@ def plot_run(m: RunMetrics, out: Path) -> list[tuple[str, str]]:
         figures.append(("gate.png", "Gate μ with its min/max band"))
     else:
         skipped("gate", "gate_mean")
+    if gate_sources(m):
+        plot_source_gates(m, out / "gate_by_source.png")
+        figures.append(("gate_by_source.png", "Gate μ per data source"))
 
     halt = _banded(m, "halt_sum_mean", "halt_sum_min", "halt_sum_max", "halt Σ")
     if halt is not None:
@@ -184,6 +192,18 @@ def plot_run(m: RunMetrics, out: Path) -> list[tuple[str, str]]:
     else:
         skipped("throughput", "tokens_per_s")
     return figures
+
+
+def gate_sources(m: RunMetrics) -> list[str]:
+    """The mixture sources whose mean gate the run logged, in first-seen order (none without a mixture)."""
+    names = {key[len(SOURCE_GATE):]: None for record in m.train for key in record if key.startswith(SOURCE_GATE)}
+    return [name for name in names if m.last("train", SOURCE_GATE + name) is not None]
+
+
+def plot_source_gates(m: RunMetrics, path: Path) -> None:
+    """One curve per data source: where the HRM's gate opens for reasoning tasks and stays shut for prose."""
+    lines = [Line(name, *m.series("train", SOURCE_GATE + name)) for name in gate_sources(m)]
+    plot_lines(path, "HRM gate μ per data source (effective)", "gate", lines)
 
 
 def _banded(m: RunMetrics, mean: str, low: str, high: str, label: str) -> Line | None:

@@ -1,9 +1,9 @@
 """Batches for the loop, with a data position that a checkpoint stores so resume never replays batches.
 
-Two sources: an in-process dataset addressed by index (`IndexedFeed`: a seeded permutation per epoch,
-strided by rank, so a resumed run continues with exactly the batch it would have seen next), and an
-iterator per epoch such as a Ray Dataset shard or a prepared split's files read in-process
-(hrm_ray.train.parquet_feed) (`EpochFeed`: resume skips the batches the epoch already delivered).
+Two kinds: global batches addressed by a global sample index (`GlobalBatchFeed`; `IndexedFeed` over an
+in-process dataset, `parquet_global_epochs` over a prepared split's files), each rank taking its share, so a
+resumed run continues with exactly the samples it would have seen next, with any number of workers; and a
+Ray Dataset shard per rank (`EpochFeed`: resume skips the batches this rank's shard already delivered).
 """
 from __future__ import annotations
 
@@ -24,40 +24,80 @@ class BatchFeed(Protocol):
     def close(self) -> None: ...
 
 
-class IndexedFeed:
-    def __init__(self, size: int, collate: Callable[[list[int]], Batch], batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1):
-        self.size, self.collate, self.batch_size = size, collate, batch_size
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.batches_per_epoch = (size // world_size) // batch_size
-        if self.batches_per_epoch == 0:
-            raise UserError(f"dataset of {size} samples is too small for batch_size {batch_size} "
-                            f"x {world_size} workers")
-        self.epoch, self.batch = 0, 0
-        self._order: list[int] | None = None
+class GlobalBatchFeed:
+    """Batches addressed by a global sample index, the same whatever the number of workers.
 
-    def _epoch_order(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator)
-        return order[self.rank::self.world_size].tolist()
+    An epoch is a sequence of global batches (`make_epoch(epoch)`: index lists, tables, anything `take`
+    slices) of `micro x accum x world` samples; rank r takes its contiguous share of each and hands it out as
+    `accum` micro-batches of `micro`. The position is (epoch, samples of the epoch all ranks consumed): a run
+    resumed with another number of workers (an elastic resize) continues at the same sample, neither
+    repeating nor skipping one, and each optimizer step sees the same samples in the same micro-batches.
+    """
+
+    def __init__(self, make_epoch: Callable[[int], Iterable[Any]], take: Callable[[Any, int, int], Batch],
+                 micro: int, accum: int = 1, rank: int = 0, world_size: int = 1):
+        self.make_epoch, self.take = make_epoch, take
+        self.micro, self.accum, self.rank, self.world_size = micro, accum, rank, world_size
+        self.global_batch = micro * accum * world_size
+        self.epoch, self.sample = 0, 0
+        self._iter: Iterator[Any] | None = None
+        self._share: list[Any] = []
+
+    def _next_global(self) -> Any:
+        if self._iter is None:
+            self._iter = iter(self.make_epoch(self.epoch))
+            for _ in range(self.sample // self.global_batch):
+                next(self._iter, None)
+        batch = next(self._iter, None)
+        if batch is None:
+            if self.sample == 0:
+                raise UserError(f"the training data yielded no global batch of {self.global_batch} samples "
+                                f"({self.micro} x {self.accum} micro-batches x {self.world_size} workers)")
+            self.epoch, self.sample, self._iter = self.epoch + 1, 0, None
+            return self._next_global()
+        self.sample += self.global_batch
+        return batch
 
     def next_batch(self) -> Batch:
-        if self.batch >= self.batches_per_epoch:
-            self.epoch, self.batch, self._order = self.epoch + 1, 0, None
-        if self._order is None:
-            self._order = self._epoch_order()
-        start = self.batch * self.batch_size
-        self.batch += 1
-        return self.collate(self._order[start:start + self.batch_size])
+        if not self._share:
+            whole = self._next_global()
+            first = self.rank * self.micro * self.accum
+            self._share = [(whole, first + k * self.micro) for k in range(self.accum)]
+        whole, start = self._share.pop(0)
+        return self.take(whole, start, start + self.micro)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batch": self.batch}
+        """Read between optimizer steps (a checkpoint), when this rank has used its whole share."""
+        return {"epoch": self.epoch, "sample": self.sample}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.batch, self._order = state["epoch"], state["batch"], None
+        sample = state.get("sample", state.get("batch", 0) * self.global_batch)  # older checkpoints: batches
+        self.epoch, self.sample, self._iter, self._share = state["epoch"], sample, None, []
 
     def close(self) -> None:
-        """Nothing to release: the batches are built in-process."""
+        close = getattr(self._iter, "close", None)
+        if close is not None:
+            close()
+        self._iter = None
+
+
+class IndexedFeed(GlobalBatchFeed):
+    """An in-process dataset of `size` samples addressed by index: a seeded permutation per epoch, cut into
+    global batches."""
+
+    def __init__(self, size: int, collate: Callable[[list[int]], Batch], batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, accum: int = 1):
+        global_batch = batch_size * accum * world_size
+        if size < global_batch:
+            raise UserError(f"dataset of {size} samples is too small for a global batch of {global_batch} "
+                            f"(batch_size {batch_size} x {accum} micro-batches x {world_size} workers)")
+
+        def make_epoch(epoch: int) -> Iterator[list[int]]:
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            order = torch.randperm(size, generator=generator).tolist()
+            return (order[i:i + global_batch] for i in range(0, size - global_batch + 1, global_batch))
+
+        super().__init__(make_epoch, lambda whole, a, b: collate(whole[a:b]), batch_size, accum, rank, world_size)
 
 
 class EpochFeed:

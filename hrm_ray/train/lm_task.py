@@ -26,15 +26,18 @@ from hrm_ray.train.data_feed import (
     Batch,
     BatchFeed,
     EpochFeed,
+    GlobalBatchFeed,
     IndexedFeed,
     indexed_batches,
     ray_shard_epochs,
 )
 from hrm_ray.train.gate_schedule import gate_scale
+from hrm_ray.train.global_batch import micro_batches
 from hrm_ray.train.optim import build_optimizer
-from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows
+from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows, table_rows
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
 
+SOURCE_GATE = "gate_src_"  # metric prefix of each mixture source's mean gate
 SYNTHETIC_SPLIT_SEED = 0  # fixed: which problems are held out never depends on the training seed
 SHUFFLE_BUFFER = 2048
 
@@ -106,9 +109,19 @@ def source_counts(source_id: torch.Tensor, sources: int) -> torch.Tensor:
     return counts.index_add_(0, source_id.long(), torch.ones_like(source_id, dtype=torch.float32))
 
 
+def source_gates(source_id: torch.Tensor, gate: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each source's mean effective gate over its rows of the batch (`counts` from `source_counts`), no host
+    sync; a source absent from the batch takes the batch's mean, so a rare source's logged curve leans
+    slightly toward the overall gate rather than toward 0."""
+    gate = gate.detach().float()
+    sums = torch.zeros_like(counts).index_add_(0, source_id.long(), gate)
+    return torch.where(counts > 0, sums / counts.clamp_min(1.0), gate.mean())
+
+
 class LanguageModelTask:
     eval_sum_keys = ("loss_sum", "tokens")
     selection_metric, selection_mode = "loss", "min"
+    loss_per_token = True  # the loop normalises a step's loss by its global batch's tokens
 
     def __init__(self, cfg: Config, data: DataInfo | None = None, val_split: str = "val"):
         """`cfg` as `resolve_config` returns it (the model's vocab_size is the data's); `val_split="test"`
@@ -123,8 +136,10 @@ class LanguageModelTask:
         self._rows: dict[str, list] = {}
 
     def needs_ray_data(self) -> bool:
-        """Ray Datasets feed a prepared dataset to Ray Train workers; in-process only a mixture needs them."""
-        return self.data.kind == "mixture" or (self.data.kind == "prepared" and self.cfg.ray.num_workers > 0)
+        """Ray Datasets feed a prepared dataset to a fixed group of Ray Train workers; in-process, and in an
+        elastic run (whose data position is a global sample index), only a mixture needs them."""
+        fixed_workers = self.cfg.ray.num_workers > 0 and not self.cfg.ray.min_workers
+        return self.data.kind == "mixture" or (self.data.kind == "prepared" and fixed_workers)
 
     # driver side -------------------------------------------------------------------------------
     def ray_datasets(self) -> dict[str, Any]:
@@ -200,17 +215,20 @@ class LanguageModelTask:
                                      self._paths())
 
     def train_feed(self, ctx: WorkerContext) -> BatchFeed:
-        """Synthetic rows by index; a prepared dataset from this rank's Ray Dataset shard, or in-process
-        straight from its files."""
+        """Synthetic rows by index; a prepared dataset from this rank's Ray Dataset shard, or (in-process, or an
+        elastic run) straight from its files; all but the Ray shard addressed by a global sample index."""
         t = self.cfg.train
+        accum = micro_batches(self.cfg, ctx.world_size)
         if self.data.kind == SYNTHETIC:
             return IndexedFeed(len(self.synthetic_rows("train")), self._collate("train"), t.batch_size, t.seed,
-                               ctx.rank, ctx.world_size)
+                               ctx.rank, ctx.world_size, accum)
         if "train" in ctx.shards:
             return EpochFeed(ray_shard_epochs(ctx.shards["train"], t.batch_size, self._triplet_collate(), t.seed,
                                               SHUFFLE_BUFFER, prefetch_batches=self.cfg.data.dataset_workers))
-        return EpochFeed(parquet_epochs(self._paths()[0], "train", t.batch_size, self._triplet_collate(), t.seed,
-                                        SHUFFLE_BUFFER))
+        epochs = parquet_epochs(self._paths()[0], "train", t.batch_size * accum * ctx.world_size, t.seed,
+                                SHUFFLE_BUFFER)
+        return GlobalBatchFeed(epochs, table_rows(self._triplet_collate()), t.batch_size, accum, ctx.rank,
+                               ctx.world_size)
 
     def val_batches(self, ctx: WorkerContext) -> Iterable[Batch]:
         size = self.cfg.train.eval_batch_size
@@ -227,8 +245,11 @@ class LanguageModelTask:
         out = model(batch, self.gate_scale(step))
         metrics = {**out.losses, **out.diagnostics}
         if source_id is not None and self.data.sources:
-            counts = source_counts(source_id, len(self.data.sources)) / source_id.numel()
-            metrics.update({f"mix_{name}": counts[i] for i, name in enumerate(self.data.sources)})
+            counts = source_counts(source_id, len(self.data.sources))
+            metrics.update({f"mix_{name}": counts[i] / source_id.numel() for i, name in enumerate(self.data.sources)})
+            if getattr(out, "gate", None) is not None:  # gate_src_<name>: the HRM gate on that source's rows
+                gates = source_gates(source_id, out.gate, counts)
+                metrics.update({f"{SOURCE_GATE}{name}": gates[i] for i, name in enumerate(self.data.sources)})
         return StepOutput(out.loss, metrics, out.num_tokens)
 
     def eval_sums(self, model: nn.Module, batch: Batch, step: int) -> dict[str, torch.Tensor]:

@@ -36,6 +36,7 @@ from hrm_ray.train.checkpoint import (
 )
 from hrm_ray.train.compile import CompileReport, compile_model
 from hrm_ray.train.data_feed import BatchFeed
+from hrm_ray.train.global_batch import micro_batches, planned_workers
 from hrm_ray.train.lr_schedule import LRSchedule
 from hrm_ray.train.metrics import MetricsLogger
 from hrm_ray.train.run_files import RunFiles
@@ -131,11 +132,12 @@ class LoopParts:
         return [o for o in self.optimizers if not getattr(o, "scale_invariant", False)]
 
 
-def total_steps(cfg: Config, train_samples: int, world_size: int) -> int:
-    """`--steps` when > 0, else `--epochs` passes over the data."""
+def total_steps(cfg: Config, train_samples: int) -> int:
+    """`--steps` when > 0, else `--epochs` passes over the data in global batches (the same for any worker
+    count of an elastic run)."""
     if cfg.train.steps > 0:
         return cfg.train.steps
-    per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * world_size
+    per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * planned_workers(cfg)
     return max(1, cfg.train.epochs * (train_samples // per_step))
 
 
@@ -289,7 +291,7 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
     moved to `ctx.device`. `files` is the run directory (rank 0 writes metrics and best-model/ there).
     """
     tc, sel, rank0 = cfg.train, selection(task), ctx.rank == 0
-    steps_total = total_steps(cfg, task.train_samples(), ctx.world_size)
+    steps_total = total_steps(cfg, task.train_samples())
     resume_dir = reporter.latest_checkpoint()
     meta = read_meta(resume_dir) if resume_dir is not None else None
     if (done := already_finished(meta, steps_total, sel, tc.run_name, announce=rank0)) is not None:
@@ -384,6 +386,9 @@ def restore(resume_dir: Path, parts: LoopParts, task: Task, ctx: WorkerContext, 
     set_rng_state(saved["rng"])
     if ctx.rank == 0:
         print(f"resumed '{run_name}' from {resume_dir} at step {saved['step']}")
+        if len(saved["data_position"]) != ctx.world_size:
+            print(f"the worker group now has {ctx.world_size} worker(s), the checkpoint's had "
+                  f"{len(saved['data_position'])}: the same global batch, split over {ctx.world_size}")
         if configured != saved["scheduler"]:
             print(f"the learning-rate schedule continues as saved ({saved['scheduler']}); the config now gives "
                   f"{configured}")
@@ -393,21 +398,25 @@ def restore(resume_dir: Path, parts: LoopParts, task: Task, ctx: WorkerContext, 
 
 def train_step(cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext, state: TrainState,
                window: MetricWindow, throughput: Throughput, logger: MetricsLogger) -> None:
-    """One optimizer step at `state.step` over `grad_accum_steps` micro-batches; a non-finite one is skipped
-    and counted (NonFiniteLossError after `max_nonfinite_steps` in a row)."""
-    accum = cfg.train.grad_accum_steps
-    loss_sum = forward_backward(task, parts, ctx, state.step, accum, window, throughput)
-    grad_norm, applied = apply_update(task, parts, ctx, state.step, loss_sum, cfg.optim.grad_clip)
+    """One optimizer step at `state.step` over this rank's micro-batches of the global batch
+    (hrm_ray.train.global_batch); a non-finite one is skipped and counted (NonFiniteLossError after
+    `max_nonfinite_steps` in a row)."""
+    accum = micro_batches(cfg, ctx.world_size)
+    loss = forward_backward(task, parts, ctx, state.step, accum, window, throughput)
+    grad_norm, applied = apply_update(task, parts, ctx, state.step, loss, cfg.optim.grad_clip)
     count_nonfinite(state, applied, cfg.train.max_nonfinite_steps, logger)
-    window.add({"loss": loss_sum / accum, "grad_norm": grad_norm})
+    window.add({"loss": loss, "grad_norm": grad_norm})
     window.tick()
     state.step += 1
 
 
 def forward_backward(task: Task, parts: LoopParts, ctx: WorkerContext, step: int, accum: int,
                      window: MetricWindow, throughput: Throughput) -> torch.Tensor:
-    """Accumulate the gradients of `accum` micro-batches (DDP syncs them on the last); the summed loss."""
+    """Accumulate the gradients of `accum` micro-batches (DDP syncs them on the last); the step's loss: the
+    micro-batches' mean, or for a task whose `loss_per_token` is set, the global batch's per-token loss."""
+    per_token = getattr(task, "loss_per_token", False)
     loss_sum = torch.zeros((), device=ctx.device)
+    tokens = torch.zeros((), device=ctx.device)
     for micro in range(accum):
         batch = {k: v.to(ctx.device, non_blocking=True) for k, v in parts.feed.next_batch().items()}
         last = micro == accum - 1
@@ -415,11 +424,29 @@ def forward_backward(task: Task, parts: LoopParts, ctx: WorkerContext, step: int
         with sync:
             with _autocast(ctx.device, parts.dtype):
                 out = task.forward(parts.model, batch, step)
-            parts.scaler.scale(out.loss / accum).backward()
-        loss_sum += out.loss.detach().float()
+            weight = torch.as_tensor(out.num_tokens, device=ctx.device).float() if per_token else 1.0 / accum
+            parts.scaler.scale(out.loss * weight).backward()
+        loss_sum += out.loss.detach().float() * weight
+        tokens += out.num_tokens
         window.add(out.metrics, 1.0 / accum)
         throughput.add(out.num_tokens)
-    return loss_sum
+    return per_global_token(parts, ctx, loss_sum, tokens) if per_token else loss_sum
+
+
+def per_global_token(parts: LoopParts, ctx: WorkerContext, loss_sum: torch.Tensor, tokens: torch.Tensor
+                     ) -> torch.Tensor:
+    """The step's token-weighted loss and gradients divided by the global batch's token count: the same
+    whatever the number of ranks and micro-batches its samples were split into. DDP averaged the ranks'
+    gradients (a 1/world), so they are scaled by world / tokens. One all-reduce of two scalars."""
+    totals = torch.stack([loss_sum, tokens.float()])
+    if ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    global_tokens = totals[1].clamp_min(1.0)
+    scale = ctx.world_size / global_tokens
+    for p in parts.params:
+        if p.grad is not None:
+            p.grad.mul_(scale)
+    return totals[0] / global_tokens
 
 
 def apply_update(task: Task, parts: LoopParts, ctx: WorkerContext, step: int, loss_sum: torch.Tensor,

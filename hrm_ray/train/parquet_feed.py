@@ -1,9 +1,11 @@
 """A prepared dataset's split read straight from its files with pyarrow: the data path of an in-process run
-(`--num_workers 0`), where no Ray Data (and no Ray) runs.
+(`--num_workers 0`), where no Ray Data (and no Ray) runs, and of an elastic run's workers, whose data position
+must be a global sample index.
 
 Per training epoch the split's shards come in a seeded order and rows are shuffled within windows of
 `shuffle_buffer` rows (what Ray Data's local shuffle buffer does on the worker path); only full batches are
-yielded. An epoch is a pure function of (seed, epoch), so `EpochFeed` resumes by skipping batches. Memory
+yielded. An epoch is a pure function of (seed, epoch): every worker reads the same global batches and
+takes its share, and a resume (with any number of workers) skips global batches (`GlobalBatchFeed`). Memory
 holds one window, whatever the dataset's size. Both layouts of hrm_ray.data.meta load: Parquet shards and
 the seed's train.jsonl/val.jsonl, from a local directory or a URI (s3://, gs://: hrm_ray.storage).
 """
@@ -75,17 +77,23 @@ def shuffled_batches(chunks: Iterator[pa.Table], batch_size: int, rng: np.random
         pending = table.slice(full)
 
 
-def parquet_epochs(path: str | Path, split: str, batch_size: int, collate: Collate, seed: int,
-                   shuffle_buffer: int) -> Callable[[int], Iterator[Batch]]:
-    """Epoch factory for `EpochFeed` over one split of a prepared dataset (one process: no rank's share)."""
+def parquet_epochs(path: str | Path, split: str, batch_size: int, seed: int,
+                   shuffle_buffer: int) -> Callable[[int], Iterator[pa.Table]]:
+    """Epoch factory over one split of a prepared dataset: its global batches of `batch_size` rows as tables,
+    the same in every process that asks (`GlobalBatchFeed` gives each rank its share)."""
     files = split_files(path, split)
 
-    def make_epoch(epoch: int) -> Iterator[Batch]:
+    def make_epoch(epoch: int) -> Iterator[pa.Table]:
         rng = np.random.default_rng(seed * 100_003 + epoch)
         order = [files[i] for i in rng.permutation(len(files))]
         chunks = (chunk for file in order for chunk in read_chunks(file, max(shuffle_buffer, batch_size)))
-        return (collate(to_numpy(batch)) for batch in shuffled_batches(chunks, batch_size, rng))
+        return shuffled_batches(chunks, batch_size, rng)
     return make_epoch
+
+
+def table_rows(collate: Collate) -> Callable[[pa.Table, int, int], Batch]:
+    """`GlobalBatchFeed`'s take over tables: rows [start, stop) collated."""
+    return lambda table, start, stop: collate(to_numpy(table.slice(start, stop - start)))
 
 
 def parquet_batches(path: str | Path, split: str, batch_size: int, collate: Collate, limit: int = 0) -> Iterator[Batch]:

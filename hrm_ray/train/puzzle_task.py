@@ -1,4 +1,5 @@
-"""The puzzle HRM (ACT v1, its gated variant, or the plain-transformer baseline) as a Task of the loop.
+"""The puzzle HRM (ACT v1, its gated variant, the plain-transformer baseline, or the Tiny Recursive Model)
+as a Task of the loop.
 
 The paper's terms map onto the loop's: `train.epochs` are group-based epochs (one puzzle per group),
 `train.eval_interval` epochs make one iteration between evaluations, so resolving the config
@@ -33,7 +34,7 @@ from hrm_ray.data.puzzles.format import (
     collate,
     load_split,
 )
-from hrm_ray.data.puzzles.sampler import GroupEpochSampler, num_iterations
+from hrm_ray.data.puzzles.sampler import GroupEpochSampler, local_batch_size, num_iterations
 from hrm_ray.errors import UserError
 from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1Config, puzzle_embeddings
 from hrm_ray.models.hrm_act_v1.losses import COUNT_METRICS, reduce_metrics
@@ -264,7 +265,8 @@ class PuzzleTask:
         if "train" in ctx.shards:
             from hrm_ray.data.puzzles.ray_run import PuzzleBatchCollate
 
-            return EpochFeed(ray_shard_epochs(ctx.shards["train"], t.batch_size, PuzzleBatchCollate(), t.seed))
+            size = local_batch_size(p.global_batch_size, ctx.world_size)  # an elastic group's size: its share
+            return EpochFeed(ray_shard_epochs(ctx.shards["train"], size, PuzzleBatchCollate(), t.seed))
         sampler = GroupEpochSampler(self.split, p.global_batch_size, p.eval_interval or t.epochs, t.seed,
                                     ctx.rank, ctx.world_size)
         return EpochFeed(sampler.batches)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pickle
 import sys
 import tempfile
@@ -29,10 +30,19 @@ from typing import Any
 import torch
 import yaml
 
-from hrm_ray.config import SYNTHETIC, Config, to_dict
+from hrm_ray.config import SYNTHETIC, Config, RayConfig, to_dict
 from hrm_ray.console import train_log_level
 from hrm_ray.errors import UserError
-from hrm_ray.storage import is_file, is_remote, join, read_text, resolve_root
+from hrm_ray.storage import (
+    adopt_store_env,
+    is_file,
+    is_remote,
+    join,
+    ray_storage,
+    read_text,
+    resolve_root,
+    store_env,
+)
 from hrm_ray.train.checkpoint import (
     CheckpointStore,
     checkpoint_dir_name,
@@ -48,6 +58,9 @@ from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, needs_ray_data, 
 
 CONFIG_FILE = "config.yaml"
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's list of the run's checkpoints
+# After a node loss an elastic group restarts with the workers Ray counts resources for; until the GCS has
+# marked the node dead that count includes it, and the too-large group waits out this timeout (Ray: 60 s).
+GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 class RayReporter:
@@ -172,6 +185,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     task: Task = config["task"]
     cfg = task.cfg
+    adopt_store_env(config["store_env"])
     torch.set_num_threads(config["threads"])  # the CPUs it reserved (Ray would set 1 for a fractional CPU)
     quiet_user_errors()
     context = ray.train.get_context()
@@ -287,7 +301,7 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     cfg = task.cfg
     check_init_weights(task)
     run_dir = join(storage_root(cfg), cfg.train.run_name)
-    steps = total_steps(cfg, task.train_samples(), max(1, cfg.ray.num_workers))
+    steps = total_steps(cfg, task.train_samples())
     if (done := already_finished(stored_meta(run_dir), steps, selection(task), cfg.train.run_name)) is not None:
         return done
     RunFiles(run_dir).write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
@@ -296,6 +310,9 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
             raise ValueError("callbacks need Ray Train workers (num_workers >= 1)")
         return train_in_process(task, run_dir, address)
     start_ray(cfg, address)
+    if cfg.ray.min_workers:
+        # Ray Train reads it in the driver and passes it on to its controller; an environment setting wins
+        os.environ.setdefault(GROUP_START_TIMEOUT_ENV, f"{cfg.ray.group_start_timeout_s:g}")
     trainer = build_trainer(task, run_dir, callbacks, plan_resources(task, fit))
     with user_errors_from_ray():  # a UserError raised in a worker arrives wrapped by Ray Train
         result = trainer.fit()
@@ -328,6 +345,13 @@ def data_config(fit: Fit | None):
         resource_limits=ExecutionResources.for_limits(cpu=fit.data_limit)))
 
 
+def worker_group_size(rc: RayConfig) -> int | tuple[int, int]:
+    """Ray Train's `num_workers`: a fixed count, or (min, max) for an elastic group (`--num_workers 1-2`): it
+    starts with as many as fit, goes on with fewer after a node is lost (each restart a `max_failures` retry,
+    from the last checkpoint) and grows back when nodes join."""
+    return (rc.min_workers, rc.num_workers) if rc.min_workers else rc.num_workers
+
+
 def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: Fit | None = None):
     """The TorchTrainer of `task` (one that never retries a UserError), checkpointing into `run_dir`, its Ray
     Data held to `fit`."""
@@ -338,17 +362,17 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: 
     cfg, rc = task.cfg, task.cfg.ray
     datasets = task.ray_datasets()
     loop_config = {"task": task, "run_dir": run_dir, "datasets": sorted(datasets),
-                   "threads": max(1, int(rc.cpus_per_worker))}
+                   "threads": max(1, int(rc.cpus_per_worker)), "store_env": store_env()}
     resources = {"CPU": rc.cpus_per_worker}
     if rc.use_gpu:
         resources["GPU"] = 1
     return Trainer(
         _train_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=rc.num_workers, use_gpu=rc.use_gpu,
+        scaling_config=ScalingConfig(num_workers=worker_group_size(rc), use_gpu=rc.use_gpu,
                                      resources_per_worker=resources, placement_strategy=rc.placement_strategy),
         run_config=RunConfig(
-            storage_path=storage_root(cfg), name=cfg.train.run_name,
+            **ray_storage(storage_root(cfg)), name=cfg.train.run_name,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_limit or None),
             failure_config=FailureConfig(max_failures=rc.max_failures), callbacks=callbacks,
             logging_config=LoggingConfig(log_level=train_log_level())),

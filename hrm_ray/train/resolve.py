@@ -6,7 +6,8 @@
   - `--init_from` and the dataset paths absolute (Ray workers and Tune trials run in other directories),
     checked to exist: each problem a UserError naming the path, before Ray starts or anything is written;
   - what the data decides: the LM's `model.vocab_size` (its tokenizer / meta.json); the puzzle model's
-    vocab_size, seq_len and num_puzzle_identifiers (dataset.json), the per-worker `train.batch_size`
+    vocab_size, seq_len and num_puzzle_identifiers (dataset.json), the family's defaults of `train` fields
+    left unset (the TRM's EMA), the per-worker `train.batch_size`
     (`global_batch_size` / workers) and, with `train.steps` 0, the steps and `val_every` of `epochs` and
     `eval_interval`.
 
@@ -18,10 +19,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-from hrm_ray.config import SYNTHETIC, Config, dataset_given
+from hrm_ray.config import SYNTHETIC, Config, dataset_given, explicit_fields
 from hrm_ray.errors import UserError
 from hrm_ray.storage import resolve_input, resolve_root
 from hrm_ray.train.checkpoint import locate_weights
+from hrm_ray.train.global_batch import check_worker_range
 
 
 def resolve_config(cfg: Config) -> Config:
@@ -37,6 +39,7 @@ def resolve_config(cfg: Config) -> Config:
         resolve_puzzle(cfg)
     else:
         resolve_lm(cfg)
+    check_worker_range(cfg)
     return cfg
 
 
@@ -61,8 +64,20 @@ def resolve_lm(cfg: Config) -> None:
         cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
     check_data(cfg)  # each prepared dataset's meta.json, named in the error
     data = describe_data(cfg)
+    if data.kind == "mixture" and cfg.ray.min_workers:
+        raise UserError(f"--num_workers {cfg.ray.min_workers}-{cfg.ray.num_workers}: an elastic run reads one "
+                        "dataset by global sample index; a mixture streams through Ray Data, which cannot resume "
+                        "it at a sample on another number of workers: give a fixed --num_workers")
     check_vocab(cfg.model.vocab_size, data.vocab_size, cfg.data.dataset)
     cfg.model.vocab_size = data.vocab_size
+
+
+def apply_train_defaults(cfg: Config) -> None:
+    """The model family's own defaults of `train` fields (the TRM's EMA), where the config left them unset."""
+    unset = set(vars(cfg.train)) - explicit_fields(cfg.train)
+    for key, value in getattr(cfg.model, "TRAIN_DEFAULTS", {}).items():
+        if key in unset:
+            setattr(cfg.train, key, value)
 
 
 def resolve_puzzle(cfg: Config) -> None:
@@ -75,6 +90,7 @@ def resolve_puzzle(cfg: Config) -> None:
     meta = load_dataset_split(cfg.data.dataset, "train").metadata
     load_dataset_split(cfg.data.dataset, cfg.data.test_split)
     cfg.model = resolve_model(cfg.model, meta)
+    apply_train_defaults(cfg)
     try:
         cfg.train.batch_size = local_batch_size(cfg.train.global_batch_size, max(1, cfg.ray.num_workers))
     except ValueError as exc:

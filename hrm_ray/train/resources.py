@@ -65,8 +65,9 @@ class Fit:
 
 
 def run_need(rc: RayConfig, reads_data: bool, driver_cpus: float = 0.0) -> Need:
-    """What one run of the `ray` section `rc` needs (`driver_cpus`: a Tune trial's driver)."""
-    return Need(workers=rc.num_workers, cpus_per_worker=rc.cpus_per_worker, gpus_per_worker=float(rc.use_gpu),
+    """What one run of the `ray` section `rc` needs (`driver_cpus`: a Tune trial's driver); an elastic run
+    needs its fewest workers."""
+    return Need(workers=rc.min_workers or rc.num_workers, cpus_per_worker=rc.cpus_per_worker, gpus_per_worker=float(rc.use_gpu),
                 driver_cpus=driver_cpus, reads_data=reads_data)
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from hrm_ray import storage
 from hrm_ray.config import (
     Config,
     from_dict,
@@ -44,7 +45,7 @@ from hrm_ray.config import (
     validate,
 )
 from hrm_ray.errors import UserError
-from hrm_ray.storage import is_remote, join
+from hrm_ray.storage import adopt_store_env, is_remote, join, ray_storage, store_env
 from hrm_ray.train.resources import Fit
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.tune.history import run_curve, run_records
@@ -214,13 +215,16 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
 
 
 def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str, metric: str = METRIC,
-              fit: Fit | None = None) -> None:
+              fit: Fit | None = None, env: dict[str, str] | None = None) -> None:
     """Tune's trial driver: one Ray Train run whose evaluations reach Tune through TuneReportCallback, its
-    Ray Data held to the trial's share of the cluster (`fit`, from `plan_trials`)."""
+    Ray Data held to the trial's share of the cluster (`fit`, from `plan_trials`); `env`: the sweep driver's
+    object-store settings (`hrm_ray.storage.store_env`)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from hrm_ray.train.ray_trainer import train
+
+    adopt_store_env(env or {})
 
     cfg = trial_config(base, params)
     cfg.train.run_name = ray.tune.get_context().get_trial_id()
@@ -245,7 +249,7 @@ def _save_spec(spec: SweepSpec) -> None:
 
 def load_spec(path: str) -> SweepSpec:
     """The settings a sweep was started with (its sweep.json)."""
-    data = json.loads(Path(path, SWEEP_FILE).read_text())
+    data = json.loads(storage.read_text(join(path, SWEEP_FILE)))
     if set(data) != {f.name for f in fields(SweepSpec)}:
         raise UserError(f"{path}/{SWEEP_FILE} was written by an older version of the sweep: it cannot be continued; "
                         f"pick another --name for a new sweep")
@@ -262,10 +266,12 @@ def build_tuner(spec: SweepSpec, restore: bool, fit: Fit | None = None):
 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=spec.base, runs_dir=join(spec.path, RUNS_DIR), metric=spec.metric,
-                             fit=fit),
+                             fit=fit, env=store_env()),
         {"CPU": TRIAL_DRIVER_CPUS})
     if restore:
-        return tune.Tuner.restore(spec.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        location = ray_storage(spec.path)
+        return tune.Tuner.restore(location["storage_path"], trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True, storage_filesystem=location.get("storage_filesystem"))
     if spec.scheduler == "asha":
         scheduler = PersistentASHA(spec.path, RUNS_DIR, time_attr=TIME_ATTR, max_t=spec.max_t, grace_period=spec.grace(),
                                    reduction_factor=spec.reduction_factor)
@@ -279,7 +285,7 @@ def build_tuner(spec: SweepSpec, restore: bool, fit: Fit | None = None):
         param_space=spec.search_space().tune_space(),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler, search_alg=searcher,
                                     num_samples=spec.num_samples),
-        run_config=tune.RunConfig(storage_path=spec.storage, name=spec.name, stop=stop, verbose=1),
+        run_config=tune.RunConfig(**ray_storage(spec.storage), name=spec.name, stop=stop, verbose=1),
     )
 
 
@@ -312,7 +318,8 @@ def _start_or_restore(spec: SweepSpec, log: Callable[[str], None]) -> tuple[Swee
 
     from hrm_ray.tune.asha import write_state
 
-    if tune.Tuner.can_restore(spec.path):
+    location = ray_storage(spec.path)
+    if tune.Tuner.can_restore(location["storage_path"], storage_filesystem=location.get("storage_filesystem")):
         stored = load_spec(spec.path)
         if asdict(stored) != json.loads(json.dumps(asdict(spec))):
             log(f"[yellow]sweep {spec.path} exists: continuing it with its original settings "

@@ -1,6 +1,7 @@
 """Config of the puzzle HRM (ACT v1, the HRM paper's model) and its named presets."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,16 +51,8 @@ class HRMACTv1Config:
         return -(self.puzzle_emb_ndim // -self.d_model)
 
     def validate(self) -> HRMACTv1Config:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"model config: {msg}")
-        need(self.vocab_size > 0, f"vocab_size must be positive (take it from dataset.json), got {self.vocab_size}")
-        need(self.seq_len > 0, f"seq_len must be positive (take it from dataset.json), got {self.seq_len}")
-        need(self.num_puzzle_identifiers > 0, "num_puzzle_identifiers must be positive")
-        need(self.puzzle_emb_ndim >= 0, "puzzle_emb_ndim must be >= 0")
-        for k in ("h_cycles", "l_cycles", "h_layers", "l_layers", "d_model", "n_heads", "halt_max_steps"):
-            need(getattr(self, k) >= 1, f"{k} must be >= 1, got {getattr(self, k)}")
-        need(self.d_model % self.n_heads == 0, f"d_model {self.d_model} must be divisible by n_heads {self.n_heads}")
+        need = check_puzzle_model(self, ("h_cycles", "l_cycles", "h_layers", "l_layers", "d_model", "n_heads",
+                                         "halt_max_steps"))
         need(self.pos_encodings in ("rope", "learned"), f"pos_encodings must be rope or learned, got {self.pos_encodings!r}")
         need(0.0 <= self.halt_exploration_prob <= 1.0, "halt_exploration_prob must be in [0, 1]")
         need(self.gate_hidden_ratio > 0, "gate_hidden_ratio must be positive")
@@ -71,3 +64,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "hrm_v1": {},
     "hrm_v1_gated": {"use_gating": True},
 }
+
+
+def check_puzzle_model(c: Any, counts: tuple[str, ...]) -> Callable[[bool, str], None]:
+    """The checks every puzzle model's config shares (its data fields, `counts` >= 1, heads dividing d_model);
+    returns the `need(ok, message)` a family's own checks go on with (a ValueError naming the field)."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ValueError(f"model config: {msg}")
+    need(c.vocab_size > 0, f"vocab_size must be positive (take it from dataset.json), got {c.vocab_size}")
+    need(c.seq_len > 0, f"seq_len must be positive (take it from dataset.json), got {c.seq_len}")
+    need(c.num_puzzle_identifiers > 0, "num_puzzle_identifiers must be positive")
+    need(c.puzzle_emb_ndim >= 0, "puzzle_emb_ndim must be >= 0")
+    for k in counts:
+        need(getattr(c, k) >= 1, f"{k} must be >= 1, got {getattr(c, k)}")
+    need(c.d_model % c.n_heads == 0, f"d_model {c.d_model} must be divisible by n_heads {c.n_heads}")
+    return need

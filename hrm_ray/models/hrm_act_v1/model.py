@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,35 @@ class ACTCarry:
     current_data: Batch              # the example each slot works on
 
 
+def fresh_carry(inner: Any, batch: Batch) -> ACTCarry:
+    """All slots halted, so the first forward loads the batch and resets every state (`inner`: the model's
+    empty recurrent state)."""
+    b, device = batch["inputs"].shape[0], batch["inputs"].device
+    return ACTCarry(
+        inner=inner,
+        steps=torch.zeros(b, dtype=torch.int32, device=device),
+        halted=torch.ones(b, dtype=torch.bool, device=device),
+        current_data={k: torch.zeros_like(v) for k, v in batch.items()},
+    )
+
+
+def take_new_examples(carry: ACTCarry, batch: Batch) -> tuple[torch.Tensor, Batch]:
+    """Halted slots take the batch's example and count their segments from 0: (steps, the slots' data)."""
+    steps = torch.where(carry.halted, 0, carry.steps)
+    data = {k: torch.where(carry.halted.view(-1, *([1] * (batch[k].ndim - 1))), batch[k], v)
+            for k, v in carry.current_data.items()}
+    return steps, data
+
+
+def explore(halted: torch.Tensor, q_halt: torch.Tensor, steps: torch.Tensor, prob: float, max_steps: int
+            ) -> torch.Tensor:
+    """ACT exploration in training: with probability `prob` a slot must run a random 2..max_steps segments
+    before it may halt."""
+    explores = torch.rand_like(q_halt) < prob
+    min_steps = explores * torch.randint_like(steps, low=2, high=max_steps + 1)
+    return halted & (steps >= min_steps)
+
+
 def paper_block(c: HRMACTv1Config) -> SelfAttentionBlock:
     """The paper's post-norm block: fused qkv, LeCun init, parameter-free norms, SwiGLU in multiples of 256."""
     return SelfAttentionBlock(
@@ -67,41 +97,27 @@ def reasoning_module(c: HRMACTv1Config, layers: int) -> ReasoningModule:
     return ReasoningModule((paper_block(c) for _ in range(layers)), list_name="layers")
 
 
-class HRMInner(nn.Module):
-    """One segment: embeddings, the H/L recurrence, LM head and Q head."""
+class PuzzleInputs(nn.Module):
+    """The puzzle models' input side: token embeddings behind a puzzle-embedding prefix of P positions, scaled by
+    sqrt(d_model), with RoPE, learned or no positions (`pos_encodings`). A family's inner module derives from it
+    and calls `init_inputs` first, so parameter names and the order of initial draws are the same in every
+    family."""
 
-    def __init__(self, config: HRMACTv1Config) -> None:
-        super().__init__()
-        self.config = c = config
+    def init_inputs(self, c: Any) -> None:
         self.embed_scale = math.sqrt(c.d_model)
         embed_std = 1.0 / self.embed_scale
         self.prefix_len = c.puzzle_emb_len
         self.total_len = c.seq_len + self.prefix_len
-
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
         trunc_normal_(self.embed_tokens.weight, embed_std)
         self.puzzle_emb = PuzzleEmbedding(c.num_puzzle_identifiers, c.puzzle_emb_ndim) if c.puzzle_emb_ndim else None
         if c.pos_encodings == "rope":
             self.rotary = Rotary(c.d_model // c.n_heads, c.rope_theta)
-        else:
+        elif c.pos_encodings == "learned":
             self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(self.total_len, c.d_model), embed_std))
 
-        self.H_level = reasoning_module(c, c.h_layers)
-        self.L_level = reasoning_module(c, c.l_layers)
-        self.register_buffer("H_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
-        self.register_buffer("L_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
-        if c.use_gating:
-            self.L_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
-            self.H_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
-
-        self.lm_head = LeCunLinear(c.d_model, c.vocab_size, bias=False)
-        self.q_head = LeCunLinear(c.d_model, 2, bias=True)
-        with torch.no_grad():  # Q starts near "never halt" so bootstrapping begins from long segments
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
-
     def rope(self, device: torch.device) -> CosSin | None:
-        """The fixed RoPE table of positions 0..P+L-1, or None with learned positions."""
+        """The fixed RoPE table of positions 0..P+L-1, or None without RoPE."""
         if self.config.pos_encodings != "rope":
             return None
         return self.rotary.cos_sin(torch.arange(self.total_len, device=device))
@@ -115,6 +131,28 @@ class HRMInner(nn.Module):
         if self.config.pos_encodings == "learned":
             emb = 0.707106781 * (emb + self.embed_pos)  # keeps the forward variance
         return self.embed_scale * emb
+
+
+class HRMInner(PuzzleInputs):
+    """One segment: embeddings, the H/L recurrence, LM head and Q head."""
+
+    def __init__(self, config: HRMACTv1Config) -> None:
+        super().__init__()
+        self.config = c = config
+        self.init_inputs(c)
+        self.H_level = reasoning_module(c, c.h_layers)
+        self.L_level = reasoning_module(c, c.l_layers)
+        self.register_buffer("H_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
+        self.register_buffer("L_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
+        if c.use_gating:
+            self.L_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
+            self.H_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
+
+        self.lm_head = LeCunLinear(c.d_model, c.vocab_size, bias=False)
+        self.q_head = LeCunLinear(c.d_model, 2, bias=True)
+        with torch.no_grad():  # Q starts near "never halt" so bootstrapping begins from long segments
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
 
     def empty_carry(self, batch_size: int, device: torch.device) -> InnerCarry:
         shape = (batch_size, self.total_len, self.config.d_model)
@@ -180,20 +218,11 @@ class HRMACTv1(nn.Module):
         self.inner = HRMInner(config)
 
     def initial_carry(self, batch: Batch) -> ACTCarry:
-        """All slots halted, so the first forward loads the batch and resets every state."""
-        b, device = batch["inputs"].shape[0], batch["inputs"].device
-        return ACTCarry(
-            inner=self.inner.empty_carry(b, device),
-            steps=torch.zeros(b, dtype=torch.int32, device=device),
-            halted=torch.ones(b, dtype=torch.bool, device=device),
-            current_data={k: torch.zeros_like(v) for k, v in batch.items()},
-        )
+        return fresh_carry(self.inner.empty_carry(batch["inputs"].shape[0], batch["inputs"].device), batch)
 
     def forward(self, carry: ACTCarry, batch: Batch) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
         inner = self.inner.reset_carry(carry.halted, carry.inner)
-        steps = torch.where(carry.halted, 0, carry.steps)
-        data = {k: torch.where(carry.halted.view(-1, *([1] * (batch[k].ndim - 1))), batch[k], v)
-                for k, v in carry.current_data.items()}
+        steps, data = take_new_examples(carry, batch)
 
         inner, logits, (q_halt, q_continue), stats = self.inner(inner, data)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue, **stats}
@@ -204,9 +233,7 @@ class HRMACTv1(nn.Module):
             halted = is_last
             if self.training and self.config.halt_max_steps > 1:
                 halted = halted | (q_halt > q_continue)
-                explore = torch.rand_like(q_halt) < self.config.halt_exploration_prob
-                min_steps = explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
-                halted = halted & (steps >= min_steps)
+                halted = explore(halted, q_halt, steps, self.config.halt_exploration_prob, self.config.halt_max_steps)
                 # Bootstrapped target from the next segment (no replay buffer or target network:
                 # the many parallel slots of a large batch play that role, as in PQN).
                 _, _, (next_halt, next_continue), _ = self.inner(inner, data)

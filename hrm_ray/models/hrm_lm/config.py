@@ -27,8 +27,8 @@ class HRMConfig:
     use_halting: bool = False
     halting_weight: float = 0.005
     halt_target: float = 1.0
-    halt_threshold: float = 0.5
-    halt_init_bias: float = 0.0         # the halting head's initial bias (weights start at 0): p = sigmoid(bias)
+    halt_threshold: float = 0.5         # inference stops once the halting distribution's mass reaches this
+    halt_init_bias: float = -2.0        # the halting head's initial bias (weights start at 0): p = sigmoid(bias)
 
 
 @dataclass
@@ -52,6 +52,7 @@ class HRMLMConfig:
     dropout: float = 0.0
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    aligned_memory: bool = False        # label-per-cell tasks: decoder position t also reads memory position t
     mamba: MambaConfig = field(default_factory=MambaConfig)
     hrm: HRMConfig = field(default_factory=HRMConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)

@@ -3,7 +3,9 @@ encoder positions. Per cycle, `l_cycles` updates z_L <- L(z_L + z_H + x), then z
 
 One-step gradient: only the last L update and the H update of a supervised cycle carry gradient
 (the paper's 1-step approximation of the fixed-point gradient); every other update runs under
-no_grad. With deep supervision every cycle is supervised and the carry between cycles is detached.
+no_grad. With deep supervision every cycle is supervised and the carry between cycles is detached; so it is with halting, whose loss trains every
+cycle by its weight in the halting distribution (ACT): inference may stop at any cycle, so every cycle's
+answer is trained.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch.nn as nn
 
 from hrm_ray.models.hrm_lm.blocks import attention_block
 from hrm_ray.models.hrm_lm.config import HRMLMConfig
-from hrm_ray.models.layers import ReasoningModule, Rotary, key_mask, padding_positions
+from hrm_ray.models.layers import ReasoningModule, Rotary, key_mask, padding_positions, trunc_normal_
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -46,8 +48,8 @@ class HRMCore(nn.Module):
         self.H = reasoning_module(cfg, cfg.hrm.h_layers)
         # Fixed random initial states, as in the paper: under the one-step gradient they would get no
         # gradient anyway (and parameters without gradients break DDP).
-        self.register_buffer("z_L_init", nn.init.trunc_normal_(torch.empty(d), std=1.0, a=-2.0, b=2.0))
-        self.register_buffer("z_H_init", nn.init.trunc_normal_(torch.empty(d), std=1.0, a=-2.0, b=2.0))
+        self.register_buffer("z_L_init", trunc_normal_(torch.empty(d), std=1.0))
+        self.register_buffer("z_H_init", trunc_normal_(torch.empty(d), std=1.0))
         self.halt_head = nn.Linear(d, 1) if cfg.hrm.use_halting else None  # zero-initialised by the model
 
     def halting_prob(self, z_H: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -55,7 +57,7 @@ class HRMCore(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, adaptive: bool = False) -> HRMOutput:
         """x: encoder states [B, S, D], mask [B, S]. `adaptive` (inference, halting on) stops each
-        example at the first cycle whose cumulative halting probability reaches `halt_threshold`."""
+        example at the first cycle where the halting distribution's mass so far reaches `halt_threshold`."""
         h = self.cfg
         rope = self.rotary.cos_sin(padding_positions(mask))
         attn_mask = key_mask(mask)
@@ -64,12 +66,13 @@ class HRMCore(nn.Module):
         adaptive = adaptive and self.halt_head is not None
         states, probs = [], []
         batch = x.shape[0]
-        final, cumulative = z_H, x.new_zeros(batch, dtype=torch.float32)
+        final, running = z_H, x.new_ones(batch, dtype=torch.float32)  # running: P(not halted yet)
         halted = torch.zeros(batch, dtype=torch.bool, device=x.device)
         cycles_used = torch.full((batch,), h.h_cycles, dtype=torch.long, device=x.device)
         for cycle in range(h.h_cycles):
-            supervised = h.deep_supervision or cycle == h.h_cycles - 1
-            if h.deep_supervision:
+            every_cycle = h.deep_supervision or self.halt_head is not None
+            supervised = every_cycle or cycle == h.h_cycles - 1
+            if every_cycle:
                 z_L, z_H = z_L.detach(), z_H.detach()
             # The carried states are summed here, not inside the (possibly compiled) module: the initial
             # states are broadcast views, and a compiled module would recompile on their strides.
@@ -82,8 +85,8 @@ class HRMCore(nn.Module):
             if self.halt_head is not None:
                 probs.append(self.halting_prob(z_H, mask))
             if adaptive:
-                cumulative = cumulative + probs[-1]
-                stop = ~halted & ((cumulative >= h.halt_threshold) | (cycle == h.h_cycles - 1))
+                running = running * (1.0 - probs[-1])
+                stop = ~halted & ((1.0 - running >= h.halt_threshold) | (cycle == h.h_cycles - 1))
                 final = torch.where(stop[:, None, None], z_H, final)
                 cycles_used = torch.where(stop, cycle + 1, cycles_used)
                 halted = halted | stop

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from hrm_ray.models.hrm_lm.bridge import Bridge, memory_bias
 from hrm_ray.models.hrm_lm.config import HRMLMConfig
 from hrm_ray.models.hrm_lm.decoder import Decoder
-from hrm_ray.models.hrm_lm.diagnostics import halt_stats
+from hrm_ray.models.hrm_lm.diagnostics import halt_stats, halting_distribution
 from hrm_ray.models.hrm_lm.encoder import Encoder
 from hrm_ray.models.hrm_lm.hrm_core import HRMCore
 from hrm_ray.models.hrm_lm.sampling import next_token
@@ -37,6 +37,7 @@ class ModelOutput:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
     num_tokens: torch.Tensor | None = None  # 0-dim long: labels != -100
+    gate: torch.Tensor | None = None  # [B] effective gate per example (None without the HRM)
 
 
 @dataclass
@@ -87,15 +88,20 @@ class HRMLanguageModel(nn.Module):
     def encode(self, encoder_ids: torch.Tensor, encoder_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.embed(encoder_ids), encoder_mask)
 
-    def _logits(self, decoder_input: torch.Tensor, memory: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.decoder(decoder_input, memory, bias))
+    def _logits(self, decoder_input: torch.Tensor, memory: torch.Tensor, bias: torch.Tensor,
+                start_pos: int = 0, caches: list | None = None) -> torch.Tensor:
+        if self.cfg.aligned_memory:
+            decoder_input = decoder_input + aligned_read(memory, bias, start_pos, decoder_input.shape[1])
+        return self.lm_head(self.decoder(decoder_input, memory, bias, start_pos=start_pos, caches=caches))
 
     def forward(self, batch: dict[str, torch.Tensor], gate_scale: float | torch.Tensor = 1.0) -> ModelOutput:
         """Loss = token-mean CE (+ ds_weight * deep_supervision + halting when enabled).
 
-        Decoder padding is on the right and its labels are -100, so causal attention alone keeps
-        real positions from seeing it (`decoder_mask` is not needed). Diagnostics: gate_* always
-        with the HRM; halt_sum_* only with halting; cycles_used always (what inference would use)."""
+        With halting the CE term is ACT's: each cycle's answer weighted by the probability of halting
+        there (`halting_distribution`), so every cycle adaptive inference may stop at is trained; "ce"
+        stays the last cycle's (what inference with all cycles reads). Decoder padding is on the right
+        and its labels are -100, so causal attention alone keeps real positions from seeing it.
+        Diagnostics: gate_* always with the HRM; halt_sum_* only with halting; cycles_used always."""
         enc_mask = batch["encoder_mask"].bool()
         labels = batch["labels"]
         E = self.encode(batch["encoder_ids"], enc_mask)
@@ -112,22 +118,27 @@ class HRMLanguageModel(nn.Module):
         memory, bias, gate, gate_eff = self.bridge(E, enc_mask, thought.final, gate_scale)
         logits = self._logits(dec_in, memory, bias)
         ce = self.loss_fn(logits, labels, num_tokens)
-        losses, loss = {"ce": ce}, ce
+        losses, extra = {"ce": ce}, ce.new_zeros(())
+        earlier = ([self._logits(dec_in, *self.bridge(E, enc_mask, z, gate_scale)[:2]) for z in thought.z_H[:-1]]
+                   if h.deep_supervision or thought.halt_probs is not None else [])
         if h.deep_supervision:
-            per_cycle = [self.loss_fn(self._logits(dec_in, *self.bridge(E, enc_mask, z, gate_scale)[:2]),
-                                      labels, num_tokens) for z in thought.z_H[:-1]]
+            per_cycle = [self.loss_fn(cycle_logits, labels, num_tokens) for cycle_logits in earlier]
             losses["deep_supervision"] = torch.stack(per_cycle).mean() if per_cycle else ce.new_zeros(())
-            loss = loss + h.ds_weight * losses["deep_supervision"]
+            extra = extra + h.ds_weight * losses["deep_supervision"]
         diagnostics = {**bridge_gate_stats(gate_eff), "gate_raw_mean": gate.detach().mean()}
         if thought.halt_probs is not None:
+            weights = halting_distribution(thought.halt_probs)
+            sums = torch.stack([example_ce_sums(x, labels) for x in [*earlier, logits]], dim=1)  # [B, C]
+            losses["act"] = (weights * sums).sum() / num_tokens.clamp_min(1)
             halt_sum = thought.halt_probs.sum(-1)
             losses["halting"] = (h.halting_weight * gate_eff.detach().mean()
                                  * (halt_sum - h.halt_target).pow(2).mean())
-            loss = loss + losses["halting"]
+            extra = extra + losses["halting"]
             diagnostics.update(halt_stats(thought.halt_probs, h.halt_threshold))
         else:
             diagnostics["cycles_used"] = torch.full((), float(h.h_cycles), device=E.device)
-        return ModelOutput(logits, loss, losses, diagnostics, num_tokens)
+        loss = losses.get("act", ce) + extra
+        return ModelOutput(logits, loss, losses, diagnostics, num_tokens, gate_eff.detach())
 
     @torch.no_grad()
     def generate(
@@ -172,10 +183,10 @@ class HRMLanguageModel(nn.Module):
         caches = self.decoder.new_caches(batch, max_new_tokens, E) if use_cache else None
         for step in range(max_new_tokens):
             if use_cache:
-                hidden = self.decoder(self.embed(tokens[:, -1:]), memory, bias, start_pos=step, caches=caches)
+                logits = self._logits(self.embed(tokens[:, -1:]), memory, bias, start_pos=step, caches=caches)
             else:
-                hidden = self.decoder(self.embed(tokens), memory, bias)
-            choice = next_token(self.lm_head(hidden[:, -1]).float(), temperature, top_k, top_p, generator)
+                logits = self._logits(self.embed(tokens), memory, bias)
+            choice = next_token(logits[:, -1].float(), temperature, top_k, top_p, generator)
             if eos_id is not None:
                 choice = torch.where(finished, eos_id, choice)
                 finished = finished | (choice == eos_id)
@@ -188,6 +199,21 @@ class HRMLanguageModel(nn.Module):
         else:
             lengths = (generated != eos_id).long().cumprod(-1).sum(-1)
         return GenerationResult(generated, lengths, cycles_used)
+
+
+def aligned_read(memory: torch.Tensor, bias: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """Memory positions start..start+length-1 for decoder positions start.. (zeros past the memory and at
+    padding): decoder position t predicts label t, which labels encoder position t in a label-per-cell task."""
+    read = memory[:, start:start + length] * (bias[:, start:start + length, None] == 0).to(memory.dtype)
+    missing = length - read.shape[1]
+    return F.pad(read, (0, 0, 0, missing)) if missing > 0 else read
+
+
+def example_ce_sums(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B] cross-entropy summed over each example's labels != -100."""
+    ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                         reduction="none")
+    return ce.view(labels.shape).sum(-1)
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:

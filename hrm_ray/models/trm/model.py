@@ -1,0 +1,162 @@
+"""The Tiny Recursive Model (TRM): one small network applied recursively to a latent z and an answer y.
+
+One improvement step (a segment of deep supervision) runs T = h_cycles repetitions of
+    latent recursion:  n = l_cycles times  z <- net(z + (y + x)),  then once  y <- net(y + z),
+the first T-1 without gradient and the last with it, then decodes y (lm_head) and reads the halting
+logit from y's first position. (y, z) are detached and carried to the next step across batches, as the
+HRM's ACT carry: a slot that halts restarts from the initial y, z with the next example. One halting
+head trained by BCE on exact correctness (no Q-continue, no bootstrapped target): training halts a
+slot when q_halt > 0 (after an exploration-drawn minimum of steps) or at halt_max_steps; evaluation
+runs halt_max_steps steps.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from hrm_ray.models.hrm_act_v1.model import (
+    ACTCarry,
+    Batch,
+    PuzzleInputs,
+    explore,
+    fresh_carry,
+    take_new_examples,
+)
+from hrm_ray.models.hrm_act_v1.puzzle_embedding import PuzzleEmbedding, puzzle_embeddings
+from hrm_ray.models.layers import (
+    Attention,
+    CosSin,
+    LeCunLinear,
+    ReasoningModule,
+    RMSNorm,
+    SelfAttentionBlock,
+    SwiGLU,
+    hrm_paper_width,
+    trunc_normal_,
+)
+from hrm_ray.models.trm.config import TRMConfig
+
+
+@dataclass
+class RecursionState:
+    y: torch.Tensor  # [B, P + L, D] the answer
+    z: torch.Tensor  # [B, P + L, D] the latent reasoning
+
+
+class MixerBlock(nn.Module):
+    """Post-norm MLP-mixer block: an MLP across the positions (in place of attention), then one across
+    the channels. It takes (and ignores) rope/mask so a ReasoningModule runs it like an attention block."""
+
+    def __init__(self, positions: int, c: TRMConfig) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(c.d_model, c.norm_eps, weight=False)
+        self.norm2 = RMSNorm(c.d_model, c.norm_eps, weight=False)
+        self.token_mlp = SwiGLU(positions, hrm_paper_width(positions, c.mlp_ratio), linear=LeCunLinear)
+        self.mlp = SwiGLU(c.d_model, hrm_paper_width(c.d_model, c.mlp_ratio), linear=LeCunLinear)
+
+    def forward(self, x: torch.Tensor, rope: CosSin | None = None, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        x = self.norm1(x + self.token_mlp(x.transpose(1, 2)).transpose(1, 2))
+        return self.norm2(x + self.mlp(x))
+
+
+def trm_block(c: TRMConfig, positions: int) -> nn.Module:
+    """The paper's post-norm block (as the HRM's) or, with token_mixer=mlp, the mixer block."""
+    if c.token_mixer == "mlp":
+        return MixerBlock(positions, c)
+    return SelfAttentionBlock(
+        Attention(c.d_model, c.n_heads, fused_qkv=True, linear=LeCunLinear),
+        SwiGLU(c.d_model, hrm_paper_width(c.d_model, c.mlp_ratio), linear=LeCunLinear),
+        norm=partial(RMSNorm, c.d_model, c.norm_eps, weight=False),
+        post_norm=True,
+    )
+
+
+class TRMInner(PuzzleInputs):
+    """One improvement step: embeddings, the deep recursion of the one network, LM head and halting head."""
+
+    def __init__(self, config: TRMConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.init_inputs(c)
+        self.net = ReasoningModule((trm_block(c, self.total_len) for _ in range(c.l_layers)), list_name="layers")
+        self.register_buffer("y_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
+        self.register_buffer("z_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
+
+        self.lm_head = LeCunLinear(c.d_model, c.vocab_size, bias=False)
+        self.q_head = LeCunLinear(c.d_model, 1, bias=True)
+        with torch.no_grad():  # starts near "never halt": deep supervision runs the full depth at first
+            self.q_head.weight.zero_()
+            self.q_head.bias.fill_(-5.0)
+
+    def empty_state(self, batch_size: int, device: torch.device) -> RecursionState:
+        shape = (batch_size, self.total_len, self.config.d_model)
+        return RecursionState(torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+
+    def reset_state(self, reset: torch.Tensor, state: RecursionState) -> RecursionState:
+        r = reset.view(-1, 1, 1)
+        return RecursionState(torch.where(r, self.y_init, state.y), torch.where(r, self.z_init, state.z))
+
+    def latent_recursion(self, y: torch.Tensor, z: torch.Tensor, x: torch.Tensor, rope: CosSin | None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n latent updates from the question, answer and latent, then one answer update."""
+        for _ in range(self.config.l_cycles):
+            z = self.net(z, y + x, rope=rope)
+        return self.net(y, z, rope=rope), z
+
+    def forward(self, state: RecursionState, batch: Batch
+                ) -> tuple[RecursionState, torch.Tensor, torch.Tensor]:
+        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        rope = self.rope(x.device)
+        y, z = state.y, state.z
+        with torch.no_grad():
+            for _ in range(self.config.h_cycles - 1):
+                y, z = self.latent_recursion(y, z, x, rope)
+        y, z = self.latent_recursion(y, z, x, rope)   # the only repetition gradients flow through
+        logits = self.lm_head(y)[:, self.prefix_len:]
+        q_halt = self.q_head(y[:, 0]).float().squeeze(-1)
+        return RecursionState(y.detach(), z.detach()), logits, q_halt
+
+
+class TRM(nn.Module):
+    """Deep supervision over improvement steps, with the HRMACTv1 interface (initial_carry, forward(carry,
+    batch) -> (carry, outputs)) so ACTLossHead, the puzzle task and the evaluation run it unchanged. With
+    no `target_q_continue` in the outputs the loss head's halting loss is the BCE on correctness alone."""
+
+    def __init__(self, config: TRMConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        self.inner = TRMInner(config)
+
+    def initial_carry(self, batch: Batch) -> ACTCarry:
+        return fresh_carry(self.inner.empty_state(batch["inputs"].shape[0], batch["inputs"].device), batch)
+
+    def forward(self, carry: ACTCarry, batch: Batch) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
+        state = self.inner.reset_state(carry.halted, carry.inner)
+        steps, data = take_new_examples(carry, batch)
+        state, logits, q_halt = self.inner(state, data)
+        with torch.no_grad():
+            steps = steps + 1
+            halted = steps >= self.config.halt_max_steps
+            if self.training and self.config.halt_max_steps > 1:
+                halted = halted | (q_halt > 0)
+                halted = explore(halted, q_halt, steps, self.config.halt_exploration_prob, self.config.halt_max_steps)
+        return ACTCarry(state, steps, halted, data), {"logits": logits, "q_halt_logits": q_halt}
+
+    def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
+        """The TRM has no initial-value fields: any name is an error."""
+        for name in names:
+            raise ValueError(f"{name}: not an initial value of this model (it has none)")
+        return {}
+
+    def parameter_groups(self) -> dict[str, list]:
+        """`sparse_embedding`: PuzzleEmbedding modules for sign-SGD; `dense`: every parameter."""
+        return {"sparse_embedding": puzzle_embeddings(self), "dense": list(self.parameters())}
+
+    @property
+    def puzzle_emb(self) -> PuzzleEmbedding | None:
+        return self.inner.puzzle_emb
