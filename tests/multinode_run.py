@@ -3,7 +3,6 @@ per node, 1 CPU each, all bound to 127.0.0.1. A driver holds one Ray connection 
 so a test runs this in its own process:
 
     python tests/multinode_run.py [--head_cpus N] [--kill_after_step S] OUT.json -- TRAIN FLAGS...
-    python tests/multinode_run.py --head_cpus N --serve DASHBOARD_PORT      (until stdin closes)
 
 It starts a cluster of three nodes, runs `hrm_ray.train.ray_trainer.train` of the flags with `--address`
 of the cluster, writes {"result": the loop's result, "nodes": [the cluster's node ids], "killed": ...} to
@@ -23,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +30,9 @@ LOOPBACK = "127.0.0.1"
 # answer; its single-machine mode (Windows/macOS's) keeps every address on loopback. Read when Ray is
 # imported: set here, before any Ray import of this process (its nodes and workers inherit it).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's tests package
+from tests.ray_heads import free_ports  # noqa: E402  (imports no Ray)
+
 # The GCS marks a node dead after its health checks fail (Ray's defaults: about 30 s). Until then an elastic
 # run counts the dead node's CPUs and waits for a worker group that cannot start (60 s by default). On one
 # machine a lost raylet is certain at once, so the test cluster checks every 0.5 s.
@@ -40,21 +41,23 @@ FAST_NODE_DEATH = {"health_check_initial_delay_ms": 1000, "health_check_period_m
 
 
 @contextlib.contextmanager
-def local_cluster(nodes: int, head_cpus: int = 1, dashboard_port: int = 0):
+def local_cluster(nodes: int, head_cpus: int = 1):
     """A Ray cluster of `nodes` raylets (the head included; worker nodes of 1 CPU each) on loopback, shut down
-    on exit; nothing is connected to it. `dashboard_port`: the head's dashboard (and job server) there."""
+    on exit; nothing is connected to it."""
     from ray.cluster_utils import Cluster
 
-    dashboard = {"include_dashboard": True, "dashboard_host": LOOPBACK, "dashboard_port": dashboard_port}
     temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # its own (another Ray may use /tmp/ray); short paths
+    # Nodes on real machines each have their own ports and disk. Here each node's dashboard agent gets a free
+    # port (Ray's fixed default, 52365, is taken by the first node or by another Ray) and its own runtime-env
+    # directory (else one node's cleanup deletes a job package another node's driver runs in).
+    agent_ports = free_ports(nodes)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": head_cpus, "node_ip_address": LOOPBACK, "_system_config": FAST_NODE_DEATH,
-        "temp_dir": temp_dir, **(dashboard if dashboard_port else {})})
+        "temp_dir": temp_dir, "dashboard_agent_listen_port": agent_ports[0]})
     try:
         for index in range(1, nodes):
-            # Nodes on real machines each have their own disk: here each gets its own runtime-env directory, or
-            # one node's cleanup would delete a job package another node's driver runs in.
             cluster.add_node(wait=False, num_cpus=1, node_ip_address=LOOPBACK,
+                             dashboard_agent_listen_port=agent_ports[index],
                              runtime_env_dir_name=f"runtime_resources_node{index}")
         cluster.wait_for_nodes()
         yield cluster
@@ -98,34 +101,14 @@ def kill_node_after(cluster, run_dir: Path, step: int, killed: dict) -> None:
     cluster.remove_node(node, allow_graceful=False)
 
 
-def serve(head_cpus: int, dashboard_port: int) -> None:
-    """The cluster alone, with its job server, until stdin closes: prints {"dashboard": URL, "address": GCS}
-    once it is up (a test submits jobs to it with the `ray job` CLI)."""
-    with local_cluster(3, head_cpus, dashboard_port) as cluster:
-        url = f"http://{LOOPBACK}:{dashboard_port}"
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/version", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        print(json.dumps({"dashboard": url, "address": cluster.address}), flush=True)
-        sys.stdin.read()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", nargs="?", default="")
+    parser.add_argument("out")
     parser.add_argument("--head_cpus", type=int, default=1)
     parser.add_argument("--kill_after_step", type=int, default=0)
-    parser.add_argument("--serve", type=int, default=0, metavar="DASHBOARD_PORT",
-                        help="serve the cluster with its dashboard on this port until stdin closes")
     parser.add_argument("flags", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     os.environ.pop("RAY_ADDRESS", None)  # never the caller's Ray
-    if args.serve:
-        serve(args.head_cpus, args.serve)
-        return
     from hrm_ray.config import build_config
     from hrm_ray.train.ray_trainer import train
 

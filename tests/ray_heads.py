@@ -99,7 +99,7 @@ def stop_head(head: Head) -> None:
     if head.proc.poll() is None:
         head.proc.send_signal(signal.SIGTERM)
         try:
-            head.proc.wait(timeout=30)
+            head.proc.wait(timeout=8)  # a test head: what has not stopped by then is killed with its group
         except subprocess.TimeoutExpired:
             pass
     try:

@@ -1,11 +1,11 @@
 """Training failures a user can cause or meet: one `error: ...` line (before Ray starts when the driver can
 tell, else from inside a Ray Train worker), no retry of what a retry cannot cure, checkpoint_limit across
-resumes, presets that never override an explicit value, and another Ray instance on the same machine."""
+resumes, and presets that never override an explicit value. (A run beside another Ray instance on the same
+machine: tests/test_job_submit.py.)"""
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +21,6 @@ from hrm_ray.models.hrm_act_v1.config import HRMACTv1Config
 from hrm_ray.train import ray_trainer
 from hrm_ray.train.loop import NonFiniteLossError
 from hrm_ray.train.puzzle_task import resolve_model
-from tests.ray_heads import clean_env, start_head, stop_head
 from tests.test_train_ray import make_prepared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,22 +162,3 @@ def test_user_errors_of_every_command_are_one_line(tmp_path, capsys):
         code, lines = exit_code(argv), error_lines(capsys)
         assert code == 2 and len(lines) == 1 and named in lines[0], (argv, lines)
     assert not list(tmp_path.rglob("config.yaml"))
-
-
-@pytest.fixture
-def other_ray_head(tmp_path):
-    """Someone else's `ray start --head` on this machine."""
-    head = start_head(tmp_path)
-    yield head
-    stop_head(head)
-
-
-@pytest.mark.timeout(180)
-def test_another_ray_on_the_machine_neither_breaks_nor_slows_a_run(other_ray_head, tmp_path):
-    argv = [sys.executable, "-m", "hrm_ray.cli", "train", "--dataset", "synthetic", "--num_workers", "1",
-            "--steps", "2", "--val_every", "2", "--save_dir", str(tmp_path / "runs"), "--run_name", "beside", *TINY]
-    done = subprocess.run(argv, env=clean_env(), cwd=REPO, capture_output=True, text=True, timeout=170)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-3000:]
-    assert "multiple active Ray instances" not in output and "Traceback" not in output, output[-3000:]
-    assert (tmp_path / "runs" / "beside" / "checkpoint_00000002").is_dir()

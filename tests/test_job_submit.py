@@ -1,27 +1,23 @@
-"""`ray job submit` of Stage A then Stage B to a real 3-node Ray cluster on this machine (a 2-CPU head with the
-job server, two worker nodes of 1 CPU; tests/multinode_run.py --serve), with runs in an S3-compatible bucket
-(moto), as a user would:
+"""`ray job submit` of Stage A then Stage B to a 2-CPU head node this test starts on loopback (`ray start
+--head`, its own ports and temp dir), with runs in an S3-compatible bucket (moto), as a user would:
 
     ray job submit --address http://127.0.0.1:<dashboard> --working-dir . --no-wait -- \
         python experiments/stage_a.py --profile demo --storage_path s3://BUCKET/runs ...
     (a file added to the working directory: a new package hash)
-    ray job submit ... -- python experiments/stage_b.py --profile demo --storage_path s3://BUCKET/runs \
-        --num_workers 2 --placement_strategy SPREAD ...
+    ray job submit ... -- python experiments/stage_b.py --profile demo --storage_path s3://BUCKET/runs ...
     ray job logs --follow ...; ray job status ...
 
-Stage A runs in the job's driver (`--num_workers 0`: checkpoints written through hrm_ray.storage), Stage B
-with two Ray Train workers on two nodes (checkpoints written by Ray into the bucket) from Stage A's best
-model in the bucket, found by its run name whatever the package's hash. The jobs build the demo data
-themselves (demo_data/ is git-ignored, so it is not uploaded), never inside the uploaded package
-(`_ray_pkg_<hash>/`). The cluster is this test's own process group, never stopped with `ray stop`.
+Stage A runs in the job's driver (`--num_workers 0`: checkpoints written through hrm_ray.storage) and builds
+its demo data itself (demo_data/ is git-ignored, so it is not uploaded) outside the uploaded package
+(`_ray_pkg_<hash>/`); Stage B runs a Ray Train worker fed by Ray Data (checkpoints written by Ray into the
+bucket) from Stage A's best model in the bucket, found by its run name whatever the package's hash. Meanwhile
+a user's own `hrm-ray train` starts its own local Ray beside this head: it neither attaches to it nor warns
+of "multiple active Ray instances". The multi-node runs are tests/test_train_ray.py's. The head is stopped by its own process group, never with
+`ray stop`, which would take down every Ray instance on the machine.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,13 +26,14 @@ from pathlib import Path
 import pytest
 
 from hrm_ray import storage as storage_lib
-from tests.ray_heads import BIN, clean_env, free_ports
-
-MULTINODE = Path(__file__).with_name("multinode_run.py")
+from tests.ray_heads import BIN, clean_env, start_head, stop_head
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+TINY = ["--d_model", "32", "--n_heads", "2", "--encoder_layers", "1", "--decoder_layers", "1", "--wandb", "off",
+        "--max_seq_len", "32", "--batch_size", "8", "--eval_batch_size", "16", "--warmup_steps", "1",
+        "--synthetic_train_size", "64", "--synthetic_val_size", "16", "--log_steps", "1"]
 RAY_CHATTER = ("Execution plan of Dataset", "Starting execution of Dataset", "Estimated parquet",
                "Requesting resources", "Setting up process group", "Reporting training result",
                "Progress bars disabled", "RayDeprecationWarning", "Connecting to existing Ray cluster")
@@ -74,45 +71,40 @@ def working_copy(dest: Path) -> Path:
     return dest
 
 
-@contextlib.contextmanager
-def served_cluster(env: dict[str, str]):
-    """tests/multinode_run.py --serve in its own process group: yields the job server's URL; the cluster goes
-    down when its stdin closes (killed with its group if it does not)."""
-    port = free_ports(1)[0]
-    proc = subprocess.Popen([sys.executable, str(MULTINODE), "--head_cpus", "2", "--serve", str(port)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    try:
-        line = proc.stdout.readline()
-        assert line, "the cluster did not come up"
-        yield json.loads(line)["dashboard"]
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(540)
-def test_stage_a_then_b_through_ray_job_submit_on_a_cluster_with_runs_in_a_bucket(tmp_path, s3_bucket, monkeypatch):
+def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s3_bucket, monkeypatch):
     storage = f"{s3_bucket}/runs"
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # where a job with a remote storage root builds demo data
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))  # where a job with a remote storage root builds demo data
     workdir = working_copy(tmp_path / "checkout")
-    env = clean_env()  # the cluster's processes, hence the jobs, get the bucket's endpoint and credentials
+    env = clean_env()
+    head = start_head(tmp_path, num_cpus=2, dashboard=True)  # its processes, hence the jobs, get the bucket's env
     common = ["--profile", "demo", "--val_every", "2", "--batch_size", "8", "--storage_path", storage]
-    with served_cluster(env) as address:
-        logs_a = submit(address, workdir, env, "stage-a", [
+    try:
+        beside = subprocess.Popen(  # meanwhile, a user's own run, with its own local Ray, beside this head
+            [sys.executable, "-m", "hrm_ray.cli", "train", "--dataset", "synthetic", "--num_workers", "1",
+             "--steps", "2", "--val_every", "2", "--save_dir", str(tmp_path / "runs"), "--run_name", "beside", *TINY],
+            env=clean_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        logs_a = submit(head.dashboard_url, workdir, env, "stage-a", [
             "experiments/stage_a.py", *common, "--steps", "2", "--log_steps", "1", "--max_val_samples", "16",
             "--num_workers", "0"])
+        output = beside.communicate(timeout=170)[0]
+        assert beside.returncode == 0, output[-3000:]
+        assert "multiple active Ray instances" not in output and "Traceback" not in output, output[-3000:]
+        assert (tmp_path / "runs" / "beside" / "checkpoint_00000002").is_dir()
         assert "building demo data" in logs_a and "run 'demo-stage-a' finished at step 2/2" in logs_a
         (workdir / "notes.txt").write_text("a file the user added between the stages\n")  # a new package hash
-        logs_b = submit(address, workdir, env, "stage-b", [
+        language = home / "hrm-ray" / "demo_data" / "language"  # what Stage A built (not in its package)
+        assert (language / "meta.json").is_file() and not list(workdir.glob("**/demo_data"))
+        logs_b = submit(head.dashboard_url, workdir, env, "stage-b", [
             "experiments/stage_b.py", *common, "--steps", "4", "--log_steps", "2", "--max_val_samples", "32",
-            "--num_workers", "2", "--cpus_per_worker", "1", "--placement_strategy", "SPREAD"])
+            "--cpus_per_worker", "1", "--dataset", str(language)])
+    finally:
+        stop_head(head)
     assert f"initialised from {storage}/demo-stage-a" in logs_b  # found in the bucket by its run name
-    assert "resources: 2 workers x 1 CPU + Ray Data" in logs_b and "on a cluster of 4 CPUs" in logs_b
+    # planned against the head's 2 CPUs: the worker's 1, Ray Data the one it leaves (hrm_ray.train.resources)
+    assert "resources: 1 worker x 1 CPU + Ray Data" in logs_b and "on a cluster of 2 CPUs" in logs_b
     assert "run 'demo-stage-b' finished at step 4/4" in logs_b
     assert "step 4/4" in logs_b and "val @ step 4" in logs_b  # progress and evaluations shown
     for stage, step in (("demo-stage-a", 2), ("demo-stage-b", 4)):
@@ -120,6 +112,3 @@ def test_stage_a_then_b_through_ray_job_submit_on_a_cluster_with_runs_in_a_bucke
         names = storage_lib.list_names(run)
         assert {"best-model", "metrics.jsonl", "config.yaml", f"checkpoint_{step:08d}"} <= set(names), names
         assert {"state.pt", "meta.json"} <= set(storage_lib.list_names(f"{run}/checkpoint_{step:08d}"))
-    workers = json.loads(storage_lib.read_text(f"{storage}/demo-stage-b/workers.json"))
-    assert len({w["node_id"] for w in workers}) == 2  # SPREAD: the two ranks on two nodes
-    assert (tmp_path / "home" / "hrm-ray").is_dir() and not list(workdir.glob("**/demo_data"))  # not in a package
