@@ -1,9 +1,10 @@
 """Batches for the loop, with a data position that a checkpoint stores so resume never replays batches.
 
 Two kinds: global batches addressed by a global sample index (`GlobalBatchFeed`; `IndexedFeed` over an
-in-process dataset, `parquet_global_epochs` over a prepared split's files), each rank taking its share, so a
-resumed run continues with exactly the samples it would have seen next, with any number of workers; and a
-Ray Dataset shard per rank (`EpochFeed`: resume skips the batches this rank's shard already delivered).
+in-process dataset, `hrm_ray.train.parquet_feed.parquet_epochs` over a prepared split's files), each rank
+taking its share, so a resumed run continues with exactly the samples it would have seen next, with any
+number of workers; and a Ray Dataset shard per rank (`EpochFeed`: resume skips the batches this rank's shard
+already delivered).
 """
 from __future__ import annotations
 
