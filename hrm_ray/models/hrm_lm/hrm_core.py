@@ -3,9 +3,9 @@ encoder positions. Per cycle, `l_cycles` updates z_L <- L(z_L + z_H + x), then z
 
 One-step gradient: only the last L update and the H update of a supervised cycle carry gradient
 (the paper's 1-step approximation of the fixed-point gradient); every other update runs under
-no_grad. With deep supervision every cycle is supervised and the carry between cycles is detached; so it is with halting, whose loss trains every
-cycle by its weight in the halting distribution (ACT): inference may stop at any cycle, so every cycle's
-answer is trained.
+no_grad. With deep supervision every cycle is supervised and the carry between cycles is detached; so it
+is with halting, whose loss trains every cycle by its weight in the halting distribution (ACT): inference
+may stop at any cycle, so every cycle's answer is trained.
 """
 from __future__ import annotations
 
