@@ -5,7 +5,8 @@ encoder layers so that the parameter counts match. Same data, steps, optimiser a
 the held-out test problems (never trained on) with a 95% Wilson interval, the gate mu and cycles used.
 
     nice -n 10 .venv/bin/python bench/bench_lm_reasoning.py [--profile smoke|demo] [--tasks sudoku6 arith graph] [--steps N]
-        [--models ...] [--d_model D] [--batch_size B] [--train_size N] [--lr LR] [--hrm KEY=VALUE ...]
+        [--models ...] [--d_model D] [--batch_size B] [--train_size N] [--lr LR] [--sudoku_blanks K]
+        [--hrm KEY=VALUE ...]
 
 --d_model/--batch_size/--train_size/--lr apply to all three models; --hrm sets model.hrm.* (the hybrid's HRM;
 the deeper encoder is matched to the resulting parameter count).
@@ -109,9 +110,11 @@ def train_and_score(name: str, overrides: list[str], save: Path, test_pairs: lis
 def run_task(task: str, profile: dict, root: Path, models: list[str]) -> list[dict]:
     from hrm_ray.data.task_dataset import build_task_dataset, read_test_pairs
 
-    dataset = root / f"{task}-{profile['train']}"
+    blanks = profile.get("sudoku_blanks", 20)
+    hardness = f"-b{blanks}" if task == "sudoku6" and blanks != 20 else ""
+    dataset = root / f"{task}{hardness}-{profile['train']}"
     if not dataset.exists():
-        build_task_dataset(task, str(dataset), profile["train"], 200, profile["test"])
+        build_task_dataset(task, str(dataset), profile["train"], 200, profile["test"], sudoku_blanks=blanks)
     variants = model_overrides(base_overrides(profile, task, dataset))
     test_pairs = read_test_pairs(dataset)
     rows = []
@@ -145,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=0)
     parser.add_argument("--train_size", type=int, default=0, help="training problems")
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default 1e-3)")
+    parser.add_argument("--sudoku_blanks", type=int, default=0, help="sudoku6 blanks of 36 (default 20)")
     # The HRM's own settings (the hybrid only; the deeper encoder is matched to the resulting parameters)
     parser.add_argument("--hrm", nargs="+", default=[], metavar="KEY=VALUE",
                         help="model.hrm.KEY=VALUE, e.g. h_cycles=4 l_layers=2 one_step_grad=false use_halting=false")
     args = parser.parse_args(argv)
     chosen = {"steps": args.steps, "d_model": args.d_model, "batch": args.batch_size, "train": args.train_size,
-              "lr": args.lr}
+              "lr": args.lr, "sudoku_blanks": args.sudoku_blanks}
     profile = {**PROFILES[args.profile], **{k: v for k, v in chosen.items() if v > 0},
                "hrm": dict(item.split("=", 1) for item in args.hrm)}
     import torch

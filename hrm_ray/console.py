@@ -70,8 +70,11 @@ def ray_log_level() -> int:
 
 
 def train_log_level() -> str:
-    """Ray Train's own log level on the console (RunConfig.logging_config)."""
-    return "INFO" if is_verbose() else "WARNING"
+    """Ray Train's own log level on the console (RunConfig.logging_config). Its warnings are its own
+    chatter ("Failed to send resource request ... safe to ignore", with a traceback, when the CPUs are
+    busy; a worker group's failure before its restart): they stay in its log files, which keep every
+    level; our own lines say what a user needs (resumed at step N, the worker group's new size)."""
+    return "INFO" if is_verbose() else "ERROR"
 
 
 def take_verbose_flag(argv: list[str]) -> list[str]:

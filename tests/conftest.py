@@ -80,11 +80,13 @@ def s3_bucket(moto_endpoint, monkeypatch, request) -> str:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A single local Ray instance shared by every test that needs Ray."""
+    """A single local Ray instance shared by every test that needs Ray: 2 CPUs, a 2-core user's machine,
+    so that every run and the sweep are planned against what such a machine has (a plan that asked for
+    more would hang or fail here)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield ray
     gc.collect()  # finish abandoned Ray Data iterators while Ray is still up

@@ -12,10 +12,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+HEAD_ONLY_PORTS = ("--port", "--dashboard-port", "--ray-client-server-port")
 PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
               "--metrics-export-port", "--runtime-env-agent-port", "--ray-client-server-port",
               "--node-manager-port", "--object-manager-port")
@@ -46,10 +47,15 @@ class Head:
     proc: subprocess.Popen
     temp_dir: str
     ports: dict[str, int]
+    workers: list[Head] = field(default_factory=list)  # worker nodes joined to this head
 
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['--dashboard-port']}"
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.ports['--port']}"
 
 
 def _ready(head: Head, dashboard: bool) -> bool:
@@ -62,14 +68,19 @@ def _ready(head: Head, dashboard: bool) -> bool:
         return False
 
 
-def _launch(cwd: Path, num_cpus: int, dashboard: bool) -> Head:
-    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS) + 1), strict=False))
+def _launch(cwd: Path, num_cpus: int, dashboard: bool, head_address: str = "") -> Head:
+    """A head, or with `head_address` a worker node joining that head (its own ports and temp dir)."""
+    flags = PORT_FLAGS if not head_address else tuple(f for f in PORT_FLAGS if f not in HEAD_ONLY_PORTS)
+    ports = dict(zip(flags, free_ports(len(flags) + 1), strict=False))
     workers = max(ports.values()) + 1000 if max(ports.values()) < 60000 else 20000
     temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    argv = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+    argv = [str(BIN / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1",
             "--num-cpus", str(num_cpus), "--num-gpus", "0", "--temp-dir", temp_dir, "--disable-usage-stats",
-            "--include-dashboard", "true" if dashboard else "false", "--dashboard-host", "127.0.0.1",
             "--min-worker-port", str(workers), "--max-worker-port", str(workers + 100)]
+    if head_address:
+        argv += ["--address", head_address]
+    else:
+        argv += ["--head", "--include-dashboard", "true" if dashboard else "false", "--dashboard-host", "127.0.0.1"]
     argv += [x for flag, port in ports.items() for x in (flag, str(port))]
     log = open(Path(temp_dir, "ray-start.log"), "wb")  # noqa: SIM115 - closed with the head's directory
     proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
@@ -94,8 +105,39 @@ def start_head(cwd: Path, num_cpus: int = 1, dashboard: bool = False, timeout_s:
     raise AssertionError("unreachable")
 
 
+def add_worker_node(head: Head, cwd: Path, num_cpus: int = 1, timeout_s: float = 120) -> Head:
+    """A worker node (its own raylet, `ray start --address`) joined to `head`; stopped with the head."""
+    node = _launch(cwd, num_cpus, dashboard=False, head_address=head.gcs_address)
+    head.workers.append(node)
+    deadline = time.monotonic() + timeout_s
+    while node.proc.poll() is None and not _ready(node, False) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if node.proc.poll() is not None or not _ready(node, False):
+        output = Path(node.temp_dir, "ray-start.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"ray start --address did not join the head (exit {node.proc.returncode}):\n{output}")
+    return node
+
+
+def alive_nodes(head: Head, expect: int, timeout_s: float = 60) -> list[str]:
+    """The ids of the cluster's alive nodes (from the head's dashboard), once there are `expect` of them."""
+    import json
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"{head.dashboard_url}/nodes?view=summary", timeout=10) as response:
+            summary = json.load(response)["data"]["summary"]
+        alive = [n["raylet"]["nodeId"] for n in summary if n["raylet"]["state"] == "ALIVE"]
+        if len(alive) >= expect or time.monotonic() > deadline:
+            assert len(alive) == expect, f"{len(alive)} of {expect} nodes alive"
+            return alive
+        time.sleep(0.5)
+
+
 def stop_head(head: Head) -> None:
-    """SIGTERM to our `ray start --block` (it shuts its Ray processes down), then SIGKILL to its group."""
+    """SIGTERM to our `ray start --block` (it shuts its Ray processes down), then SIGKILL to its group;
+    its worker nodes first."""
+    for node in head.workers:
+        stop_head(node)
     if head.proc.poll() is None:
         head.proc.send_signal(signal.SIGTERM)
         try:

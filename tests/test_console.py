@@ -13,7 +13,7 @@ def _restore_env(monkeypatch):
 
 def test_quiet_by_default_and_verbose_anywhere_on_the_line():
     assert take_verbose_flag(["data", "prepare", "--source", "x"]) == ["data", "prepare", "--source", "x"]
-    assert train_log_level() == "WARNING" and ray_runtime_env()["env_vars"][VERBOSE_ENV] == "0"
+    assert train_log_level() == "ERROR" and ray_runtime_env()["env_vars"][VERBOSE_ENV] == "0"
     assert take_verbose_flag(["data", "prepare", "--verbose", "--source", "x"]) == ["data", "prepare", "--source", "x"]
     assert train_log_level() == "INFO" and ray_runtime_env()["env_vars"][VERBOSE_ENV] == "1"
 

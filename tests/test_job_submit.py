@@ -1,5 +1,6 @@
-"""`ray job submit` of Stage A then Stage B to a 2-CPU head node this test starts on loopback (`ray start
---head`, its own ports and temp dir), with runs in an S3-compatible bucket (moto), as a user would:
+"""`ray job submit` of Stage A then Stage B to a Ray cluster of three nodes this test starts on loopback (`ray
+start --head` and two `ray start --address` worker nodes, one CPU each, each its own raylet, ports and temp
+dir), with runs in an S3-compatible bucket (moto), as a user would:
 
     ray job submit --address http://127.0.0.1:<dashboard> --working-dir . --no-wait -- \
         python experiments/stage_a.py --profile demo --storage_path s3://BUCKET/runs ...
@@ -9,14 +10,17 @@
 
 Stage A runs in the job's driver (`--num_workers 0`: checkpoints written through hrm_ray.storage) and builds
 its demo data itself (demo_data/ is git-ignored, so it is not uploaded) outside the uploaded package
-(`_ray_pkg_<hash>/`); Stage B runs a Ray Train worker fed by Ray Data (checkpoints written by Ray into the
-bucket) from Stage A's best model in the bucket, found by its run name whatever the package's hash. Meanwhile
-a user's own `hrm-ray train` starts its own local Ray beside this head: it neither attaches to it nor warns
-of "multiple active Ray instances". The multi-node runs are tests/test_train_ray.py's. The head is stopped by its own process group, never with
-`ray stop`, which would take down every Ray instance on the machine.
+(`_ray_pkg_<hash>/`); Stage B runs two Ray Train workers SPREAD over the worker nodes (the job's package
+fetched from the GCS by each node), fed by Ray Data on the CPU left (the cluster's 3 CPUs, all planned:
+nothing pending), from Stage A's best model in the bucket, found by its run name whatever the package's
+hash; Ray writes its checkpoints into the bucket. Meanwhile a user's own `hrm-ray train` starts its own
+local Ray beside this cluster: it neither attaches to it nor warns of "multiple active Ray instances". Each
+node is stopped by its own process group, never with `ray stop`, which would take down every Ray instance
+on the machine.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -26,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from hrm_ray import storage as storage_lib
-from tests.ray_heads import BIN, clean_env, start_head, stop_head
+from tests.ray_heads import BIN, add_worker_node, alive_nodes, clean_env, start_head, stop_head
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,9 +83,11 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
     monkeypatch.setenv("HOME", str(home))  # where a job with a remote storage root builds demo data
     workdir = working_copy(tmp_path / "checkout")
     env = clean_env()
-    head = start_head(tmp_path, num_cpus=2, dashboard=True)  # its processes, hence the jobs, get the bucket's env
+    head = start_head(tmp_path, num_cpus=1, dashboard=True)  # its processes, hence the jobs, get the bucket's env
     common = ["--profile", "demo", "--val_every", "2", "--batch_size", "8", "--storage_path", storage]
     try:
+        for _ in range(2):
+            add_worker_node(head, tmp_path)
         beside = subprocess.Popen(  # meanwhile, a user's own run, with its own local Ray, beside this head
             [sys.executable, "-m", "hrm_ray.cli", "train", "--dataset", "synthetic", "--num_workers", "1",
              "--steps", "2", "--val_every", "2", "--save_dir", str(tmp_path / "runs"), "--run_name", "beside", *TINY],
@@ -97,14 +103,18 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
         (workdir / "notes.txt").write_text("a file the user added between the stages\n")  # a new package hash
         language = home / "hrm-ray" / "demo_data" / "language"  # what Stage A built (not in its package)
         assert (language / "meta.json").is_file() and not list(workdir.glob("**/demo_data"))
+        nodes = alive_nodes(head, expect=3)
         logs_b = submit(head.dashboard_url, workdir, env, "stage-b", [
             "experiments/stage_b.py", *common, "--steps", "4", "--log_steps", "2", "--max_val_samples", "32",
-            "--cpus_per_worker", "1", "--dataset", str(language)])
+            "--num_workers", "2", "--cpus_per_worker", "1", "--placement_strategy", "SPREAD",
+            "--dataset", str(language)])
     finally:
         stop_head(head)
     assert f"initialised from {storage}/demo-stage-a" in logs_b  # found in the bucket by its run name
-    # planned against the head's 2 CPUs: the worker's 1, Ray Data the one it leaves (hrm_ray.train.resources)
-    assert "resources: 1 worker x 1 CPU + Ray Data" in logs_b and "on a cluster of 2 CPUs" in logs_b
+    # planned against the cluster's 3 CPUs: the workers' 2, Ray Data the one they leave (hrm_ray.train.resources)
+    assert "resources: 2 workers x 1 CPU + Ray Data" in logs_b and "on a cluster of 3 CPUs" in logs_b
+    ranks = json.loads(storage_lib.read_text(f"{storage}/demo-stage-b/workers.json"))
+    assert len({r["node_id"] for r in ranks}) == 2 and {r["node_id"] for r in ranks} <= set(nodes)
     assert "run 'demo-stage-b' finished at step 4/4" in logs_b
     assert "step 4/4" in logs_b and "val @ step 4" in logs_b  # progress and evaluations shown
     for stage, step in (("demo-stage-a", 2), ("demo-stage-b", 4)):

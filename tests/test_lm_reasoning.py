@@ -51,6 +51,10 @@ def test_formats() -> None:
         grid = solution.reshape(6, 6)
         boxes = grid.reshape(3, 2, 2, 3).transpose(0, 2, 1, 3).reshape(6, 6)
         assert all(sorted(row) == list(range(1, 7)) for g in (grid, grid.T, boxes) for row in g.tolist())
+    for prompt, _ in task_pairs("sudoku6", {"train": 5}, sudoku_blanks=24)["train"]:  # a harder Sudoku
+        assert (cells(prompt) == 0).sum() == 24 and count_solutions(cells(prompt), SUDOKU_BOX) == 1
+    with pytest.raises(UserError, match="--sudoku_blanks must be in 1..28"):
+        task_pairs("sudoku6", {"train": 5}, sudoku_blanks=30)
     for prompt, response in task_pairs("arith", {"train": 20})["train"]:
         expression = prompt.removeprefix("What is ").removesuffix("?")
         assert 3 <= len(expression.split()[::2]) <= 4 and all(len(n) == 3 for n in expression.split()[::2])

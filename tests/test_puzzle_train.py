@@ -207,12 +207,27 @@ def test_wilson_interval_covers_the_point_and_closes_on_the_whole_population():
 def test_two_workers_train_over_ray_dataset_shards(ray_session, sudoku_dir: Path, tmp_path: Path):
     from hrm_ray.train.ray_trainer import train
 
-    cfg = tiny_config(sudoku_dir, "ray.num_workers=1-2", "ray.cpus_per_worker=1", "global_batch_size=8", "epochs=2",
+    cfg = tiny_config(sudoku_dir, "ray.num_workers=2", "ray.cpus_per_worker=0.5", "global_batch_size=8", "epochs=2",
                       "eval_interval=1", f"--save_dir={tmp_path}", "--run_name=two", "ema=true")
-    result = train(cfg)  # an elastic group (1-2): both fit, each rank a batch of 8 / 2
+    result = train(cfg)  # two workers and Ray Data on a 2-CPU Ray, each rank a batch of 8 / 2
     assert len(json.loads((tmp_path / "two" / "workers.json").read_text())) == 2
     assert result.step == result.total_steps == 4           # 2 iterations x (22 // 8) steps
     run = tmp_path / "two"
     latest = CheckpointStore(run, 0).latest()
     assert latest is not None and load_checkpoint(latest)["step"] == 4
     assert [r["examples"] for r in records(run, "val")][-1] == 4
+
+
+def test_an_elastic_group_reads_the_same_global_batches_at_any_size(sudoku_dir: Path):
+    """An elastic group (`--num_workers 1-2`) reads no Ray Dataset (whose tasks a grown group could starve of
+    CPUs, and whose shards have no global position): each rank samples the split itself and takes its share
+    of a global batch that does not depend on the group's size, so (iteration, batch) is a global position."""
+    fixed = PuzzleTask(tiny_config(sudoku_dir, "ray.num_workers=2", "global_batch_size=8"))
+    elastic = PuzzleTask(tiny_config(sudoku_dir, "ray.num_workers=1-2", "global_batch_size=8"))
+    assert fixed.needs_ray_data() and not elastic.needs_ray_data()
+    one = elastic.train_feed(WorkerContext())
+    two = [elastic.train_feed(WorkerContext(rank=r, world_size=2)) for r in range(2)]
+    for _ in range(5):
+        whole, halves = one.next_batch(), [feed.next_batch() for feed in two]
+        for key in whole:
+            assert torch.equal(whole[key], torch.cat([h[key] for h in halves])), key

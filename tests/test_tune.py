@@ -215,8 +215,9 @@ def test_sweep_json_round_trips_the_space(tmp_path):
 @pytest.mark.timeout(240)
 @pytest.mark.timeout(300)
 def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
-    """One sweep, interrupted and rerun: its trials, ASHA's decisions, trials.jsonl, best_config.yaml and the
-    report (one Ray sweep in the suite: each costs about a minute on 2 cores)."""
+    """One sweep on a 2-CPU Ray (the session's), interrupted and rerun: it plans its trials, trial drivers and
+    Ray Data into the 2 CPUs and completes; its trials, ASHA's decisions, trials.jsonl, best_config.yaml and
+    the report (one Ray sweep in the suite: each costs about a minute on 2 cores)."""
     spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--val_every", "2",
                                 "--log_steps", "1", "--num_samples", "2", "--max_concurrent_trials", "1",
                                 "--grace_period", "2", "--reduction_factor", "2"))

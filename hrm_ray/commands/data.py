@@ -146,6 +146,7 @@ def add_build_tasks_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer.json to reuse (default: one token per character)")
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="seed of the problems and of the hash split")
+    p.add_argument("--sudoku_blanks", type=int, default=20, help="sudoku6: blank cells of 36 (its difficulty)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dest")
 
 
@@ -153,7 +154,7 @@ def run_build_tasks(args: argparse.Namespace) -> int:
     from hrm_ray.data.task_dataset import build_task_dataset
 
     print(build_task_dataset(args.task, args.dest, args.train, args.val, args.test, args.tokenizer,
-                             args.max_seq_len, args.seed, args.overwrite).summary())
+                             args.max_seq_len, args.seed, args.overwrite, args.sudoku_blanks).summary())
     return 0
 
 

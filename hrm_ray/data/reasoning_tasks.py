@@ -5,7 +5,8 @@ test problem is never a training one however many are drawn; problems are drawn 
 until every split has its count, so the same seed and counts give the same pairs.
 
 - sudoku6: prompt = the grid with `.` for blanks, rows joined by `/`; response = the solved grid in the
-  same layout, so response character t labels prompt character t (`model.aligned_memory`).
+  same layout, so response character t labels prompt character t (`model.aligned_memory`). Its difficulty is
+  the number of blanks (`sudoku_blanks`, default 20 of 36; more blanks, longer chains of deduction).
 - arith: 3-4 operands of 3 digits joined by + and -, answer only (the intermediate sums are carried).
 - graph: a random connected graph given as an edge list, the answer is the shortest-path length.
 """
@@ -22,6 +23,7 @@ from hrm_ray.data.synthetic import SPLITS, split_of
 from hrm_ray.errors import UserError
 
 SUDOKU_BOX = (2, 3)
+SUDOKU_BLANKS = 20
 TASKS = ("sudoku6", "arith", "graph")
 Pair = tuple[str, str]
 
@@ -32,7 +34,7 @@ def grid_text(cells: np.ndarray, side: int = 6) -> str:
     return "/".join("".join(chars[r * side:(r + 1) * side]) for r in range(side))
 
 
-def sudoku_stream(rng: random.Random, blanks: int = 20, chunk: int = 256) -> Iterator[Pair]:
+def sudoku_stream(rng: random.Random, blanks: int = SUDOKU_BLANKS, chunk: int = 256) -> Iterator[Pair]:
     """6x6 Sudoku with a unique solution, from the puzzle family's generator."""
     gen = np.random.default_rng(rng.getrandbits(63))
     while True:
@@ -92,17 +94,21 @@ STREAMS: dict[str, Callable[[random.Random], Iterator[Pair]]] = {
 
 
 def task_pairs(task: str, counts: dict[str, int], seed: int = 0, val_ratio: float = 0.05,
-               test_ratio: float = 0.1) -> dict[str, list[Pair]]:
+               test_ratio: float = 0.1, sudoku_blanks: int = SUDOKU_BLANKS) -> dict[str, list[Pair]]:
     """`counts[split]` distinct problems of each split of `task`, split by a hash of the prompt."""
     if task not in STREAMS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    if not 0 < sudoku_blanks <= 28:  # a 6x6 Sudoku with one solution has at least 8 givens
+        raise UserError(f"--sudoku_blanks must be in 1..28, got {sudoku_blanks}")
     bad = [s for s in counts if s not in SPLITS]
     if bad:
         raise UserError(f"reasoning task splits: unknown {bad} (use {', '.join(SPLITS)})")
     out: dict[str, list[Pair]] = {s: [] for s in counts}
     seen: set[str] = set()
     need = sum(counts.values())
-    for drawn, (prompt, response) in enumerate(STREAMS[task](random.Random(f"{task}-{seed}"))):
+    rng = random.Random(f"{task}-{seed}")
+    stream = sudoku_stream(rng, sudoku_blanks) if task == "sudoku6" else STREAMS[task](rng)
+    for drawn, (prompt, response) in enumerate(stream):
         if sum(len(v) for v in out.values()) == need:
             break
         if drawn > 100 * need + 10_000:

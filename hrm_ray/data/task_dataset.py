@@ -15,7 +15,7 @@ import pyarrow as pa
 from tokenizers import Tokenizer
 
 from hrm_ray.data.meta import write_meta
-from hrm_ray.data.reasoning_tasks import task_pairs
+from hrm_ray.data.reasoning_tasks import SUDOKU_BLANKS, task_pairs
 from hrm_ray.data.synthetic import char_tokenizer, make_triplets
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, save_tokenizer
 from hrm_ray.data.writer import DatasetWriter, atomic_dir
@@ -45,12 +45,13 @@ def read_test_pairs(dataset: str | Path) -> list[tuple[str, str]]:
 
 
 def build_task_dataset(task: str, dest: str, train: int, val: int, test: int, tokenizer: str | None = None,
-                       max_seq_len: int = 256, seed: int = 0, overwrite: bool = False) -> TaskDatasetReport:
+                       max_seq_len: int = 256, seed: int = 0, overwrite: bool = False,
+                       sudoku_blanks: int = SUDOKU_BLANKS) -> TaskDatasetReport:
     for flag, value in (("--train", train), ("--val", val), ("--test", test)):
         if value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
     tok: Tokenizer = load_tokenizer(tokenizer) if tokenizer else char_tokenizer()
-    pairs = task_pairs(task, {"train": train, "val": val, "test": test}, seed)
+    pairs = task_pairs(task, {"train": train, "val": val, "test": test}, seed, sudoku_blanks=sudoku_blanks)
     with atomic_dir(dest, overwrite, "--dest") as tmp:
         sha = save_tokenizer(tok, tmp / "tokenizer.json")
         writer = DatasetWriter(tmp)
@@ -65,6 +66,7 @@ def build_task_dataset(task: str, dest: str, train: int, val: int, test: int, to
             "vocab_size": tok.get_vocab_size(), "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID,
             "max_seq_len": max_seq_len, "train_samples": train, "val_samples": val, "test_samples": test,
             "tokenizer_sha256": sha, "mode": "prompt_response", "task": task, "seed": seed,
+            **({"sudoku_blanks": sudoku_blanks} if task == "sudoku6" else {}),
             "shards": writer.files(), "created_by": "hrm-ray data build-tasks",
         })
     return TaskDatasetReport(str(dest), task, {"train": train, "val": val, "test": test})

@@ -199,8 +199,11 @@ class PuzzleTask:
 
     # driver side -------------------------------------------------------------------------------
     def needs_ray_data(self) -> bool:
-        """In-process the sampler reads the memory-mapped split directly."""
-        return self.cfg.ray.num_workers > 0
+        """A fixed worker group streams Ray Data shards. In-process, and in an elastic group, the sampler
+        reads the memory-mapped split directly: its global batches do not depend on the number of workers
+        (each rank takes its share), so the position (iteration, batch) is global and a resize neither
+        repeats nor skips; and no Ray Data task waits for a CPU that the grown group has taken."""
+        return self.cfg.ray.num_workers > 0 and not self.cfg.ray.min_workers
 
     def ray_datasets(self) -> dict[str, Any]:
         if not self.needs_ray_data():
@@ -265,7 +268,7 @@ class PuzzleTask:
         if "train" in ctx.shards:
             from hrm_ray.data.puzzles.ray_run import PuzzleBatchCollate
 
-            size = local_batch_size(p.global_batch_size, ctx.world_size)  # an elastic group's size: its share
+            size = local_batch_size(p.global_batch_size, ctx.world_size)
             return EpochFeed(ray_shard_epochs(ctx.shards["train"], size, PuzzleBatchCollate(), t.seed))
         sampler = GroupEpochSampler(self.split, p.global_batch_size, p.eval_interval or t.epochs, t.seed,
                                     ctx.rank, ctx.world_size)
