@@ -36,11 +36,51 @@ class RayDataConsoleFilter(logging.Filter):
         return record.levelno == logging.WARNING and not record.getMessage().startswith("Progress bars")
 
 
+def keep_streamed(data: dict[str, Any]) -> bool:
+    """Whether a batch of lines Ray streams to the driver from its processes reaches the console: our
+    workers' output (progress, evaluations) does. Ray's own does not: a raylet's notices ("Raylet is
+    terminated", "marked dead"), Ray Train's controller (its C++ warnings, a restart's traceback), nor a
+    Train worker's stderr (the traceback of a step that failed when a peer was lost: the driver reports a
+    failure on one line, and a restart says where it resumed). All stay in the session's log files."""
+    actor = data.get("actor_name") or ""
+    if data.get("pid") == "raylet" or actor.startswith("TrainController"):
+        return False
+    return not (data.get("is_err") and actor.startswith("RayTrainWorker"))
+
+
+def _filtered(printer: Any) -> Any:
+    if getattr(printer, "filtered", False):
+        return printer
+
+    def keep_then_print(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        if keep_streamed(data):
+            printer(data, *args, **kwargs)
+    keep_then_print.filtered = True  # type: ignore[attr-defined]
+    return keep_then_print
+
+
+def filter_streamed_logs() -> None:
+    """Put `keep_streamed` in front of Ray's two printers on the driver: of the lines its processes stream,
+    and of the error notices the GCS publishes (a raylet's, printed as "(raylet)")."""
+    try:  # Ray internals: a Ray that moved them prints everything, as before
+        import ray._private.worker as ray_worker
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+    except ImportError:
+        return
+    ray_worker.print_to_stdstream = _filtered(ray_worker.print_to_stdstream)
+    for name, handler in list(dispatcher.handlers):
+        if name == "ray_print_logs":
+            dispatcher.remove_handler(name)
+            dispatcher.add_handler(name, _filtered(handler))
+
+
 def quiet_ray() -> None:
     """Ray Data logs through `ray_data_logging.yaml` (it reconfigures its loggers per dataset, so the
-    config is what stays); Ray Train's per-report INFO line and Ray's deprecation warnings are hidden."""
+    config is what stays); Ray Train's per-report INFO line and Ray's deprecation warnings are hidden, and
+    Ray's own streamed lines are kept off the driver's console (`keep_streamed`)."""
     if is_verbose():
         return
+    filter_streamed_logs()
     os.environ["RAY_DATA_LOGGING_CONFIG"] = str(RAY_DATA_LOGGING)
     import ray.data
     from ray.util.annotations import RayDeprecationWarning

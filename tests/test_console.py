@@ -22,3 +22,14 @@ def test_workers_get_the_same_console_rules():
     env = ray_runtime_env()
     assert env["worker_process_setup_hook"] == "hrm_ray.console.quiet_ray"
     assert env["env_vars"]["RAY_TRAIN_ENABLE_PRINT_PATCH"] == "0"
+
+
+def test_rays_own_streamed_lines_stay_off_the_console():
+    from hrm_ray.console import keep_streamed
+
+    assert keep_streamed({"pid": 7, "actor_name": "RayTrainWorker", "is_err": False, "lines": ["step 1/2"]})
+    assert keep_streamed({"pid": 7, "task_name": "prepare", "is_err": True, "lines": ["a user's warning"]})
+    assert not keep_streamed({"pid": "raylet", "is_err": True, "lines": ["Raylet is terminated."]})
+    assert not keep_streamed({"pid": 8, "actor_name": "TrainController", "is_err": True, "lines": ["Traceback"]})
+    assert not keep_streamed({"pid": 7, "actor_name": "RayTrainWorker", "is_err": True,
+                              "lines": ["Error in training function:", "Traceback (most recent call last):"]})

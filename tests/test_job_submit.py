@@ -40,7 +40,8 @@ TINY = ["--d_model", "32", "--n_heads", "2", "--encoder_layers", "1", "--decoder
         "--synthetic_train_size", "64", "--synthetic_val_size", "16", "--log_steps", "1"]
 RAY_CHATTER = ("Execution plan of Dataset", "Starting execution of Dataset", "Estimated parquet",
                "Requesting resources", "Setting up process group", "Reporting training result",
-               "Progress bars disabled", "RayDeprecationWarning", "Connecting to existing Ray cluster")
+               "Progress bars disabled", "RayDeprecationWarning", "Connecting to existing Ray cluster", "Traceback",
+               "(raylet)", "TrainController")
 
 
 def submit(address: str, workdir: Path, env: dict[str, str], job_id: str, argv: list[str]) -> str:

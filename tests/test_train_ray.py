@@ -53,10 +53,11 @@ def records(run_dir: Path) -> list[dict]:
 def on_three_nodes(tmp_path: Path, flags: list[str], timeout: float = 240, options: tuple[str, ...] = ()):
     """tests/multinode_run.py in its own process and process group (killed whole on a timeout), started on
     entry: the run of `flags` on a 3-node Ray cluster. Yields a function that waits for it and returns what it
-    wrote (the caller works meanwhile)."""
+    wrote (the caller works meanwhile); its console goes to tmp_path/console.txt."""
     out = tmp_path / "multinode.json"
-    proc = subprocess.Popen([sys.executable, str(MULTINODE), *options, str(out), "--", *flags],
-                            env=clean_env(), start_new_session=True)
+    with open(tmp_path / "console.txt", "wb") as console:
+        proc = subprocess.Popen([sys.executable, str(MULTINODE), *options, str(out), "--", *flags],
+                                env=clean_env(), start_new_session=True, stdout=console, stderr=subprocess.STDOUT)
 
     def result() -> dict:
         assert proc.wait(timeout=timeout) == 0
@@ -109,6 +110,9 @@ def test_elastic_run_loses_a_node_and_matches_one_worker_step_for_step(tmp_path)
     assert final["data_position"] == load_checkpoint(CheckpointStore(tmp_path / "ref" / "ref", 0).latest())["data_position"]
     assert not any(k.startswith("module.") for k in final["model"])  # same format as a local run
     assert (run_dir / "config.yaml").is_file() and (run_dir / "best-model" / "model.pt").is_file()
+    console = (tmp_path / "console.txt").read_text()  # what the user saw: the restart, none of Ray's own notices
+    assert "the worker group now has 1 worker(s), the checkpoint's had 2" in console and "val @ step 24" in console
+    assert "Traceback" not in console and "(raylet)" not in console and "TrainController" not in console, console
 
 
 @pytest.mark.timeout(300)
