@@ -36,14 +36,20 @@ class RayDataConsoleFilter(logging.Filter):
         return record.levelno == logging.WARNING and not record.getMessage().startswith("Progress bars")
 
 
+# Ray Train's own actors: its controller and their helpers (Ray Data's warnings are kept: RayDataConsoleFilter)
+RAY_OWN_ACTORS = ("TrainController", "PlacementGroupCleaner", "AutoscalingCoordinator", "_AutoscalingCoordinator",
+                  "PreemptionWatcher", "TrainStateActor")
+
+
 def keep_streamed(data: dict[str, Any]) -> bool:
     """Whether a batch of lines Ray streams to the driver from its processes reaches the console: our
     workers' output (progress, evaluations) does. Ray's own does not: a raylet's notices ("Raylet is
-    terminated", "marked dead"), Ray Train's controller (its C++ warnings, a restart's traceback), nor a
+    terminated", "marked dead"), Ray's own actors (Ray Train's controller: its C++ warnings, a restart's
+    traceback; its placement-group cleaner's traceback when its Ray goes away), nor a
     Train worker's stderr (the traceback of a step that failed when a peer was lost: the driver reports a
     failure on one line, and a restart says where it resumed). All stay in the session's log files."""
     actor = data.get("actor_name") or ""
-    if data.get("pid") == "raylet" or actor.startswith("TrainController"):
+    if data.get("pid") == "raylet" or actor.startswith(RAY_OWN_ACTORS):
         return False
     return not (data.get("is_err") and actor.startswith("RayTrainWorker"))
 

@@ -105,17 +105,11 @@ def start_head(cwd: Path, num_cpus: int = 1, dashboard: bool = False, timeout_s:
     raise AssertionError("unreachable")
 
 
-def add_worker_node(head: Head, cwd: Path, num_cpus: int = 1, timeout_s: float = 120) -> Head:
-    """A worker node (its own raylet, `ray start --address`) joined to `head`; stopped with the head."""
-    node = _launch(cwd, num_cpus, dashboard=False, head_address=head.gcs_address)
-    head.workers.append(node)
-    deadline = time.monotonic() + timeout_s
-    while node.proc.poll() is None and not _ready(node, False) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if node.proc.poll() is not None or not _ready(node, False):
-        output = Path(node.temp_dir, "ray-start.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"ray start --address did not join the head (exit {node.proc.returncode}):\n{output}")
-    return node
+def add_worker_nodes(head: Head, cwd: Path, count: int, num_cpus: int = 1) -> None:
+    """`count` worker nodes (each its own raylet, `ray start --address`) joining `head`, started without
+    waiting (`alive_nodes` waits for them); stopped with the head."""
+    for _ in range(count):
+        head.workers.append(_launch(cwd, num_cpus, dashboard=False, head_address=head.gcs_address))
 
 
 def alive_nodes(head: Head, expect: int, timeout_s: float = 60) -> list[str]:
@@ -128,25 +122,29 @@ def alive_nodes(head: Head, expect: int, timeout_s: float = 60) -> list[str]:
             summary = json.load(response)["data"]["summary"]
         alive = [n["raylet"]["nodeId"] for n in summary if n["raylet"]["state"] == "ALIVE"]
         if len(alive) >= expect or time.monotonic() > deadline:
-            assert len(alive) == expect, f"{len(alive)} of {expect} nodes alive"
+            logs = [Path(n.temp_dir, "ray-start.log").read_text(errors="replace")[-1500:] for n in head.workers]
+            assert len(alive) == expect, f"{len(alive)} of {expect} nodes alive; worker nodes' logs: {logs}"
             return alive
         time.sleep(0.5)
 
 
 def stop_head(head: Head) -> None:
-    """SIGTERM to our `ray start --block` (it shuts its Ray processes down), then SIGKILL to its group;
-    its worker nodes first."""
-    for node in head.workers:
-        stop_head(node)
-    if head.proc.poll() is None:
-        head.proc.send_signal(signal.SIGTERM)
+    """SIGTERM to our `ray start --block` processes (each shuts its node's Ray processes down; its worker
+    nodes and the head at once), then SIGKILL to their process groups."""
+    nodes = [*head.workers, head]
+    for node in nodes:
+        if node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 8  # test nodes: what has not stopped by then is killed with its group
+    for node in nodes:
         try:
-            head.proc.wait(timeout=8)  # a test head: what has not stopped by then is killed with its group
+            node.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(head.proc.pid, signal.SIGKILL)  # the session we started for it, and nothing else
-    except ProcessLookupError:
-        pass
-    head.proc.wait(timeout=10)
-    shutil.rmtree(head.temp_dir, ignore_errors=True)
+    for node in nodes:
+        try:
+            os.killpg(node.proc.pid, signal.SIGKILL)  # the session we started for it, and nothing else
+        except ProcessLookupError:
+            pass
+        node.proc.wait(timeout=10)
+        shutil.rmtree(node.temp_dir, ignore_errors=True)

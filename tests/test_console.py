@@ -30,6 +30,7 @@ def test_rays_own_streamed_lines_stay_off_the_console():
     assert keep_streamed({"pid": 7, "actor_name": "RayTrainWorker", "is_err": False, "lines": ["step 1/2"]})
     assert keep_streamed({"pid": 7, "task_name": "prepare", "is_err": True, "lines": ["a user's warning"]})
     assert not keep_streamed({"pid": "raylet", "is_err": True, "lines": ["Raylet is terminated."]})
-    assert not keep_streamed({"pid": 8, "actor_name": "TrainController", "is_err": True, "lines": ["Traceback"]})
+    for actor in ("TrainController", "PlacementGroupCleaner"):
+        assert not keep_streamed({"pid": 8, "actor_name": actor, "is_err": True, "lines": ["Traceback"]})
     assert not keep_streamed({"pid": 7, "actor_name": "RayTrainWorker", "is_err": True,
                               "lines": ["Error in training function:", "Traceback (most recent call last):"]})

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from hrm_ray import storage as storage_lib
-from tests.ray_heads import BIN, add_worker_node, alive_nodes, clean_env, start_head, stop_head
+from tests.ray_heads import BIN, add_worker_nodes, alive_nodes, clean_env, start_head, stop_head
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,8 +87,7 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
     head = start_head(tmp_path, num_cpus=1, dashboard=True)  # its processes, hence the jobs, get the bucket's env
     common = ["--profile", "demo", "--val_every", "2", "--batch_size", "8", "--storage_path", storage]
     try:
-        for _ in range(2):
-            add_worker_node(head, tmp_path)
+        add_worker_nodes(head, tmp_path, 2)  # they join while Stage A runs in the job's driver on the head
         beside = subprocess.Popen(  # meanwhile, a user's own run, with its own local Ray, beside this head
             [sys.executable, "-m", "hrm_ray.cli", "train", "--dataset", "synthetic", "--num_workers", "1",
              "--steps", "2", "--val_every", "2", "--save_dir", str(tmp_path / "runs"), "--run_name", "beside", *TINY],

@@ -41,6 +41,9 @@ def test_ray_data_takes_a_fraction_when_that_is_what_the_workers_leave():
         "resources: 2 workers x 2 CPU + Ray Data (tasks of 1 CPU, at most 4 at once) on a cluster of 8 CPUs")
     no_data = plan_run(cpus(2), Need(workers=2, cpus_per_worker=1))  # synthetic data: no Ray Data at all
     assert (no_data.data_cpus, no_data.data_limit) == (0.0, None)
+    elastic = run_need(RayConfig(num_workers=2, min_workers=1, cpus_per_worker=1), reads_data=False)
+    assert describe(cpus(2), elastic, plan_run(cpus(2), elastic)) == (  # planned for its fewest
+        "resources: 1-2 workers x 1 CPU on a cluster of 2 CPUs")
 
 
 def test_a_two_cpu_sweep_of_four_samples_runs_one_trial_at_a_time_or_fails_at_once():

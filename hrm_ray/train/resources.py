@@ -53,6 +53,7 @@ class Need:
     gpus_per_worker: float = 0.0
     driver_cpus: float = 0.0
     reads_data: bool = False
+    max_workers: int = 0  # an elastic group's most workers (it is planned for `workers`, its fewest)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def run_need(rc: RayConfig, reads_data: bool, driver_cpus: float = 0.0) -> Need:
     """What one run of the `ray` section `rc` needs (`driver_cpus`: a Tune trial's driver); an elastic run
     needs its fewest workers."""
     return Need(workers=rc.min_workers or rc.num_workers, cpus_per_worker=rc.cpus_per_worker, gpus_per_worker=float(rc.use_gpu),
-                driver_cpus=driver_cpus, reads_data=reads_data)
+                driver_cpus=driver_cpus, reads_data=reads_data, max_workers=rc.num_workers if rc.min_workers else 0)
 
 
 def plan_run(cluster: Cluster, need: Need) -> Fit:
@@ -170,7 +171,9 @@ def shortfall(cluster: Cluster, need: Need) -> str:
 def describe(cluster: Cluster, need: Need, fit: Fit) -> str:
     """'resources: 1 worker x 1 CPU + Ray Data (tasks of 1 CPU, at most 3 at once) on a cluster of 4 CPUs'."""
     gpu = f" + {_num(need.gpus_per_worker)} GPU" if need.gpus_per_worker else ""
-    text = f"resources: {need.workers} worker{'s' * (need.workers != 1)} x {_num(need.cpus_per_worker)} CPU{gpu}"
+    workers = f"{need.workers}-{need.max_workers}" if need.max_workers else str(need.workers)
+    plural = "s" * (need.max_workers > 0 or need.workers != 1)
+    text = f"resources: {workers} worker{plural} x {_num(need.cpus_per_worker)} CPU{gpu}"
     if need.reads_data:
         limit = "" if fit.data_limit is None else f", at most {_num(fit.data_limit)} at once"
         text += f" + Ray Data (tasks of {_num(fit.data_cpus)} CPU{limit})"
