@@ -1,7 +1,8 @@
 """Ray Tune sweeps, one mechanism for every model family: the `tune:` search space (parsing, its errors,
 seeded samples), the metric and mode each task ranks by, the flags that reach the spec, and (with Ray,
-Train V2: a Tuner over a driver launching a TorchTrainer with TuneReportCallback) a tiny ASHA search that
-writes trials.jsonl, a best config that loads, and a report; an interrupted sweep continues when rerun."""
+Train V2: a Tuner over a driver launching a TorchTrainer with TuneReportCallback) a tiny ASHA search in an
+S3-compatible bucket that writes trials.jsonl and a best config that loads; interrupted, it continues from the
+bucket when rerun."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from hrm_ray import storage as storage_lib
 from hrm_ray.commands.tune import build_spec, configure
 from hrm_ray.config import build_config, from_dict, load_yaml
 from hrm_ray.errors import UserError
@@ -214,20 +216,33 @@ def test_sweep_json_round_trips_the_space(tmp_path):
 
 @pytest.mark.timeout(240)
 @pytest.mark.timeout(300)
-def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
-    """One sweep on a 2-CPU Ray (the session's), interrupted and rerun: it plans its trials, trial drivers and
-    Ray Data into the 2 CPUs and completes; its trials, ASHA's decisions, trials.jsonl, best_config.yaml and
-    the report (one Ray sweep in the suite: each costs about a minute on 2 cores)."""
-    spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--val_every", "2",
+def checkpointed_trials(runs: str) -> set[str]:
+    """The trials (Train runs under `runs`, a local path or a bucket URI) with a checkpoint's state.pt."""
+    trials = set()
+    for trial in storage_lib.list_names(runs) if storage_lib.is_dir(runs) else []:
+        checkpoints = [c for c in storage_lib.list_names(f"{runs}/{trial}") if c.startswith("checkpoint_")]
+        if any(storage_lib.is_file(f"{runs}/{trial}/{c}/state.pt") for c in checkpoints):
+            trials.add(trial)
+    return trials
+
+
+def test_an_interrupted_sweep_in_a_bucket_continues_when_rerun(tune_ray, s3_bucket, tmp_path):
+    """One sweep on a 2-CPU Ray (the session's), with its sweep directory in an S3-compatible bucket,
+    interrupted and rerun: it plans its trials, trial drivers and Ray Data into the 2 CPUs and completes; Tune
+    restores it from the bucket; its trials, ASHA's decisions, trials.jsonl and best_config.yaml (one Ray sweep
+    in the suite: each costs about a minute on 2 cores)."""
+    sweeps = f"{s3_bucket}/sweeps"
+    spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--val_every", "2", "--sweep_dir", sweeps,
                                 "--log_steps", "1", "--num_samples", "2", "--max_concurrent_trials", "1",
                                 "--grace_period", "2", "--reduction_factor", "2"))
-    runs = Path(spec.path) / "runs"
+    assert spec.path == f"{sweeps}/resume"
+    runs = f"{spec.path}/runs"
     done = threading.Event()
 
     def interrupt_after_first_checkpoint() -> None:  # Ctrl-C, once a trial has a checkpoint to resume from
         deadline = time.monotonic() + 150
         while not done.is_set() and time.monotonic() < deadline:
-            if any(runs.glob("*/checkpoint_*/state.pt")):
+            if checkpointed_trials(runs):
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.2)
@@ -237,36 +252,37 @@ def test_an_interrupted_sweep_continues_when_rerun(tune_ray, tmp_path):
     first = run_sweep(spec, report=False)
     done.set()
     watcher.join()
-    assert first.interrupted and not (Path(spec.path) / "trials.jsonl").exists()  # nothing that looks complete
-    started = {p.parent.parent.name for p in runs.glob("*/checkpoint_*/state.pt")}
+    assert first.interrupted and not storage_lib.exists(f"{spec.path}/trials.jsonl")  # nothing that looks complete
+    started = checkpointed_trials(runs)
     assert started
 
-    second = run_sweep(build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8")))
+    second = run_sweep(build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--sweep_dir", sweeps)))
     assert second.restored and not second.interrupted
     assert len(second.rows) == 2 and all(r.status == "TERMINATED" and (r.steps == 8 or r.stopped_early)
                                          for r in second.rows)
     for trial_id in started:  # the Train run resumed from its checkpoint instead of starting over
-        records = [json.loads(x) for x in (runs / trial_id / "metrics.jsonl").read_text().splitlines()]
+        records = [json.loads(x) for x in storage_lib.read_text(f"{runs}/{trial_id}/metrics.jsonl").splitlines()]
         assert [r["step"] for r in records if r["split"] == "train"].count(1) == 1
         row = next(r for r in second.rows if r.trial_id == trial_id)  # its history from step 2, not the restore
         assert [s for s, _ in row.history][:2] == [2.0, 4.0]
     # ASHA's rungs came back with the sweep: its decisions are those of one uninterrupted sweep of these trials
     assert {r.trial_id: r.stopped_early for r in second.rows} == replay_asha(second.rows, grace=2, max_t=8)
-    state = json.loads((Path(spec.path) / "asha_state.jsonl").read_text())
+    state = json.loads(storage_lib.read_text(f"{spec.path}/asha_state.jsonl"))
     assert all(row.trial_id in state["rungs"][0][-1][1] for row in second.rows)  # everyone reached rung 2
-    check_sweep_outputs(Path(spec.path), second, steps=8)
+    check_sweep_outputs(spec.path, second, steps=8, tmp_path=tmp_path)
 
 
-def check_sweep_outputs(sweep: Path, result: SweepResult, steps: int) -> None:
-    """trials.jsonl (a row per trial with its params, history, start values), best_config.yaml, the report."""
-    rows = [json.loads(x) for x in (sweep / "trials.jsonl").read_text().splitlines()]
+def check_sweep_outputs(sweep: str, result: SweepResult, steps: int, tmp_path: Path) -> None:
+    """trials.jsonl (a row per trial with its params, history, start values), best_config.yaml, the results
+    table (the report of a sweep: tests/test_report.py)."""
+    rows = [json.loads(x) for x in storage_lib.read_text(f"{sweep}/trials.jsonl").splitlines()]
     assert len(rows) == len(result.rows) and len({r["trial_id"] for r in rows}) == len(rows)
     for row in rows:
         assert set(row["params"]) == {GATE_INIT_BIAS, HALTING_WEIGHT, GATE_WARMUP}
         assert row["status"] == "TERMINATED" and 2 <= row["steps"] <= steps and math.isfinite(row["best_val_loss"])
         assert row["history"] and all(step % 2 == 0 for step, _ in row["history"])  # a report per evaluation
         assert row["stopped_early"] == (max(step for step, _ in row["history"]) < steps)
-        assert (sweep / "runs" / row["trial_id"] / "metrics.jsonl").is_file()  # each trial its own Train run
+        assert storage_lib.is_file(f"{sweep}/runs/{row['trial_id']}/metrics.jsonl")  # each trial its own Train run
         bias = row["params"][GATE_INIT_BIAS]  # the initial value it started from, and the gate it gave at step 0
         assert row["start"]["gate_init_bias"] == pytest.approx(bias)
         assert row["start"]["gate_raw_mean"] == pytest.approx(1 / (1 + math.exp(-bias)), abs=2e-3)
@@ -278,13 +294,13 @@ def check_sweep_outputs(sweep: Path, result: SweepResult, steps: int) -> None:
     console = Console(record=True, width=200)
     console.print(results_table(result))
     assert best["trial_id"] in console.export_text()
-    cfg = build_config(str(sweep / "best_config.yaml"), [])  # what stage_b.py --config loads
+    best_yaml = tmp_path / "best_config.yaml"
+    best_yaml.write_text(storage_lib.read_text(f"{sweep}/best_config.yaml"))
+    cfg = build_config(str(best_yaml), [])  # what stage_b.py --config loads
     assert cfg.model.bridge.gate_init_bias == pytest.approx(best["params"][GATE_INIT_BIAS])
     assert cfg.model.hrm.halting_weight == pytest.approx(best["params"][HALTING_WEIGHT])
     assert cfg.train.hrm_gate_warmup_steps == best["params"][GATE_WARMUP]
     assert cfg.train.run_name.endswith("-best") and cfg.model.hrm.deep_supervision and cfg.data.dataset == "synthetic"
-    report = (sweep / "report" / "report.md").read_text()
-    assert f"trials: {len(rows)}" in report and (sweep / "report" / "val_loss_trials.png").is_file()
 
 
 def replay_asha(rows, grace: int, max_t: int, factor: int = 2) -> dict[str, bool]:
