@@ -1,8 +1,8 @@
 """Ray Tune sweeps, one mechanism for every model family: the `tune:` search space (parsing, its errors,
 seeded samples), the metric and mode each task ranks by, the flags that reach the spec, and (with Ray,
 Train V2: a Tuner over a driver launching a TorchTrainer with TuneReportCallback) a tiny ASHA search in an
-S3-compatible bucket that writes trials.jsonl and a best config that loads; interrupted, it continues from the
-bucket when rerun."""
+S3-compatible bucket that writes trials.jsonl, a best config that loads and a report; interrupted, it continues
+from the bucket when rerun."""
 from __future__ import annotations
 
 import argparse
@@ -229,8 +229,8 @@ def checkpointed_trials(runs: str) -> set[str]:
 def test_an_interrupted_sweep_in_a_bucket_continues_when_rerun(tune_ray, s3_bucket, tmp_path):
     """One sweep on a 2-CPU Ray (the session's), with its sweep directory in an S3-compatible bucket,
     interrupted and rerun: it plans its trials, trial drivers and Ray Data into the 2 CPUs and completes; Tune
-    restores it from the bucket; its trials, ASHA's decisions, trials.jsonl and best_config.yaml (one Ray sweep
-    in the suite: each costs about a minute on 2 cores)."""
+    restores it from the bucket; its trials, ASHA's decisions, trials.jsonl, best_config.yaml and the report (one
+    Ray sweep in the suite: each costs about a minute on 2 cores)."""
     sweeps = f"{s3_bucket}/sweeps"
     spec = build_spec(tune_args(tmp_path, "--name", "resume", "--steps", "8", "--val_every", "2", "--sweep_dir", sweeps,
                                 "--log_steps", "1", "--num_samples", "2", "--max_concurrent_trials", "1",
@@ -274,7 +274,7 @@ def test_an_interrupted_sweep_in_a_bucket_continues_when_rerun(tune_ray, s3_buck
 
 def check_sweep_outputs(sweep: str, result: SweepResult, steps: int, tmp_path: Path) -> None:
     """trials.jsonl (a row per trial with its params, history, start values), best_config.yaml, the results
-    table (the report of a sweep: tests/test_report.py)."""
+    table and the report, all in the bucket."""
     rows = [json.loads(x) for x in storage_lib.read_text(f"{sweep}/trials.jsonl").splitlines()]
     assert len(rows) == len(result.rows) and len({r["trial_id"] for r in rows}) == len(rows)
     for row in rows:
@@ -301,6 +301,11 @@ def check_sweep_outputs(sweep: str, result: SweepResult, steps: int, tmp_path: P
     assert cfg.model.hrm.halting_weight == pytest.approx(best["params"][HALTING_WEIGHT])
     assert cfg.train.hrm_gate_warmup_steps == best["params"][GATE_WARMUP]
     assert cfg.train.run_name.endswith("-best") and cfg.model.hrm.deep_supervision and cfg.data.dataset == "synthetic"
+    from hrm_ray.report.build import build_report
+
+    build_report(sweep)  # `hrm-ray report s3://...`: drawn from a copy without checkpoints, uploaded beside
+    assert f"trials: {len(rows)}" in storage_lib.read_text(f"{sweep}/report/report.md")
+    assert storage_lib.is_file(f"{sweep}/report/val_loss_trials.png")
 
 
 def replay_asha(rows, grace: int, max_t: int, factor: int = 2) -> dict[str, bool]:
