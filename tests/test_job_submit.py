@@ -10,10 +10,11 @@ dir), with runs in an S3-compatible bucket (moto), as a user would:
 
 Stage A runs in the job's driver (`--num_workers 0`: checkpoints written through hrm_ray.storage) and builds
 its demo data itself (demo_data/ is git-ignored, so it is not uploaded) outside the uploaded package
-(`_ray_pkg_<hash>/`); Stage B runs two Ray Train workers SPREAD over the worker nodes (the job's package
-fetched from the GCS by each node), fed by Ray Data on the CPU left (the cluster's 3 CPUs, all planned:
-nothing pending), from Stage A's best model in the bucket, found by its run name whatever the package's
-hash; Ray writes its checkpoints into the bucket. Meanwhile a user's own `hrm-ray train` starts its own
+(`_ray_pkg_<hash>/`); copied into the bucket, it is Stage B's `--dataset s3://...`. Stage B runs two Ray Train
+workers SPREAD over the worker nodes (the job's package fetched from the GCS by each node), fed by Ray Data
+reading the bucket on the CPU left (the cluster's 3 CPUs, all planned: nothing pending), from Stage A's best
+model in the bucket, found by its run name whatever the package's hash; Ray writes its checkpoints into the
+bucket. Meanwhile a user's own `hrm-ray train` starts its own
 local Ray beside this cluster: it neither attaches to it nor warns of "multiple active Ray instances". Each
 node is stopped by its own process group, never with `ray stop`, which would take down every Ray instance
 on the machine.
@@ -103,11 +104,13 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
         (workdir / "notes.txt").write_text("a file the user added between the stages\n")  # a new package hash
         language = home / "hrm-ray" / "demo_data" / "language"  # what Stage A built (not in its package)
         assert (language / "meta.json").is_file() and not list(workdir.glob("**/demo_data"))
+        dataset = f"{s3_bucket}/data/language"  # Stage B trains from the bucket, as on a cluster (docs/clusters.md)
+        storage_lib.upload(language, dataset, last="meta.json")
         nodes = alive_nodes(head, expect=3)
         logs_b = submit(head.dashboard_url, workdir, env, "stage-b", [
-            "experiments/stage_b.py", *common, "--steps", "4", "--log_steps", "2", "--max_val_samples", "32",
+            "experiments/stage_b.py", *common, "--steps", "2", "--log_steps", "1", "--max_val_samples", "32",
             "--num_workers", "2", "--cpus_per_worker", "1", "--placement_strategy", "SPREAD",
-            "--dataset", str(language)])
+            "--dataset", dataset])
     finally:
         stop_head(head)
     assert f"initialised from {storage}/demo-stage-a" in logs_b  # found in the bucket by its run name
@@ -115,9 +118,9 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
     assert "resources: 2 workers x 1 CPU + Ray Data" in logs_b and "on a cluster of 3 CPUs" in logs_b
     ranks = json.loads(storage_lib.read_text(f"{storage}/demo-stage-b/workers.json"))
     assert len({r["node_id"] for r in ranks}) == 2 and {r["node_id"] for r in ranks} <= set(nodes)
-    assert "run 'demo-stage-b' finished at step 4/4" in logs_b
-    assert "step 4/4" in logs_b and "val @ step 4" in logs_b  # progress and evaluations shown
-    for stage, step in (("demo-stage-a", 2), ("demo-stage-b", 4)):
+    assert "run 'demo-stage-b' finished at step 2/2" in logs_b
+    assert "step 1/2" in logs_b and "val @ step 2" in logs_b  # progress and evaluations shown
+    for stage, step in (("demo-stage-a", 2), ("demo-stage-b", 2)):
         run = f"{storage}/{stage}"
         names = storage_lib.list_names(run)
         assert {"best-model", "metrics.jsonl", "config.yaml", f"checkpoint_{step:08d}"} <= set(names), names
