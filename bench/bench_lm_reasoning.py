@@ -6,7 +6,7 @@ the held-out test problems (never trained on) with a 95% Wilson interval, the ga
 
     nice -n 10 .venv/bin/python bench/bench_lm_reasoning.py [--profile smoke|demo] [--tasks sudoku6 arith graph] [--steps N]
         [--models ...] [--d_model D] [--batch_size B] [--train_size N] [--lr LR] [--sudoku_blanks K]
-        [--hrm KEY=VALUE ...]
+        [--seed S] [--hrm KEY=VALUE ...]
 
 --d_model/--batch_size/--train_size/--lr apply to all three models; --hrm sets model.hrm.* (the hybrid's HRM;
 the deeper encoder is matched to the resulting parameter count).
@@ -45,7 +45,7 @@ def base_overrides(profile: dict, task: str, dataset: Path) -> list[str]:
             *(f"model.hrm.{k}={v}" for k, v in hrm.items()),
             "model.hrm.halting_weight=0.005", f"model.aligned_memory={task == 'sudoku6'}",
             "--steps", str(steps), "--batch_size", str(profile["batch"]), "--learning_rate", str(profile.get("lr", 0.001)),
-            "--warmup_steps", str(steps // 20), "--weight_decay", "0.1", "--seed", "0",
+            "--warmup_steps", str(steps // 20), "--weight_decay", "0.1", "--seed", str(profile.get("seed", 0)),
             "--hrm_gate_warmup_steps", str(steps // 10), "--gate_ramp_steps", str(steps // 10),
             "--val_every", str(steps), "--log_steps", str(max(1, steps // 10)), "--wandb", "off",
             "--max_seq_len", "128", "data.max_val_samples=200", "ray.num_workers=0",
@@ -149,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train_size", type=int, default=0, help="training problems")
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default 1e-3)")
     parser.add_argument("--sudoku_blanks", type=int, default=0, help="sudoku6 blanks of 36 (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="the models' seed (init, batch order); same data")
     # The HRM's own settings (the hybrid only; the deeper encoder is matched to the resulting parameters)
     parser.add_argument("--hrm", nargs="+", default=[], metavar="KEY=VALUE",
                         help="model.hrm.KEY=VALUE, e.g. h_cycles=4 l_layers=2 one_step_grad=false use_halting=false")
     args = parser.parse_args(argv)
     chosen = {"steps": args.steps, "d_model": args.d_model, "batch": args.batch_size, "train": args.train_size,
-              "lr": args.lr, "sudoku_blanks": args.sudoku_blanks}
+              "lr": args.lr, "sudoku_blanks": args.sudoku_blanks, "seed": args.seed}
     profile = {**PROFILES[args.profile], **{k: v for k, v in chosen.items() if v > 0},
                "hrm": dict(item.split("=", 1) for item in args.hrm)}
     import torch
