@@ -1,9 +1,14 @@
 """Golden outputs: every model family stays bit-identical on CPU to what tests/golden/*.pt recorded.
 
+Bit-identical on a CPU like the one that recorded them. Another x86 microarchitecture (e.g. one with AMX)
+makes MKL and oneDNN pick other kernels, which sum in another order: those last-bit differences are
+accepted up to ROUNDING of each tensor's largest value and reported as a warning (measured: at most
+1.5e-5 on an AMX machine, against goldens made without). A change to a model moves values by far more.
+
 tests/golden/make_golden.py documents how the goldens were made (from a fixed git revision) and
 holds the computation: each case's model is rebuilt from the config recorded in the file, with the
 recorded seed and inputs, and every recorded tensor (outputs, losses, diagnostics, the gradient of
-every parameter) must be `torch.equal` to the recomputed one; parameter and state-dict names must
+every parameter) must be `torch.equal` to the recomputed one (within ROUNDING on another CPU); parameter and state-dict names must
 match exactly. A refactor that renames parameters must update the goldens deliberately. This test
 never regenerates them.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ import torch
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 FAMILIES = ("hrm_v1", "hrm_v1_gated", "transformer_baseline", "hrm_lm_transformer", "hrm_lm_mamba2")
 RECORD_KEYS = ("param_names", "state_dict_keys", "tensors")
+ROUNDING = 1e-4  # of a tensor's largest |value|: kernel-order differences between CPUs stay far below
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +54,22 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _mismatch(expected: Any, actual: Any) -> str | None:
-    """Why `actual` is not bit-identical to `expected`, or None."""
+def _mismatch(expected: Any, actual: Any) -> tuple[str, bool] | None:
+    """Why `actual` is not bit-identical to `expected` and whether that is within ROUNDING, or None."""
     if not isinstance(expected, torch.Tensor) or not isinstance(actual, torch.Tensor):
         return None if type(expected) is type(actual) and expected == actual else \
-            f"expected {_describe(expected)}, got {_describe(actual)}"
+            (f"expected {_describe(expected)}, got {_describe(actual)}", False)
     if expected.dtype != actual.dtype or expected.shape != actual.shape:
-        return f"expected {_describe(expected)}, got {_describe(actual)}"
+        return f"expected {_describe(expected)}, got {_describe(actual)}", False
     if torch.equal(expected, actual):
         return None
     differ = (expected != actual)
     if expected.is_floating_point():
-        diff = (expected.double() - actual.double()).abs()
-        return (f"{int(differ.sum())}/{expected.numel()} elements differ, max abs diff {diff.max().item():.3e} "
-                f"(max |expected| {expected.abs().max().item():.3e})")
-    return f"{int(differ.sum())}/{expected.numel()} elements differ"
+        diff = (expected.double() - actual.double()).abs().max().item()
+        scale = expected.double().abs().max().item()
+        return (f"{int(differ.sum())}/{expected.numel()} elements differ, max abs diff {diff:.3e} "
+                f"(max |expected| {scale:.3e})", diff <= ROUNDING * scale)
+    return f"{int(differ.sum())}/{expected.numel()} elements differ", False
 
 
 def _name_diff(what: str, expected: list[str], actual: list[str]) -> str:
@@ -95,10 +103,14 @@ def test_golden_outputs(family: str, maker, isolated_torch_state) -> None:
         expected_t, actual_t = recorded["tensors"], actual["tensors"]
         problems = [f"{name}: missing from the recomputation" for name in expected_t if name not in actual_t]
         problems += [f"{name}: not in the golden" for name in actual_t if name not in expected_t]
+        rounding = []
         for name, value in expected_t.items():
             if name in actual_t:
-                why = _mismatch(value, actual_t[name])
-                if why is not None:
-                    problems.append(f"{name}: {why}")
-        assert not problems, (f"{label}: {len(problems)} of {len(expected_t)} recorded values are not "
-                              f"bit-identical ({where}):\n  " + "\n  ".join(problems))
+                mismatch = _mismatch(value, actual_t[name])
+                if mismatch is not None:
+                    (rounding if mismatch[1] else problems).append(f"{name}: {mismatch[0]}")
+        assert not problems, (f"{label}: {len(problems)} of {len(expected_t)} recorded values differ beyond "
+                              f"rounding ({where}):\n  " + "\n  ".join(problems))
+        if rounding:
+            warnings.warn(f"{label}: {len(rounding)} of {len(expected_t)} recorded values differ in their last "
+                          f"bits only (within {ROUNDING:g}; {where}), first: {rounding[0]}", stacklevel=1)
