@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -69,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.handler(args) or 0)
     except UserError as exc:
         print_error(str(exc))
-        return 2
+        code = 2
     except KeyboardInterrupt:  # jobs clean their staging directories on the way out
         print_error(f"hrm-ray {args.command}: interrupted")
-        return 130
+        code = 130
+    # The failed job's frames, kept in reference cycles by its traceback, hold its Ray Data actors and their
+    # CPUs until Python's cycle collector runs: a later job of the same driver would wait for those CPUs.
+    gc.collect()
+    return code
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from hrm_ray.atomic import LOCK_FILE
 from hrm_ray.cli import build_parser, main
@@ -114,6 +115,17 @@ def test_read_errors_inside_actors_name_file_and_place(ray_session, tmp_path, ca
     bad = _jsonl(tmp_path / "bad.jsonl", _docs(3), extra=b'{"text": "caf\xe9"}\n')
     _assert_failed_cleanly(*_prepare(capsys, tokenizer, dest, "--source", str(bad)), dest,
                            "bad.jsonl: line 4 (byte offset", "not valid UTF-8")
+    assert _cpus_freed_within(10.0), "the failed jobs' tokenizer actors still hold their CPUs"
+
+
+def _cpus_freed_within(seconds: float) -> bool:
+    """A failed job's actors must not keep their CPUs: the next job of the same driver would wait for them."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) >= ray.cluster_resources().get("CPU", 0.0):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 @pytest.mark.timeout(60)
