@@ -1,7 +1,7 @@
 """Does the HRM earn its keep in the language model? On each generated reasoning task (6x6 Sudoku as text,
 multi-step arithmetic, shortest path), the HRM x LM hybrid (gate closed for a warmup, then ramped open;
-ACT halting in the smoke profile) against (a) the same model with the HRM disabled and (b) a plain encoder-decoder with more
-encoder layers so that the parameter counts match. Same data, steps, optimiser and seed; exact match on
+ACT halting in the smoke profile) against (a) the same model with the HRM disabled and (b) a plain
+encoder-decoder with more encoder layers so that the parameter counts match. Same data, steps, optimiser and seed; exact match on
 the held-out test problems (never trained on) with a 95% Wilson interval, the gate mu and cycles used.
 
     nice -n 10 .venv/bin/python bench/bench_lm_reasoning.py [--profile smoke|demo] [--tasks sudoku6 arith graph] [--steps N]
@@ -140,6 +140,10 @@ HEADER = ("| task | model | params | steps | exact % [95% CI] | exact % all cycl
           "| distinct answers | val loss | train s | train CPU min |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def key_values(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="demo")
@@ -163,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {"steps": args.steps, "d_model": args.d_model, "batch": args.batch_size, "train": args.train_size,
               "lr": args.lr, "sudoku_blanks": args.sudoku_blanks, "seed": args.seed}
     profile = {**PROFILES[args.profile], **{k: v for k, v in chosen.items() if v > 0},
-               "hrm": {**PROFILES[args.profile].get("hrm", {}), **dict(item.split("=", 1) for item in args.hrm)},
-               "bridge": dict(item.split("=", 1) for item in args.bridge)}
+               "hrm": {**PROFILES[args.profile].get("hrm", {}), **key_values(args.hrm)},
+               "bridge": key_values(args.bridge)}
     import torch
 
     torch.set_num_threads(1)
