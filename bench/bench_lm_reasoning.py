@@ -1,12 +1,17 @@
 """Does the HRM earn its keep in the language model? On each generated reasoning task (6x6 Sudoku as text,
 multi-step arithmetic, shortest path), the HRM x LM hybrid (gate closed for a warmup, then ramped open;
 ACT halting in the smoke profile) against (a) the same model with the HRM disabled and (b) a plain
-encoder-decoder with more encoder layers so that the parameter counts match. Same data, steps, optimiser and seed; exact match on
-the held-out test problems (never trained on) with a 95% Wilson interval, the gate mu and cycles used.
+encoder-decoder with more encoder layers so that the parameter counts match. Same data, optimiser and seeds;
+the same steps (`--budget steps`) or the same training FLOPs (`--budget flops`: the first of --models trains
+--steps, every other model as many steps as its FLOPs per step, measured with FlopCounterMode on one training
+step, fit in that total). Exact match on the held-out test problems (never trained on) with a 95% Wilson
+interval, the gate mu and cycles used; sudoku6 is also scored on problems from symmetry classes held out of
+training and on problems that need search (singles do not solve them). `--seeds 0,1,2` reports mean ± sd over
+the seeds and each seed. No model uses an EMA of its weights (the LM task has none).
 
     nice -n 10 .venv/bin/python bench/bench_lm_reasoning.py [--profile smoke|demo] [--tasks sudoku6 arith graph] [--steps N]
-        [--models ...] [--d_model D] [--batch_size B] [--train_size N] [--lr LR] [--sudoku_blanks K]
-        [--seed S] [--hrm KEY=VALUE ...] [--bridge KEY=VALUE ...]
+        [--models ...] [--budget steps|flops] [--seeds 0,1,2] [--d_model D] [--batch_size B] [--train_size N]
+        [--lr LR] [--sudoku_blanks K] [--search_size N] [--hrm KEY=VALUE ...] [--bridge KEY=VALUE ...]
 
 --d_model/--batch_size/--train_size/--lr apply to all three models; --hrm sets model.hrm.* and --bridge
 model.bridge.* (the hybrid's HRM and gate; the deeper encoder is matched to the resulting parameter count).
@@ -18,7 +23,9 @@ for the hybrid. The hybrid is also scored with all cycles (adaptive halting off)
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -73,7 +80,35 @@ def model_overrides(base: list[str]) -> dict[str, list[str]]:
     return {"hybrid": base, "no_hrm": no_hrm, "deeper_encoder": [*no_hrm, "--encoder_layers", str(2 + extra)]}
 
 
-def train_and_score(name: str, overrides: list[str], save: Path, test_pairs: list) -> dict:
+def with_steps(overrides: list[str], steps: int) -> list[str]:
+    """The overrides with the step count and the schedules that follow it (later flags win)."""
+    return [*overrides, "--steps", str(steps), "--warmup_steps", str(steps // 20), "--hrm_gate_warmup_steps",
+            str(steps // 10), "--gate_ramp_steps", str(steps // 10), "--val_every", str(steps),
+            "--log_steps", str(max(1, steps // 10))]
+
+
+def flops_per_step(overrides: list[str]) -> int:
+    """Training FLOPs of one step (forward and backward) of a fresh model, counted by FlopCounterMode."""
+    from hrm_ray.config import build_config
+    from hrm_ray.train.flops import counted
+    from hrm_ray.train.lm_task import LanguageModelTask
+    from hrm_ray.train.loop import MetricWindow, Throughput, TrainState, setup, train_step
+    from hrm_ray.train.metrics import MetricsLogger
+    from hrm_ray.train.resolve import resolve_config
+    from hrm_ray.train.task import WorkerContext
+
+    task = LanguageModelTask(resolve_config(build_config(None, overrides)))
+    ctx = WorkerContext()
+    parts = setup(task.cfg, task, ctx, task.cfg.train.steps, None, fresh=True)
+    state = TrainState(step=0, best=(-math.inf, math.inf))
+    try:
+        return counted(lambda: train_step(task.cfg, task, parts, ctx, state, MetricWindow(), Throughput(ctx.device),
+                                          MetricsLogger(None, task.cfg.train.steps, enabled=False)))
+    finally:
+        parts.feed.close()
+
+
+def train_and_score(name: str, overrides: list[str], save: Path, test_sets: dict[str, list]) -> dict:
     import torch
 
     from hrm_ray.config import build_config
@@ -100,18 +135,22 @@ def train_and_score(name: str, overrides: list[str], save: Path, test_pairs: lis
 
     tok = Tokenizer.from_str(task.data.tokenizer_json)
     scale = task.gate_scale(result.step)
+    test_pairs = test_sets["easy"]
     score = score_pairs(task.model, tok, test_pairs, scale, adaptive_halting=True)
+    extra = {k: score_pairs(task.model, tok, pairs, scale, adaptive_halting=True).exact
+             for k, pairs in test_sets.items() if k != "easy"}
     low, high = wilson_interval(score.hits, score.total, population=None)
     row = {"model": name, "params": sum(p.numel() for p in task.model.parameters()), "steps": result.step,
            "wall_s": wall, "cpu_s": cpu, "exact": score.exact, "low": low, "high": high, "gate": score.gate_mean,
            "cycles": score.cycles_used, "distinct": score.distinct_answers, "n": score.total,
-           "val_loss": result.last_val.get("loss", float("nan"))}
+           "val_loss": result.last_val.get("loss", float("nan")), "splits": {"easy": score.exact, **extra}}
     if task.cfg.model.hrm.enabled:
         row["exact_all_cycles"] = score_pairs(task.model, tok, test_pairs, scale, adaptive_halting=False).exact
     return row
 
 
-def run_task(task: str, profile: dict, root: Path, models: list[str]) -> list[dict]:
+def run_task(task: str, profile: dict, root: Path, models: list[str], seeds: list[int], budget: str) -> list[dict]:
+    from hrm_ray.data.reasoning_tasks import sudoku_extra_tests
     from hrm_ray.data.task_dataset import build_task_dataset, read_test_pairs
 
     blanks = profile.get("sudoku_blanks", 20)
@@ -120,13 +159,46 @@ def run_task(task: str, profile: dict, root: Path, models: list[str]) -> list[di
     if not dataset.exists():
         build_task_dataset(task, str(dataset), profile["train"], 200, profile["test"], sudoku_blanks=blanks)
     variants = model_overrides(base_overrides(profile, task, dataset))
-    test_pairs = read_test_pairs(dataset)
+    test_sets = {"easy": read_test_pairs(dataset)}
+    if task == "sudoku6":
+        extra = sudoku_extra_tests(profile["test"], profile.get("search_size", 100), seed=0, blanks=blanks)
+        test_sets.update({"heldout_class": extra["test_heldout_class"], "search": extra["test_search"]})
+    flops = {name: flops_per_step(variants[name]) for name in models}
+    ref = models[0]
+    steps = {name: profile["steps"] if budget == "steps" else max(1, round(profile["steps"] * flops[ref] / f))
+             for name, f in flops.items()}
     rows = []
-    for name in models:
-        row = train_and_score(f"{task}-{name}", variants[name], root / "runs", test_pairs)
-        print(format_row(task, row), flush=True)
-        rows.append({**row, "task": task})
+    for seed in seeds:
+        for name in models:
+            overrides = [*with_steps(variants[name], steps[name]), "--seed", str(seed)]
+            row = train_and_score(f"{task}-{name}-s{seed}", overrides, root / "runs", test_sets)
+            row.update(task=task, seed=seed, name=name, flops_per_step=flops[name],
+                       test_sizes={k: len(v) for k, v in test_sets.items()})
+            print(format_row(task, row), flush=True)
+            rows.append(row)
     return rows
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """Mean ± sd over seeds of each split's exact match, per task and model, with the compute each used."""
+    lines = ["| task | model | seeds | steps | GFLOP/step | TFLOP total | " + " | ".join(
+        f"{k} exact % (n)" for k in ("easy", "heldout_class", "search")) + " |", "|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["task"], r["name"]) for r in rows}, key=lambda k: [(r["task"], r["name"]) for r in rows].index(k))
+    for task, name in keys:
+        group = [r for r in rows if (r["task"], r["name"]) == (task, name)]
+        cells = []
+        for k in ("easy", "heldout_class", "search"):
+            values = [r["splits"][k] for r in group if k in r["splits"]]
+            if not values:
+                cells.append("-")
+                continue
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            each = ", ".join(f"{100 * v:.1f}" for v in values)
+            cells.append(f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f} [{each}] ({group[0]['test_sizes'][k]})")
+        f = group[0]["flops_per_step"]
+        lines.append(f"| {task} | {name} | {','.join(str(r['seed']) for r in group)} | {group[0]['steps']} | "
+                     f"{f / 1e9:.2f} | {f * group[0]['steps'] / 1e12:.2f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def format_row(task: str, r: dict) -> str:
@@ -157,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train_size", type=int, default=0, help="training problems")
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the profile's, else 1e-3)")
     parser.add_argument("--sudoku_blanks", type=int, default=0, help="sudoku6 blanks of 36 (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="the models' seed (init, batch order); same data")
+    parser.add_argument("--seeds", default="0", help="comma-separated model seeds (init, batch order); same data")
+    parser.add_argument("--budget", choices=("steps", "flops"), default="steps",
+                        help="flops: every model gets the first model's training FLOPs (its --steps)")
+    parser.add_argument("--search_size", type=int, default=0, help="sudoku6 needs-search test problems (100)")
     # The HRM's own settings (the hybrid only; the deeper encoder is matched to the resulting parameters)
     parser.add_argument("--hrm", nargs="+", default=[], metavar="KEY=VALUE",
                         help="model.hrm.KEY=VALUE, e.g. h_cycles=4 l_layers=2 one_step_grad=false use_halting=false")
@@ -165,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="model.bridge.KEY=VALUE, e.g. gate_init_bias=4 (a gate that starts open)")
     args = parser.parse_args(argv)
     chosen = {"steps": args.steps, "d_model": args.d_model, "batch": args.batch_size, "train": args.train_size,
-              "lr": args.lr, "sudoku_blanks": args.sudoku_blanks, "seed": args.seed}
+              "lr": args.lr, "sudoku_blanks": args.sudoku_blanks, "search_size": args.search_size}
     profile = {**PROFILES[args.profile], **{k: v for k, v in chosen.items() if v > 0},
                "hrm": {**PROFILES[args.profile].get("hrm", {}), **key_values(args.hrm)},
                "bridge": key_values(args.bridge)}
@@ -176,10 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.workdir or tmp)
         print(f"profile {args.profile}: {profile}", flush=True)
         print(HEADER, flush=True)
-        rows = [row for task in args.tasks for row in run_task(task, profile, root, args.models)]
+        seeds = [int(x) for x in args.seeds.split(",")]
+        rows = [row for task in args.tasks for row in run_task(task, profile, root, args.models, seeds, args.budget)]
     print("\n" + HEADER)
     for row in rows:
         print(format_row(row["task"], row))
+    print(f"\nbudget {args.budget} (reference {args.models[0]}: {profile['steps']} steps), seeds {args.seeds}, "
+          "no EMA for any model; mean ± sd [each seed] (test problems)")
+    print("\n".join(summary(rows)))
     return 0
 
 

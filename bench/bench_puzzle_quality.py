@@ -1,22 +1,26 @@
-"""Puzzle HRM quality bar: the demo profile's HRM (recurrent H/L cycles with ACT) and the Tiny Recursive
-Model (`trm_mlp`: one 2-layer MLP-mixer network recursed on an answer and a latent, at the HRM's cycle
-counts and half its parameters, EMA on as the TRM's default) against the plain transformer of the same size (`transformer_baseline`: the same embeddings, heads and H_layers + L_layers
-blocks, applied once), trained the same steps with the same optimiser settings on the same generated
-Sudoku subset, both scored on every held-out test puzzle.
+"""Puzzle HRM quality bar at equal steps or equal FLOPs: the demo profile's HRM (recurrent H/L cycles with ACT),
+the Tiny Recursive Model (`trm_mlp`) and the plain transformer of the same size (`transformer_baseline`), trained
+with the same optimiser settings and the same EMA setting (`--ema`, applied to every model) on the same
+generated 6x6 Sudoku, over `--seeds`, and scored on three disjoint test splits:
 
-    .venv/bin/python bench/bench_puzzle_quality.py [--profile demo] [--copy_metrics DIR] [--save_dir DIR]
-        [overrides ...]
+- easy: 20 blanks, grids of the training symmetry classes, no grid shared with training (up to relabelling);
+- heldout-class: 20 blanks, grids of symmetry classes no training grid belongs to;
+- search: puzzles that naked and hidden singles cannot solve (holes dug while the solution stays unique).
 
-Each model trains in-process (the plain loop, one CPU thread) into a temporary directory; the 95%
-interval on exact accuracy treats the test puzzles as a sample of the generator's puzzles (Wilson).
-By default the transformer also runs with learned positions (`arch:override:...` in --archs), its
-better setting on this task, so the comparison does not rest on the profile's RoPE suiting it less.
+    .venv/bin/python bench/bench_puzzle_quality.py [--seeds 0,1,2] [--budget steps|flops] [--steps N]
+        [--ema on|off] [--archs a,b:override,...] [--data_dir DIR] [--save_dir DIR] [overrides ...]
+
+`--budget steps`: every model trains `--steps` (default: the profile's epochs for the first arch); `--budget
+flops`: the first arch (the reference) trains `--steps` and every other model trains as many steps as its
+measured training FLOPs per step (`FlopCounterMode` on one forward+backward step, hrm_ray.train.flops) fit in
+the reference's total. Each model trains in-process (the plain loop, one CPU thread); only the final weights
+are evaluated (no selection on a test split). The 95% interval is Wilson's, per seed.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -27,26 +31,75 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "sudoku.yaml"
-ARCHS = ("hrm_v1", "trm_mlp:model.h_cycles=2:model.l_cycles=2", "transformer_baseline",
-         "transformer_baseline:model.pos_encodings=learned")
+DATA = ROOT / "demo_data" / "sudoku-6x6-splits"
+ARCHS = ("hrm_v1", "trm_mlp:model.h_cycles=2:model.l_cycles=2", "transformer_baseline:model.pos_encodings=learned")
+SPLITS = {"easy": "test", "heldout-class": "test_heldout_class", "search": "test_search"}
 
 
-def train_one(config: Path, profile: str, overrides: list[str], spec: str, save: Path) -> dict:
-    """Train `spec` (an arch name, optionally followed by `:override` items) to the profile's steps."""
+def ensure_data(path: Path, train: int, test: int, search: int, seed: int) -> Path:
+    """The bench's dataset (built once): train, test, test_heldout_class (20 blanks), test_search (dug to max)."""
+    if (path / "test_search" / "dataset.json").is_file():
+        return path
+    from hrm_ray.data.puzzles.sudoku_generate import GeneratedSudokuConfig, build_generated_sudoku
+
+    start = time.perf_counter()
+    build_generated_sudoku(GeneratedSudokuConfig(
+        output_dir=str(path), box=(2, 3), train_size=train, test_size=test, heldout_class_size=test,
+        search_test_size=search, blanks=20, search_blanks=None, seed=seed, overwrite=True),
+        log=lambda msg: print(msg, file=sys.stderr))
+    print(f"built {path} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return path
+
+
+def make_config(args, overrides: list[str], spec: str, seed: int, save: Path, steps: int | None):
+    from hrm_ray.experiments.puzzle import load_puzzle_config
+
+    arch, *extra = spec.split(":")
+    name = "_".join(x.rsplit(".", 1)[-1].replace("=", "-") for x in [arch, *extra]) + f"_s{seed}"
+    budget = [f"train.steps={steps}", "train.val_every=0"] if steps else []
+    cfg = load_puzzle_config(Path(args.config), args.profile, [
+        *overrides, f"arch={arch}", *extra, f"data.dataset={args.data_dir}", f"train.seed={seed}",
+        f"train.ema={'true' if args.ema == 'on' else 'false'}", *budget, f"--run_name={name}",
+        f"--save_dir={save}", "ray.num_workers=0", "train.wandb=off", "train.eval_interval=0"],
+        log=lambda _: None)
+    return cfg, name
+
+
+def flops_per_step(cfg) -> tuple[int, int]:
+    """(training FLOPs of one step, the steps the config trains), counted on one step of a fresh model."""
+    import math
+
+    from hrm_ray.train.flops import counted
+    from hrm_ray.train.loop import MetricWindow, Throughput, TrainState, setup, total_steps, train_step
+    from hrm_ray.train.metrics import MetricsLogger
+    from hrm_ray.train.puzzle_task import PuzzleTask
+    from hrm_ray.train.resolve import resolve_config
+    from hrm_ray.train.task import WorkerContext
+
+    task = PuzzleTask(resolve_config(cfg))
+    ctx = WorkerContext()
+    steps = total_steps(task.cfg, task.train_samples())
+    parts = setup(task.cfg, task, ctx, steps, None, fresh=True)
+    state = TrainState(step=0, best=(-math.inf, math.inf))
+    logger = MetricsLogger(None, steps, enabled=False)
+    try:
+        flops = counted(lambda: train_step(task.cfg, task, parts, ctx, state, MetricWindow(),
+                                           Throughput(ctx.device), logger))
+    finally:
+        parts.feed.close()
+    return flops, steps
+
+
+def train_and_score(cfg, name: str, save: Path) -> dict:
     import torch
 
-    from hrm_ray.experiments.puzzle import ensure_demo_sudoku, load_puzzle_config
+    from hrm_ray.infer.puzzle_eval import evaluate_puzzle_run
     from hrm_ray.train.loop import LocalReporter, run_loop
-    from hrm_ray.train.puzzle_task import PuzzleTask, wilson_interval
+    from hrm_ray.train.puzzle_task import PuzzleTask
     from hrm_ray.train.resolve import resolve_config
     from hrm_ray.train.run_files import RunFiles
     from hrm_ray.train.task import WorkerContext
 
-    arch, *extra = spec.split(":")
-    name = "_".join(x.rsplit(".", 1)[-1].replace("=", "-") for x in [arch, *extra])
-    cfg = load_puzzle_config(config, profile, [*overrides, f"arch={arch}", *extra, f"--run_name={name}",
-                                               f"--save_dir={save}", "ray.num_workers=0", "train.wandb=off"])
-    ensure_demo_sudoku(cfg, log=lambda msg: print(msg, file=sys.stderr))
     task = PuzzleTask(resolve_config(cfg))
     params = sum(p.numel() for p in task.build_model().parameters())
     torch.set_num_threads(1)
@@ -54,49 +107,74 @@ def train_one(config: Path, profile: str, overrides: list[str], spec: str, save:
     run_dir = save / name
     result = run_loop(task.cfg, task, WorkerContext(), LocalReporter(run_dir, 1), RunFiles(str(run_dir)))
     wall = time.perf_counter() - start
-    val = result.last_val
-    n = val["examples"]
-    low, high = wilson_interval(val["exact_accuracy"] * n, n, population=None)
-    return {"arch": spec.replace("model.", ""), "name": name, "params": params, "steps": result.step, "wall_s": wall, "exact": val["exact_accuracy"],
-            "low": low, "high": high, "token": val["accuracy"], "halt_steps": val["steps"], "examples": int(n),
-            "data": task.cfg.data.dataset, "train_examples": task.train_samples(), "run_dir": run_dir}
+    scores = {}
+    for label, split in SPLITS.items():
+        m = evaluate_puzzle_run(run_dir / "best-model", split=split, batch_size=256)
+        scores[label] = (m["exact_accuracy"], int(m["examples"]))
+    return {"params": params, "steps": result.step, "wall_s": wall, "scores": scores}
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--profile", default="demo")
-    parser.add_argument("--archs", default=",".join(ARCHS),
-                        help="comma-separated arch names (each optionally arch:override:...), trained in order")
-    parser.add_argument("--copy_metrics", default="", help="copy each run's metrics.jsonl to DIR/<arch>.jsonl")
-    parser.add_argument("--save_dir", default="", help="keep the runs in DIR/<name> (default: a temporary "
-                                                       "directory), e.g. for bench/bench_puzzle_depth.py")
+    parser.add_argument("--archs", default=",".join(ARCHS), help="comma-separated arch[:override...]; the first "
+                                                                  "is the FLOP reference")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
+    parser.add_argument("--budget", choices=("steps", "flops"), default="steps")
+    parser.add_argument("--steps", type=int, default=0, help="reference steps (0: the profile's epochs)")
+    parser.add_argument("--ema", choices=("on", "off"), default="on", help="EMA evaluation weights, every model")
+    parser.add_argument("--data_dir", default=str(DATA))
+    parser.add_argument("--train_size", type=int, default=16000)
+    parser.add_argument("--test_size", type=int, default=1000)
+    parser.add_argument("--search_size", type=int, default=200)
+    parser.add_argument("--save_dir", default="", help="keep the runs in DIR/<name> (default: a temporary dir)")
     args, overrides = parser.parse_known_args()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="puzzle-quality-") as tmp:
-        for spec in args.archs.split(","):
-            row = train_one(Path(args.config), args.profile, overrides, spec, Path(args.save_dir or tmp))
-            rows.append(row)
-            print(f"{row['arch']}: exact {100 * row['exact']:.1f}% token {100 * row['token']:.1f}% in "
-                  f"{row['wall_s']:.0f} s", file=sys.stderr, flush=True)
-            if args.copy_metrics:
-                Path(args.copy_metrics).mkdir(parents=True, exist_ok=True)
-                shutil.copy(row["run_dir"] / "metrics.jsonl", Path(args.copy_metrics) / f"{row['name']}.jsonl")
+    ensure_data(Path(args.data_dir), args.train_size, args.test_size, args.search_size, seed=0)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    specs = args.archs.split(",")
 
-    first = rows[0]
-    print(f"Sudoku quality, profile '{args.profile}' {' '.join(overrides)}".rstrip())
-    print(f"data {first['data']}: {first['train_examples']} training puzzles, {first['examples']} test puzzles "
-          f"(held out); one CPU thread each")
-    print(f"{'arch':<48}{'params':>9}{'steps':>7}{'wall s':>8}{'exact acc (95% CI)':>26}{'token acc':>11}"
-          f"{'eval segs':>10}")
-    for r in rows:
-        ci = f"{100 * r['exact']:.1f}% [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
-        print(f"{r['arch']:<48}{r['params']:>9,}{r['steps']:>7}{r['wall_s']:>8.0f}{ci:>26}"
-              f"{100 * r['token']:>10.1f}%{r['halt_steps']:>10.1f}")
-    a = rows[0]
-    for b in rows[1:]:
-        print(f"exact accuracy {a['arch']} - {b['arch']}: {100 * (a['exact'] - b['exact']):+.1f} points "
-              f"({'intervals disjoint' if a['low'] > b['high'] or b['low'] > a['high'] else 'intervals overlap'})")
+    with tempfile.TemporaryDirectory(prefix="puzzle-quality-") as tmp:
+        save = Path(args.save_dir or tmp)
+        plan = {}
+        for spec in specs:  # FLOPs per step and the steps each model trains
+            cfg, _ = make_config(args, overrides, spec, seeds[0], save / "probe", args.steps or None)
+            plan[spec] = flops_per_step(cfg)
+        ref_flops, ref_steps = plan[specs[0]]
+        steps = {s: ref_steps if args.budget == "steps" else max(1, round(ref_steps * ref_flops / f))
+                 for s, (f, _) in plan.items()}
+        rows: dict[str, list[dict]] = {s: [] for s in specs}
+        for seed in seeds:
+            for spec in specs:
+                cfg, name = make_config(args, overrides, spec, seed, save, steps[spec])
+                row = train_and_score(cfg, name, save)
+                rows[spec].append(row)
+                print(f"{spec} seed {seed}: " + ", ".join(f"{k} {100 * v[0]:.1f}%" for k, v in row["scores"].items())
+                      + f" in {row['wall_s']:.0f} s", file=sys.stderr, flush=True)
+
+    n = {k: v for k, v in next(iter(rows.values()))[0]["scores"].items()}
+    print(f"Sudoku 6x6 quality, profile '{args.profile}', budget {args.budget} (reference {specs[0]}: {ref_steps} "
+          f"steps), EMA {args.ema} for every model, seeds {args.seeds} {' '.join(overrides)}".rstrip())
+    print("test splits: " + ", ".join(f"{k} {c} puzzles" for k, (_, c) in n.items()) + f"; data {args.data_dir}")
+    head = "".join(f"{k + ' exact %':>22}" for k in SPLITS)
+    print(f"{'arch':<52}{'params':>9}{'steps':>7}{'GFLOP/step':>11}{'PFLOP total':>12}{'wall s':>8}{head}")
+    for spec in specs:
+        r = rows[spec]
+        flops = plan[spec][0]
+        cells = "".join(f"{mean_sd([x['scores'][k][0] for x in r]):>22}" for k in SPLITS)
+        wall = statistics.mean(x["wall_s"] for x in r)
+        print(f"{spec.replace('model.', ''):<52}{r[0]['params']:>9,}{steps[spec]:>7}{flops / 1e9:>11.2f}"
+              f"{flops * steps[spec] / 1e12:>12.2f}{wall:>8.0f}{cells}")
+    print("each seed (exact %):")
+    for spec in specs:
+        for seed, r in zip(seeds, rows[spec], strict=True):
+            print(f"  {spec.replace('model.', ''):<50} seed {seed}: "
+                  + ", ".join(f"{k} {100 * v[0]:.1f}" for k, v in r["scores"].items()))
     return 0
 
 

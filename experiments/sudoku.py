@@ -5,8 +5,7 @@
     python experiments/sudoku.py --profile gpu data_path=data/sudoku-extreme-1k-aug-1000 epochs=20000 \
         eval_interval=2000 lr=7e-5 puzzle_emb_lr=7e-5 weight_decay=1.0 puzzle_emb_weight_decay=1.0
     python experiments/sudoku.py --profile gpu arch=hrm_v1_gated model.gate_init_bias=-1.5
-    python experiments/sudoku.py --profile gpu arch=trm_mlp data_path=data/sudoku-extreme-1k-aug-1000 lr=1e-4 \
-        puzzle_emb_lr=1e-2 weight_decay=1.0 puzzle_emb_weight_decay=1.0     # the Tiny Recursive Model
+    hrm-ray train --config experiments/configs/recipes/trm_sudoku_extreme.yaml   # the TRM paper's recipe
     ray job submit --working-dir . -- python experiments/sudoku.py --profile cluster --storage_path s3://...
 """
 from __future__ import annotations

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("hrm_ray.commands.plan", "plan a puzzle training run: steps, epochs, warmup"),
     "tune": ("hrm_ray.commands.tune", "sweep HRM knobs with Ray Tune and ASHA"),
     "report": ("hrm_ray.commands.report", "plot a run or sweep directory"),
+    "import": ("hrm_ray.commands.import_cmd", "import a released HRM or TRM checkpoint of the papers' trainers"),
+    "lm-eval": ("hrm_ray.commands.lm_eval", "lm-evaluation-harness with the hrm-ray model (arguments go to lm_eval)"),
 }
 
 
@@ -44,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        passes = getattr(module, "PASSES_ARGUMENTS", False)  # a wrapped tool's command line: even --help goes on
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False, add_help=not passes)
         module.configure(sub)
         sub.set_defaults(handler=module.run)
     return parser
@@ -63,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hrm_ray").setLevel(logging.INFO)
     parser = build_parser()
     args, unknown = parser.parse_known_args(take_verbose_flag(list(sys.argv[1:] if argv is None else argv)))
+    if hasattr(args, "overrides"):  # `key=value` overrides after a flag (argparse takes positionals only once)
+        args.overrides += [t for t in unknown if "=" in t and not t.startswith("-")]
+        unknown = [t for t in unknown if not ("=" in t and not t.startswith("-"))]
     try:
-        if unknown:
+        if unknown and not getattr(args, "passes_arguments", False):  # set by a command of PASSES_ARGUMENTS
             raise UserError(unknown_argument_message(parser, args.command, unknown[0]))
+        args.passed_arguments = unknown
         with user_errors_from_ray():  # a UserError raised in a Ray worker arrives wrapped
             return int(args.handler(args) or 0)
     except UserError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ class TrainConfig:
     global_batch_size: int = 768        # puzzles: shared by all workers
     eval_batch_size: int = 64
     grad_accum_steps: int = 1
-    val_every: int = 200                # the LM: steps between evaluations
+    val_every: int = 200                # the LM: steps between evaluations; 0: none but the final one
     eval_interval: int = 0              # puzzles: epochs between evaluations; 0 = only at the end
     eval_subset: int = 1000             # puzzles: test examples in intermediate evaluations (0 = all)
     log_steps: int = 10
@@ -74,6 +75,10 @@ class TrainConfig:
     checkpoint_limit: int = 3
     save_best_model: bool = True
     eval_loss_patience: int = 0  # stop after this many evaluations without a better selection metric (0: never)
+    # The metric that picks best-model/ and drives patience: "" the task's own (LM: val loss), else any logged
+    # validation or task-evaluation metric, e.g. math/loss or gsm8k/exact_match (hrm_ray.train.task.selection_mode:
+    # names ending in loss/perplexity/ppl/error are lower-is-better, the rest higher-is-better).
+    select_on: str = ""
     patience_grace_steps: int = 0
     hrm_gate_warmup_steps: int = 0
     gate_ramp_steps: int = 0
@@ -84,8 +89,22 @@ class TrainConfig:
     max_nonfinite_steps: int = 10
     ema: bool = False                   # evaluate (and keep best-model/ of) an EMA of the weights
     ema_decay: float = 0.999
+    ema_puzzle_emb: bool = False        # puzzles: average the sparse puzzle-embedding table too
     wandb: str = "auto"
+    wandb_project: str = "hrm-ray"      # the gated fork's `project_name=`
+    wandb_run_id: str = ""              # "": a new id for a new run; a resumed run keeps the id it recorded
     compile: bool = False  # torch.compile the model's hot units (hrm_ray/train/compile.py)
+
+
+@dataclass
+class EvalConfig:
+    """Task evaluations during training (hrm_ray.evals): on rank 0 at every `every`-th validation and the last
+    one, with the gate scale the model trains at; logged as eval/<task>/<metric>."""
+    tasks: list[str] = field(default_factory=list)  # NAME or NAME=PATH (a local JSONL/Parquet dev file)
+    every: int = 1                      # run the tasks at every K-th validation
+    limit: int = 200                    # examples of each task (0: all)
+    max_new_tokens: int = 64
+    prompts_per_batch: int = 32
 
 
 @dataclass
@@ -116,6 +135,7 @@ class TuneConfig:
 
 
 DEFAULT_MODEL = "hrm_lm"
+CODE_VERSION_KEY = "code_version"  # a run's config.yaml records the code it ran under this key
 EXPLICIT_ATTR = "_explicit_fields"
 
 
@@ -127,6 +147,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @property
     def task(self) -> str:
@@ -148,6 +169,14 @@ PAPER_FLAGS: dict[str, str] = {
     "lr": "optim.learning_rate",
     "lr_warmup_steps": "optim.warmup_steps",
     "arch": "model.name",
+    "project_name": "train.wandb_project",
+}
+# Forms of the gated HRM fork accepted and mapped onto ours: name -> the note printed when one is used.
+MAPPED_FLAGS: dict[str, str] = {
+    "checkpoint_path": "checkpoint_path=DIR is the run's directory, where the fork saves and resumes from: "
+                       "ray.storage_path=PARENT train.run_name=NAME (a run already there is resumed)",
+    "checkpoint_every_eval": "checkpoint_every_eval: hrm-ray writes a checkpoint at every evaluation always "
+                             "(train.checkpoint_limit keeps the newest)",
 }
 # The seed trainer's names of fields that moved: one field each.
 SEED_FLAGS: dict[str, str] = {"save_dir": "ray.storage_path"}
@@ -183,16 +212,17 @@ NON_NEGATIVE = (
     "train.checkpoint_limit", "train.max_nonfinite_steps", "optim.warmup_steps", "optim.weight_decay",
     "optim.grad_clip", "model.dropout", "model.hrm.ds_weight", "model.hrm.halting_weight",
     "data.max_val_samples", "ray.num_workers", "ray.max_failures", "model.vocab_size",
-    "train.eval_interval", "train.eval_subset", "optim.puzzle_emb_lr", "optim.puzzle_emb_weight_decay",
-    "model.puzzle_emb_ndim", "tune.max_t", "tune.grace_period", "tune.max_concurrent_trials",
+    "train.eval_interval", "train.eval_subset", "data.dataset_workers", "optim.puzzle_emb_lr", "optim.puzzle_emb_weight_decay",
+    "model.puzzle_emb_ndim", "model.bridge.gate_reg_weight", "model.gate_reg_weight", "tune.max_t", "tune.grace_period", "tune.max_concurrent_trials", "eval.limit",
 )
 POSITIVE = (
     "train.batch_size", "train.eval_batch_size", "train.grad_accum_steps", "train.log_steps", "ray.group_start_timeout_s",
     "optim.learning_rate", "model.d_model", "model.n_heads", "model.hrm.h_cycles", "model.hrm.l_cycles",
-    "model.hrm.h_layers", "model.hrm.l_layers", "data.max_seq_len", "data.dataset_workers",
+    "model.hrm.h_layers", "model.hrm.l_layers", "data.max_seq_len",
     "model.mamba.chunk_size", "model.bridge.prefix_tokens", "model.bridge.gate_hidden_ratio",
     "ray.cpus_per_worker", "train.global_batch_size", "model.h_cycles", "model.l_cycles", "model.h_layers",
-    "model.l_layers", "model.halt_max_steps", "model.gate_hidden_ratio", "tune.num_samples",
+    "model.l_layers", "model.halt_max_steps", "model.gate_hidden_ratio", "tune.num_samples", "eval.every",
+    "eval.max_new_tokens", "eval.prompts_per_batch",
 )
 
 
@@ -261,6 +291,11 @@ def convert(value: Any, kind: type, where: str) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise UserError(f"{where}: expected a number, got {value!r}") from None
+    if typing.get_origin(kind) is list:  # a YAML list, or a comma-separated string (a flag)
+        items = value if isinstance(value, (list, tuple)) else str(value or "").strip("[]").split(",")
+        item_kind = (typing.get_args(kind) or (str,))[0]
+        return [convert(str(item).strip() if item_kind is str else item, item_kind, where)
+                for item in items if str(item).strip()]
     return "" if value is None else str(value)
 
 
@@ -315,6 +350,9 @@ def switch_model(cfg: Config, name: str, where: str = "model.name") -> None:
     if name == old.name:
         mark_explicit(old, ["name"])
         return
+    if name not in registry.names() and (file := arch_file(name, Path.cwd())) is not None:
+        apply_arch_file(cfg, file, where)
+        return
     try:
         new = registry.default_config(name)
     except ValueError as exc:
@@ -360,13 +398,16 @@ def explicit_fields(section: Any) -> set[str]:
 def apply_mapping(cfg: Config, mapping: dict, where: str, prefix: str = "") -> None:
     """Apply a nested dict (from YAML) onto the tree; unknown keys are errors naming `where`. In the model
     section `name` goes first (it picks the section's fields) and the family's aliases are accepted; the
-    dotted keys of the `tune` section are its search space."""
+    dotted keys of the `tune` section are its search space. At the top level a key that is no section is
+    read as a flag (a Hydra config's `data_path: ...`, `lr: ...`, `arch: {...}`)."""
     if prefix == "model.":
         mapping = _model_mapping(cfg, mapping, where)
     if prefix == "tune.":
         mapping = _tune_mapping(cfg, mapping, where)
     for key, value in mapping.items():
         path = f"{prefix}{key}"
+        if not prefix and not has_path(cfg, path) and _apply_top_level_flag(cfg, str(key), value, where):
+            continue
         if not has_path(cfg, path):
             known = list(leaf_paths(cfg)) + _section_paths(cfg)
             raise UserError(f"{where}: unknown key '{path}'{suggest(path, known)}")
@@ -379,6 +420,107 @@ def apply_mapping(cfg: Config, mapping: dict, where: str, prefix: str = "") -> N
             cfg.tune.space.update(_space(cfg, value, where))
         else:
             set_value(cfg, path, value, f"{where}: {path}")
+
+
+def _apply_top_level_flag(cfg: Config, key: str, value: Any, where: str) -> bool:
+    """A top-level YAML key in the flag form (Hydra's configs); False when it is no flag either."""
+    if key == "hydra":  # Hydra's own settings (output directories): nothing of the run
+        return True
+    if key == "arch" and isinstance(value, dict):
+        apply_mapping(cfg, {"model": value}, where)
+        return True
+    if key in MAPPED_FLAGS:
+        apply_mapped_flag(cfg, key, value, where)
+        return True
+    flags = aliases_of(cfg)
+    if key not in flags and key not in flag_index(cfg):
+        return False
+    target = _flag_target(cfg, key, flags)
+    if target == "model.name":
+        select_model(cfg, convert(value, str, f"{where}: {key}"), Path(where).parent, f"{where}: {key}")
+    else:
+        set_value(cfg, target, value, f"{where}: {key} ({target})")
+    return True
+
+
+def apply_mapped_flag(cfg: Config, name: str, value: Any, where: str) -> None:
+    """A MAPPED_FLAGS form applied onto the tree, its note on stderr."""
+    print(f"note: {MAPPED_FLAGS[name]}", file=sys.stderr)
+    if name == "checkpoint_path":
+        text = convert(value, str, where).rstrip("/")
+        parent, _, run = text.rpartition("/")
+        if not run:
+            raise UserError(f"{where}: checkpoint_path needs a directory, got {value!r}")
+        set_value(cfg, "ray.storage_path", parent or ".", f"{where} (ray.storage_path)")
+        set_value(cfg, "train.run_name", run, f"{where} (train.run_name)")
+    else:
+        convert(value, bool, where)
+
+
+# The HRM repositories' model classes (an arch YAML's `name:`, module@Class) -> our families.
+ARCH_CLASSES = {"hrm_act_v1": "hrm_act_v1", "trm": "trm"}
+
+
+def arch_file(name: str, base_dir: Path) -> Path | None:
+    """The arch YAML `name` stands for (a path, or NAME.yaml beside `base_dir` or in its arch/ or
+    config/arch/, Hydra's layout); None when there is none."""
+    for candidate in (Path(name), Path(f"{name}.yaml")):
+        for folder in (Path(), base_dir, base_dir / "arch", base_dir / "config" / "arch"):
+            path = candidate if candidate.is_absolute() else folder / candidate
+            if path.is_file():
+                return path
+    return None
+
+
+def is_arch_file(path: Path) -> bool:
+    """Whether a YAML holds a model (an arch file: a `name:`, a file under arch/, or only model fields by
+    any family's names) rather than a config of the tree."""
+    mapping = _read_mapping(path)
+    if "name" in mapping or path.parent.name == "arch":
+        return True
+    model_keys = {"defaults", "loss"}
+    for family in registry.FAMILIES.values():
+        model_keys |= {f.name for f in dataclasses.fields(family.config_class)} | set(family.config_class.ALIASES)
+    return bool(mapping) and set(mapping) <= model_keys
+
+
+def select_model(cfg: Config, name: str, base_dir: Path, where: str) -> None:
+    """`model.name` from a family or preset name, or from an arch YAML file (`arch=my_gated_config`)."""
+    if name not in registry.names() and (file := arch_file(name, base_dir)) is not None:
+        apply_arch_file(cfg, file, where)
+    else:
+        set_value(cfg, "model.name", name, where)
+
+
+def apply_arch_file(cfg: Config, path: Path, where: str, composed: bool = False) -> None:
+    """An arch YAML (the HRM repositories' `config/arch/*.yaml`: model fields by the paper's names, `name`
+    a family, a preset or their module@Class, `loss: {loss_type}`, `${.field}` references, and Hydra's
+    `defaults:` naming the preset or arch file it extends, one level deep) as the model."""
+    mapping = _read_mapping(path)
+    for entry in mapping.pop("defaults", None) or []:
+        if composed:
+            raise UserError(f"{path}: defaults: an arch file named in 'defaults' cannot have defaults of its own")
+        if entry != "_self_":
+            name = str(next(iter(entry.values())) if isinstance(entry, dict) else entry)
+            file = arch_file(name, path.parent) if name not in registry.names() else None
+            if file is not None:
+                apply_arch_file(cfg, file, f"{path}: defaults", composed=True)
+            else:
+                set_value(cfg, "model.name", name, f"{path}: defaults")
+    name = str(mapping.pop("name", cfg.model.name))
+    if name not in registry.names():
+        module = name.split("@")[0].rsplit(".", 1)[-1]
+        if module not in ARCH_CLASSES:
+            raise UserError(f"{path}: name {name!r} is no model of hrm-ray (known: {', '.join(registry.names())})")
+        name = ARCH_CLASSES[module]
+    loss = mapping.pop("loss", None)
+    if isinstance(loss, dict) and "loss_type" in loss:
+        mapping["loss_type"] = loss["loss_type"]
+    for key, value in mapping.items():  # `${.hidden_size}`: another field of the same file
+        if isinstance(value, str) and value.startswith("${.") and value.endswith("}"):
+            mapping[key] = mapping.get(value[3:-1], value)
+    print(f"note: {where}: model from {path} ({name})", file=sys.stderr)
+    apply_mapping(cfg, {"model": {"name": name, **mapping}}, str(path))
 
 
 def _model_mapping(cfg: Config, mapping: dict, where: str) -> dict:
@@ -461,18 +603,51 @@ def _read_mapping(path: Path) -> dict:
     return mapping
 
 
-def _apply_yaml(path: Path, cfg: Config, profile: str | None) -> set[str]:
-    """Apply `path` (its `base:` first), then its overlay for `profile`; return the profiles seen."""
+def _apply_yaml(path: Path, cfg: Config, profile: str | None, composed: bool = False) -> set[str]:
+    """Apply `path` (its `base:` and Hydra `defaults:` first), then its overlay for `profile`; return the
+    profiles seen."""
     mapping = _read_mapping(path)
+    mapping.pop(CODE_VERSION_KEY, None)  # a run's config.yaml: the code it ran, metadata, not config
     base = mapping.pop("base", None)
     profiles = mapping.pop("profiles", None) or {}
     if not isinstance(profiles, dict):
         raise UserError(f"{path}: 'profiles' must map profile names to overrides")
     seen = _apply_yaml(path.parent / base, cfg, profile) if base else set()
+    seen |= _apply_defaults(path, mapping.pop("defaults", None), cfg, profile, composed)
     apply_mapping(cfg, mapping, str(path))
     if profile in profiles:
         apply_mapping(cfg, profiles[profile] or {}, f"{path} (profile {profile})")
     return seen | set(profiles)
+
+
+def _apply_defaults(path: Path, defaults: Any, cfg: Config, profile: str | None, composed: bool) -> set[str]:
+    """Hydra's `defaults:` list, one level deep: each entry a model name or preset (`hrm_v1_gated`), an arch
+    YAML (`arch: my_gated_config`, `- my_gated_config` when that file has a `name:`), or another config YAML
+    of this tree; `_self_` is skipped (the file itself is applied after its defaults)."""
+    if defaults is None:
+        return set()
+    if not isinstance(defaults, list):
+        raise UserError(f"{path}: 'defaults' must be a list (Hydra's form), got {defaults!r}")
+    if composed:
+        raise UserError(f"{path}: defaults: a file named in 'defaults' cannot have defaults of its own "
+                        "(one level deep)")
+    where, seen = f"{path}: defaults", set()
+    for entry in defaults:
+        if isinstance(entry, dict) and len(entry) == 1 and next(iter(entry)) in ("arch", "model"):
+            select_model(cfg, str(next(iter(entry.values()))), path.parent, where)
+        elif not isinstance(entry, str):
+            raise UserError(f"{where}: expected a name or {{arch: NAME}}, got {entry!r}")
+        elif entry == "_self_" or entry in registry.names():
+            if entry != "_self_":
+                set_value(cfg, "model.name", entry, where)
+        elif (file := arch_file(entry, path.parent)) is None:
+            known = registry.names()
+            raise UserError(f"{where}: '{entry}' is no model, preset or YAML file{suggest(entry, known)}")
+        elif is_arch_file(file):
+            apply_arch_file(cfg, file, where)
+        else:
+            seen |= _apply_yaml(file, cfg, profile, composed=True)
+    return seen
 
 
 def _yaml_model_name(path: Path, profile: str | None) -> str | None:
@@ -529,7 +704,7 @@ def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None
     among them is applied first, since it decides which model fields exist."""
     aliases = aliases or {}
     for name, value in _model_names(args, aliases):
-        set_value(cfg, "model.name", value, name)
+        select_model(cfg, value, Path.cwd(), name)
     flags = {**aliases_of(cfg), **aliases}
     paths = leaf_paths(cfg)
     i = 0
@@ -538,23 +713,31 @@ def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None
         i += 1
         if token.startswith("--"):
             name, eq, value = token[2:].partition("=")
-            target = _flag_target(cfg, name, flags)
+            target = "" if name in MAPPED_FLAGS else _flag_target(cfg, name, flags)
             if not eq:
-                if paths[target] is bool and (i >= len(args) or args[i].lower() not in BOOL_WORDS):
+                flag_kind = bool if name == "checkpoint_every_eval" else paths.get(target)
+                if flag_kind is bool and (i >= len(args) or args[i].lower() not in BOOL_WORDS):
                     value = "true"
                 elif i < len(args):
                     value = args[i]
                     i += 1
                 else:
                     raise UserError(f"flag '--{name}' needs a value")
-            set_value(cfg, target, value, f"--{name}" if name == target else f"--{name} ({target})")
+            _apply_token(cfg, name, target, value, f"--{name}" if name == target else f"--{name} ({target})")
         elif "=" in token:
             path, _, value = token.partition("=")
-            target = _flag_target(cfg, path, flags)
-            set_value(cfg, target, value, path if path == target else f"{path} ({target})")
+            target = "" if path in MAPPED_FLAGS else _flag_target(cfg, path, flags)
+            _apply_token(cfg, path, target, value, path if path == target else f"{path} ({target})")
         else:
             raise UserError(f"unexpected argument '{token}' (use --flag value or section.key=value)")
     return cfg
+
+
+def _apply_token(cfg: Config, name: str, target: str, value: str, where: str) -> None:
+    if name in MAPPED_FLAGS:
+        apply_mapped_flag(cfg, name, value, name)
+    elif target != "model.name":  # model names went first (apply_overrides)
+        set_value(cfg, target, value, where)
 
 
 def _model_names(args: list[str], aliases: dict[str, str]) -> list[tuple[str, str]]:
@@ -593,6 +776,12 @@ def validate(cfg: Config) -> Config:
     if cfg.ray.min_workers and not 1 <= cfg.ray.min_workers <= cfg.ray.num_workers:
         problems.append(f"ray.min_workers: must be between 1 and ray.num_workers={cfg.ray.num_workers}, "
                         f"got {cfg.ray.min_workers}")
+    if cfg.eval.tasks and cfg.task != "lm":
+        problems.append(f"eval.tasks: task evaluations run on language models; model {cfg.model.name} has none")
+    for path in ("model.bridge.gate_reg_band", "model.gate_reg_band"):
+        band = get_value(cfg, path) if has_path(cfg, path) else [0.0, 1.0]
+        if len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0:
+            problems.append(f"{path}: expected LOW,HIGH with 0 <= LOW <= HIGH <= 1, got {band}")
     if cfg.train.steps == 0 and cfg.train.epochs == 0:
         problems.append("train.steps/train.epochs: one of them must be > 0")
     known = [f"model.{name}" for name in getattr(cfg.model, "INIT_VALUES", ())]

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# The fake multi-node provider's switch; the autoscaler's update every second (Ray's default: 5 s); and
+# Ray's single-machine mode, which puts the nodes the autoscaler launches on loopback (else on the machine's
+# outward IP: the provider gives them no address and Ray resolves one).
+FAKE_AUTOSCALER_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                       "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 HEAD_ONLY_PORTS = ("--port", "--dashboard-port", "--ray-client-server-port")
 PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
               "--metrics-export-port", "--runtime-env-agent-port", "--ray-client-server-port",
@@ -68,8 +73,9 @@ def _ready(head: Head, dashboard: bool) -> bool:
         return False
 
 
-def _launch(cwd: Path, num_cpus: int, dashboard: bool, head_address: str = "") -> Head:
-    """A head, or with `head_address` a worker node joining that head (its own ports and temp dir)."""
+def _launch(cwd: Path, num_cpus: int, dashboard: bool, head_address: str = "", autoscaling: dict | None = None) -> Head:
+    """A head, or with `head_address` a worker node joining that head (its own ports and temp dir); with
+    `autoscaling` (a fake_multinode config, tests.autoscaling_cluster) a head whose autoscaler launches nodes."""
     flags = PORT_FLAGS if not head_address else tuple(f for f in PORT_FLAGS if f not in HEAD_ONLY_PORTS)
     ports = dict(zip(flags, free_ports(len(flags) + 1), strict=False))
     workers = max(ports.values()) + 1000 if max(ports.values()) < 60000 else 20000
@@ -82,17 +88,31 @@ def _launch(cwd: Path, num_cpus: int, dashboard: bool, head_address: str = "") -
     else:
         argv += ["--head", "--include-dashboard", "true" if dashboard else "false", "--dashboard-host", "127.0.0.1"]
     argv += [x for flag, port in ports.items() for x in (flag, str(port))]
+    env = clean_env()
+    if autoscaling is not None:
+        argv += ["--autoscaling-config", _write_autoscaling_config(autoscaling, temp_dir, ports["--port"])]
+        env.update(FAKE_AUTOSCALER_ENV)
     log = open(Path(temp_dir, "ray-start.log"), "wb")  # noqa: SIM115 - closed with the head's directory
-    proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Head(proc, temp_dir, ports)
 
 
+def _write_autoscaling_config(config: dict, temp_dir: str, gcs_port: int) -> str:
+    import yaml
+
+    config = {**config, "provider": {**config["provider"], "gcs_address": f"127.0.0.1:{gcs_port}"}}
+    path = Path(temp_dir, "autoscaling.yaml")
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
 def start_head(cwd: Path, num_cpus: int = 1, dashboard: bool = False, timeout_s: float = 120,
-               attempts: int = 2) -> Head:
-    """A running head; a start that fails at once (a port taken in between) is tried again on new ports."""
+               attempts: int = 2, autoscaling: dict | None = None) -> Head:
+    """A running head; a start that fails at once (a port taken in between) is tried again on new ports.
+    `autoscaling`: a fake_multinode config (tests.autoscaling_cluster); its autoscaler launches worker nodes
+    (raylets of this machine, in the head's process group and temp dir) as jobs ask for them."""
     for attempt in range(attempts):
-        head = _launch(cwd, num_cpus, dashboard)
+        head = _launch(cwd, num_cpus, dashboard, autoscaling=autoscaling)
         deadline = time.monotonic() + timeout_s
         while head.proc.poll() is None and not _ready(head, dashboard) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("models",),
     ("config",),
     ("data",),
+    ("evals",),
     ("train",),
     ("infer",),
     ("report",),

@@ -179,7 +179,7 @@ def test_training_with_compile_through_the_loop(tmp_path, monkeypatch):
     assert max_rel(losses["compiled"], losses["eager"]) < 1e-4
     weights = load_checkpoint(tmp_path / "compiled" / "checkpoint_00000004")["model"]
     eager_model = tasks["eager"].build_model()
-    assert list(weights) == list(eager_model.state_dict())
+    assert sorted(weights) == sorted(eager_model.state_dict())  # safetensors keeps names, not their order
     eager_model.load_state_dict(weights)
 
 

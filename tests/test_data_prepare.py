@@ -208,3 +208,27 @@ def test_output_rows_do_not_depend_on_how_files_are_cut(ray_session, tmp_path, s
     assert reports["cut"].samples == reports["whole"].samples and reports["cut"].tokens == reports["whole"].tokens
     assert reports["cut"].documents_read == 650 and not (tmp_path / "cut" / ".parts").exists()
     assert validate_dataset(str(tmp_path / "cut")).ok
+
+
+def test_actor_threads_never_ask_more_than_the_largest_node():
+    from hrm_ray.data.ray_env import actor_threads
+
+    assert actor_threads(4, [16.0, 8.0], "--t") == (4, None)
+    threads, note = actor_threads(30, [16.0, 8.0], "--tokenizer-num-threads")
+    assert threads == 16 and note.startswith("--tokenizer-num-threads 30: the largest node of the cluster has 16")
+    assert actor_threads(30, [0.5], "--t")[0] == 1
+
+
+@pytest.mark.timeout(90)
+def test_more_tokenizer_threads_than_any_node_has_are_capped_not_waited_for(ray_session, real_data, tmp_path,
+                                                                            small_tokenizer, capsys):
+    """The curriculum's Stage B flags on the 2-CPU session Ray: each actor would request 30 CPUs and wait for
+    ever; capped at the largest node's CPUs, the job finishes and says so once."""
+    report = prepare_language_dataset(PrepareConfig(
+        source=[str(real_data / "gsm8k" / "train.jsonl")], dest=str(tmp_path / "g"),
+        tokenizer=str(small_tokenizer), max_seq_len=256, max_records=50, mode="prompt_response",
+        tokenizer_num_threads=30, tokenizer_batch_size=8192))
+    assert report.documents_read == 50
+    notes = [line for line in capsys.readouterr().out.splitlines() if "--tokenizer-num-threads 30" in line]
+    assert notes == ["--tokenizer-num-threads 30: the largest node of the cluster has 2 CPU(s); each actor runs "
+                     "2 thread(s) and requests 2 CPU(s)"]

@@ -86,3 +86,14 @@ def test_missing_pieces(dataset):
     assert "tokenizer.json sha256 differs" in text and "split 'val' missing" in text
     (dataset / "meta.json").unlink()
     assert job_main("validate", [str(dataset)]) == 2  # not a dataset at all: a one-line error
+
+
+def test_a_deleted_shard_is_named(dataset):
+    meta = json.loads((dataset / "meta.json").read_text())
+    shards = {split: sorted(p.name for p in (dataset / split).glob("*.parquet")) for split in ("train", "val")}
+    (dataset / "meta.json").write_text(json.dumps({**meta, "shards": shards}))  # as `data prepare` writes it
+    (dataset / "train" / "part-00001.parquet").unlink()
+    report = validate_dataset(str(dataset))
+    text = "\n".join(report.problems)
+    assert "train/part-00001.parquet: listed in meta.json but missing" in text, text
+    assert "train: 70 rows but meta.json says train_samples = 120" in text

@@ -62,7 +62,7 @@ def test_ranks_share_the_same_global_batches_whatever_their_number_and_resume_ac
     assert after_two == {"epoch": 0, "sample": 40}
 
 
-def test_elastic_runs_read_one_dataset_by_sample_index_and_refuse_a_mixture(tmp_path):
+def test_elastic_runs_read_datasets_by_sample_index_a_mixture_included(tmp_path):
     from hrm_ray.train.lm_task import LanguageModelTask
     from hrm_ray.train.resolve import resolve_config
 
@@ -71,8 +71,9 @@ def test_elastic_runs_read_one_dataset_by_sample_index_and_refuse_a_mixture(tmp_
     assert not LanguageModelTask(elastic).needs_ray_data()       # every rank reads the files, by global index
     assert LanguageModelTask(resolve_config(build_config(None, ["--num_workers", "2", "--dataset", str(a)]))
                              ).needs_ray_data()                  # a fixed group streams its shards
-    with pytest.raises(UserError, match="a mixture streams through Ray Data"):
-        resolve_config(build_config(None, ["--num_workers", "1-2", "--dataset", f"{a}:0.5,{b}:0.5"]))
+    mixed = resolve_config(build_config(None, ["--num_workers", "1-2", "--dataset", f"{a}:0.5,{b}:0.5"]))
+    assert LanguageModelTask(mixed).data.kind == "mixture"  # accepted: it trains from the files by sample index
+    # (hrm_ray.train.mixture_feed; tests/test_mixture_feed.py resizes one from 2 workers to 1)
 
 
 def test_ray_writes_to_an_s3_compatible_store_through_its_filesystem(monkeypatch):

@@ -44,7 +44,7 @@ def test_missing_init_from_fails_before_ray_and_writes_nothing(tmp_path, capsys,
     argv = ["train", "--init_from", str(missing), "--save_dir", str(tmp_path / "runs"), "--run_name", "r",
             "--num_workers", "1", "--steps", "2", *TINY]
     assert main(argv) == 2
-    assert error_lines(capsys) == [f"error: --init_from: no best-model/, checkpoint or model.pt found at {missing}"]
+    assert error_lines(capsys) == [f"error: --init_from: no best-model/, checkpoint or model weights found at {missing}"]
     assert not started and not (tmp_path / "runs").exists()
 
 

@@ -24,7 +24,8 @@ import pytest
 import torch
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
-FAMILIES = ("hrm_v1", "hrm_v1_gated", "transformer_baseline", "hrm_lm_transformer", "hrm_lm_mamba2")
+FAMILIES = ("hrm_v1", "hrm_v1_gated", "transformer_baseline", "trm_mlp", "trm_att", "hrm_lm_transformer",
+            "hrm_lm_mamba2")
 RECORD_KEYS = ("param_names", "state_dict_keys", "tensors")
 ROUNDING = 1e-4  # of a tensor's largest |value|: kernel-order differences between CPUs stay far below
 

@@ -125,3 +125,23 @@ def test_ema_can_track_the_puzzle_embedding_buffer():
         emb.weights.fill_(1.0)
     ema.update(emb)
     assert torch.equal(ema.shadow["weights"], torch.ones(3, 2))
+
+
+def test_ema_averages_parameters_only_unless_asked():
+    """As the papers' EMA: the sparse puzzle table is not averaged (its rows would lag) unless
+    train.ema_puzzle_emb; a checkpoint's EMA saved with the table loads into one without it."""
+    torch.manual_seed(0)
+    model = HRMACTv1(default_config("hrm_v1", vocab_size=5, seq_len=4, num_puzzle_identifiers=3, puzzle_emb_ndim=8,
+                                    d_model=8, n_heads=2, h_layers=1, l_layers=1))
+    params_only, with_table = EMA(model, decay=0.5), EMA(model, decay=0.5, include_buffers=True)
+    assert "inner.puzzle_emb.weights" not in params_only.shadow
+    assert "inner.puzzle_emb.weights" in with_table.shadow
+    assert set(params_only.shadow) == {n for n, _ in model.named_parameters()}
+    with torch.no_grad():
+        model.inner.puzzle_emb.weights.fill_(2.0)
+    with params_only.swapped_in(model):   # the live table is evaluated as it is
+        assert torch.equal(model.inner.puzzle_emb.weights, torch.full((3, 8), 2.0))
+    params_only.load_state_dict(with_table.state_dict())
+    assert set(params_only.shadow) == {n for n, _ in model.named_parameters()}
+    with pytest.raises(ValueError, match="differing keys"):
+        with_table.load_state_dict(params_only.state_dict())

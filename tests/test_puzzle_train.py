@@ -71,7 +71,7 @@ def test_trains_in_process_with_metrics_and_full_final_eval(sudoku_dir: Path, tm
     assert [v["examples"] for v in val] == [2, 4]        # the fixed subset, then the whole test split
     assert val[0]["exact_accuracy_ci_low"] <= val[0]["exact_accuracy"] <= val[0]["exact_accuracy_ci_high"]
     assert val[1]["exact_accuracy_ci_low"] == val[1]["exact_accuracy"] == val[1]["exact_accuracy_ci_high"]
-    assert (tmp_path / "best-model" / "model.pt").is_file()
+    assert (tmp_path / "best-model" / "model.safetensors").is_file()
     # best-model/ and the checkpoints select by exact accuracy (ties broken by the lower loss)
     assert result.selection_metric == "exact_accuracy"
     assert result.best_metric == max(v["exact_accuracy"] for v in val)

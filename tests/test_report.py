@@ -97,6 +97,21 @@ def test_resumed_run_keeps_the_later_line_per_step(tmp_path: Path) -> None:
     assert "| final val loss | 2.5000 at step 20 |" in report
 
 
+@pytest.mark.timeout(60)
+def test_run_report_draws_per_source_validation_and_task_metrics_beside_the_gates(tmp_path: Path) -> None:
+    run = tmp_path / "stage_c"
+    write_metrics(run)  # gate_src_language, gate_src_sudoku6 on the train lines
+    with open(run / "metrics.jsonl", "a") as f:
+        for step in (50, 100, 150, 200):
+            f.write(json.dumps({"step": step, "split": "val", "loss": 3.0 - step / 200, "language/loss": 3.2 - step / 400,
+                                "sudoku6/loss": 2.0 - step / 100, "language/tokens": 300.0}) + "\n")
+            if step % 100 == 0:
+                f.write(json.dumps({"step": step, "split": "eval", "gsm8k/exact_match": step / 1000}) + "\n")
+    report = assert_figures(build_report(run).parent, [*RUN_FIGURES, "reasoning.png"])
+    assert "| final val loss by source | language 2.7000, sudoku6 0.0000 |" in report
+    assert "| gsm8k/exact_match | 0.2000 at step 200 (best 0.2000 at step 200) |" in report
+
+
 def write_tune_trial(sweep: Path, index: int, params: dict, losses: list[float]) -> None:
     """One trial folder as Ray Tune writes it: params.json, result.json (a line per report), progress.csv."""
     trial_id = f"abc12_{index:05d}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from hrm_ray.config import build_config
@@ -263,7 +264,7 @@ def test_metrics_jsonl_and_best_model(tmp_path):
     for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mse", "nonfinite_steps"):
         assert math.isfinite(train[0][key])
     best = tmp_path / "toy" / "best-model"
-    assert sorted(p.name for p in best.iterdir()) == ["config.yaml", "meta.json", "model.pt", "tokenizer.json"]
+    assert sorted(p.name for p in best.iterdir()) == ["config.yaml", "meta.json", "model.safetensors", "tokenizer.json"]
     meta = json.loads((best / "meta.json").read_text())
     assert meta["val_loss"] == min(r["loss"] for r in val)
 
@@ -274,7 +275,7 @@ def test_init_from_loads_another_runs_best_model(tmp_path):
     cfg = toy_cfg(tmp_path, "--steps", "1", "--val_every", "1", "--learning_rate", "1e-12",
                   "--init_from", str(tmp_path / "stage_a"))
     run_toy(tmp_path, ToyTask(cfg), "stage_b")
-    best = torch.load(tmp_path / "stage_a" / "best-model" / "model.pt")
+    best = load_file(tmp_path / "stage_a" / "best-model" / "model.safetensors")
     started = load_checkpoint(tmp_path / "stage_b" / "checkpoint_00000001")["model"]
     for key, value in best.items():
         torch.testing.assert_close(started[key], value)

@@ -109,7 +109,7 @@ def test_elastic_run_loses_a_node_and_matches_one_worker_step_for_step(tmp_path)
     assert final["step"] == 24
     assert final["data_position"] == load_checkpoint(CheckpointStore(tmp_path / "ref" / "ref", 0).latest())["data_position"]
     assert not any(k.startswith("module.") for k in final["model"])  # same format as a local run
-    assert (run_dir / "config.yaml").is_file() and (run_dir / "best-model" / "model.pt").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "best-model" / "model.safetensors").is_file()
     console = (tmp_path / "console.txt").read_text()  # what the user saw: the restart, none of Ray's own notices
     assert "the worker group now has 1 worker(s), the checkpoint's had 2" in console and "val @ step 24" in console
     assert "Traceback" not in console and "(raylet)" not in console and "TrainController" not in console, console

@@ -78,3 +78,18 @@ def test_no_task_writes_to_its_config(tmp_path, sudoku_dir):  # noqa: F811
     puzzle = build_config(None, [*PUZZLE_TINY, f"data_path={sudoku_dir}", "global_batch_size=8", "epochs=1",
                                  "train.steps=1", "train.val_every=1", "ema=true"], aliases=PAPER_FLAGS)
     unchanged_by_a_step(puzzle, tmp_path / "puzzle")
+
+
+def test_a_bare_init_from_name_is_a_run_under_the_storage_root_unless_it_exists_here(tmp_path, monkeypatch,
+                                                                                    capsys):
+    storage, here = tmp_path / "storage", tmp_path / "here"
+    for root in (storage, here):
+        (root / "stage-a").mkdir(parents=True)
+        torch.save({}, root / "stage-a" / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    flags = [*LM, "--storage_path", str(storage), "--init_from", "stage-a"]
+    assert resolve_config(build_config(None, flags)).train.init_from == str(storage / "stage-a")
+    assert "--init_from stage-a: the run 'stage-a' under the storage root" in capsys.readouterr().out
+    monkeypatch.chdir(here)  # a path of that name here wins, and the note says so
+    assert resolve_config(build_config(None, flags)).train.init_from == str(here / "stage-a")
+    assert "in the current directory (it exists here" in capsys.readouterr().out

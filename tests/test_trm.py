@@ -65,8 +65,8 @@ def test_gradients_reach_only_the_last_repetition():
     x = batch()
     state = model.inner.reset_state(torch.ones(4, dtype=torch.bool), model.inner.empty_state(4, torch.device("cpu")))
     y0, z0 = state.y.clone().requires_grad_(True), state.z.clone().requires_grad_(True)
-    _, logits, q = model.inner(RecursionState(y0, z0), x)
-    (logits.square().mean() + q.sum()).backward()
+    _, logits, (q_halt, q_continue) = model.inner(RecursionState(y0, z0), x)
+    (logits.square().mean() + q_halt.sum() + q_continue.sum()).backward()
     per_repetition = 2 + 1                        # n latent updates, one answer update
     assert grad_calls == [False] * 2 * per_repetition + [True] * per_repetition
     assert y0.grad is None and z0.grad is None     # the carried state is reached only through no-grad repetitions
@@ -154,3 +154,26 @@ def test_experiments_sudoku_config_switches_to_trm():
     assert (cfg.model.name, cfg.model.d_model, cfg.model.halt_max_steps, cfg.model.l_cycles) == ("trm_mlp", 64, 4, 6)
     assert set(cfg.tune.space) == {"optim.learning_rate"}
     assert to_dict(from_dict(to_dict(cfg))) == to_dict(cfg)
+
+
+def test_puzzle_prefix_and_q_continue_are_the_references():
+    """puzzle_emb_len: the paper's 16 positions by default, 0 for ceil(puzzle_emb_ndim / d_model), none without
+    a puzzle embedding; no_act_continue=false (the paper's no_ACT_continue) adds the bootstrapped Q target."""
+    assert registry.default_config("trm_att").puzzle_emb_len == 16
+    assert tiny().inner.prefix_len == 16 and tiny().inner.total_len == 32
+    assert tiny(puzzle_emb_len=0, puzzle_emb_ndim=40).inner.prefix_len == 3
+    assert tiny(puzzle_emb_ndim=0).inner.prefix_len == 0
+    with pytest.raises(ValueError, match="does not fit puzzle_emb_len"):
+        tiny(puzzle_emb_len=1, puzzle_emb_ndim=40)
+    cfg = build_config(None, ["arch=trm_att", "arch.no_ACT_continue=false", "arch.puzzle_emb_len=4"],
+                       aliases=PAPER_FLAGS)
+    assert (cfg.model.no_act_continue, cfg.model.puzzle_emb_len) == (False, 4)
+
+    x = batch()
+    for no_continue in (True, False):
+        model = tiny("trm_att", no_act_continue=no_continue, halt_exploration_prob=0.0).train()
+        with torch.no_grad():
+            model.inner.q_head.bias.copy_(torch.tensor([1.0, 2.0]))   # q_halt > 0 but q_continue higher
+            carry, out = model(model.initial_carry(x), x)
+        assert ("target_q_continue" in out) is not no_continue
+        assert bool(carry.halted.all()) is no_continue

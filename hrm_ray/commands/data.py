@@ -6,12 +6,15 @@ runs the same from the CLI, as `python data_jobs/<job>.py`, or under `ray job su
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
 from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
+from hrm_ray.storage import is_remote, resolve_input
 
 
 def add_prepare_args(p: argparse.ArgumentParser) -> None:
@@ -51,6 +54,11 @@ def run_prepare(args: argparse.Namespace) -> int:
     from hrm_ray.data.prepare import PrepareConfig, prepare_language_dataset
 
     fields = PrepareConfig.__dataclass_fields__
+    # Ray workers may run in another directory than this command: relative paths made absolute here.
+    args.source = [resolve_input(path, "--source") for path in args.source]
+    args.tokenizer = args.tokenizer and resolve_input(args.tokenizer, "--tokenizer")
+    if not is_remote(args.dest):
+        args.dest = os.path.abspath(os.path.expanduser(args.dest))
     cfg = PrepareConfig(**{k: v for k, v in vars(args).items() if k in fields})
     print(prepare_language_dataset(cfg).summary())
     return 0
@@ -99,10 +107,19 @@ def add_normalize_qa_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer-field", default=None,
                    help="field path, e.g. answers.text[0] (default: answer; answers.text[0] for SQuAD nesting)")
     p.add_argument("--context-field", default=None)
-    p.add_argument("--prompt-template", default=None, help='default "{question}"')
-    p.add_argument("--response-template", default="{answer}")
+    p.add_argument("--prompt-template", default=None, type=unescape,
+                   help='default "{question}"; \\n, \\t and \\\\ in a template are a newline, a tab, a backslash')
+    p.add_argument("--response-template", default="{answer}", type=unescape)
     p.add_argument("--max-records", type=int, default=None)
     p.add_argument("--skip-missing", action="store_true", help="skip (and count) records missing a field")
+
+
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(template: str) -> str:
+    """A template typed in a shell, `\\n` as a newline (a shell passes `"a\\nb"` as backslash + n)."""
+    return re.sub(r"\\([nt\\])", lambda m: ESCAPES[m.group(1)], template)
 
 
 def run_normalize_qa(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
@@ -27,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_adaptive_halting", action="store_true",
                         help="always run every HRM cycle instead of halting early")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--dataset", default="", help="accepted for the seed's form (`--dataset synthetic`); the "
+                                                      "tokenizer always comes from the run, which records its data")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         loaded.model, loaded.tokenizer, args.prompt, args.max_new_tokens, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, seed=args.seed, use_cache=not args.no_cache,
         adaptive_halting=not args.no_adaptive_halting, max_prompt_len=loaded.config.data.max_seq_len)
+    if args.dataset:
+        print(f"note: --dataset {args.dataset}: the tokenizer comes from the run "
+              f"(trained on data.dataset={loaded.config.data.dataset})", file=sys.stderr)
     hrm = loaded.config.model.hrm
     print(f"model: {loaded.path}")
     for c in completions:

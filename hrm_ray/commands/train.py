@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 
 from hrm_ray.config import (
+    BOOL_WORDS,
+    MAPPED_FLAGS,
     PAPER_FLAGS,
     SEED_FLAGS,
     Config,
@@ -19,11 +21,14 @@ from hrm_ray.config import (
 )
 from hrm_ray.models import registry
 
+BOOL_DESTS: set[str] = set()  # argparse dests of the boolean config flags
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.allow_abbrev = False
     parser.add_argument("--config", default=None, help="a YAML instance of the config tree")
-    parser.add_argument("--dry_run", action="store_true", help="one forward/backward, no training")
+    parser.add_argument("--dry_run", nargs="?", const="1", default="0", metavar="1|0",
+                        help="one forward/backward, no training (`--dry_run 1`/`0`, the seed's form, work too)")
     add_config_flags(parser)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted overrides")
 
@@ -42,6 +47,8 @@ def add_config_flags(parser: argparse.ArgumentParser, reserved: tuple[str, ...] 
             for flag in (n for n in names if n not in seen):  # one dest each: the flag reaches build_config as typed
                 seen.add(flag)
                 extra = {"nargs": "?", "const": "true"} if kind is bool else {}
+                if kind is bool:
+                    BOOL_DESTS.add(f"cfg:{flag[2:]}")
                 parser.add_argument(flag, dest=f"cfg:{flag[2:]}", default=argparse.SUPPRESS, metavar=short.upper(),
                                     help=f"{path} (default: {get_value(cfg, path)})", **extra)
     family_aliases = {k: f"model.{v}" for f in registry.FAMILIES.values() for k, v in f.config_class.ALIASES.items()}
@@ -49,20 +56,40 @@ def add_config_flags(parser: argparse.ArgumentParser, reserved: tuple[str, ...] 
         if f"--{alias}" not in seen and alias not in reserved:
             seen.add(f"--{alias}")
             parser.add_argument(f"--{alias}", dest=f"cfg:{alias}", default=argparse.SUPPRESS, help=f"= {path}")
+    for alias, note in MAPPED_FLAGS.items():
+        if f"--{alias}" not in seen and alias not in reserved:
+            extra = {"nargs": "?", "const": "true", "metavar": "true|false"} if alias == "checkpoint_every_eval" \
+                else {"metavar": "DIR"}
+            parser.add_argument(f"--{alias}", dest=f"cfg:{alias}", default=argparse.SUPPRESS, help=note, **extra)
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
-    """The flags given on the command line, back as `--dotted.path value` tokens for build_config."""
+    """The flags given on the command line, back as `--dotted.path value` tokens for build_config. A boolean
+    flag given bare takes no value: a `key=value` argparse handed it is an override (`--use_gpu data_path=x`)."""
     tokens: list[str] = []
+    overrides = list(args.overrides)
     for key, value in vars(args).items():
         if key.startswith("cfg:"):
+            if key in BOOL_DESTS and str(value).lower() not in BOOL_WORDS:
+                overrides.insert(0, str(value))
+                value = "true"
             tokens += [f"--{key[4:]}", str(value)]
-    return tokens + list(args.overrides)
+    return tokens + overrides
+
+
+def dry_run_flag(args: argparse.Namespace) -> bool:
+    """`--dry_run`, `--dry_run 1|0|true|false`; a value that is no boolean was an override after a bare flag."""
+    value = str(args.dry_run).strip().lower()
+    if value in BOOL_WORDS:
+        return BOOL_WORDS.index(value) < 4
+    args.overrides.insert(0, args.dry_run)
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
+    dry = dry_run_flag(args)
     cfg = build_config(args.config, overrides_from(args), aliases=PAPER_FLAGS)
-    if args.dry_run:
+    if dry:
         from hrm_ray.train.dry_run import dry_run, format_dry_run, puzzle_dry_run
 
         if cfg.task == "puzzle":

@@ -7,8 +7,8 @@ meta.json records weights, quotas and realised counts.
 
 Rows are fetched by index from memory-mapped Arrow copies of the sources (in a scratch dir
 inside the temporary output), so memory stays bounded by the output chunk, not the sources,
-and the result is exact and deterministic. (The streaming equivalent used while training is
-`ingest.mix_datasets`.)
+and the result is exact and deterministic. (Training mixes on the fly instead: `hrm_ray.train.mixture_feed`
+interleaves the sources by weight into every batch; validation streams `ingest.mix_datasets`.)
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from hrm_ray.data.writer import MIX_SCHEMA, TRIPLET_SCHEMA, DatasetWriter, atomi
 from hrm_ray.errors import UserError
 
 CHUNK_ROWS = 50_000
+REPEAT_WARNING = 4  # a source whose rows are used more often than this gets a warning line
 
 
 @dataclass
@@ -46,10 +47,22 @@ class MixReport:
         for split, info in self.splits.items():
             lines.append(f"  {split}: {info['total']} samples")
             for src in info["sources"]:
-                reuse = f", reused {src['reused']}" if src["reused"] else ""
                 lines.append(f"    {src['path']}: weight {src['weight']:g} -> {src['realised']} "
-                             f"({src['realised_share']:.4f}) of {src['available']} available{reuse}")
+                             f"({src['realised_share']:.4f}) of {src['available']} available{repeats(src)}")
+            lines += [f"  warning: {split}: {src['path']}: each of its {src['available']} rows is used "
+                      f"{src['quota'] / src['available']:,.1f} times: a model will memorise it (add data or lower "
+                      "its weight)" for src in info["sources"]
+                      if src["available"] and src["quota"] > REPEAT_WARNING * src["available"]]
         return "\n".join(lines)
+
+
+def repeats(src: dict[str, Any]) -> str:
+    """How often a source's rows are used when its quota exceeds them (each row floor or ceil of the ratio)."""
+    if not src["reused"] or not src["available"]:
+        return ""
+    low, high = src["quota"] // src["available"], -(-src["quota"] // src["available"])
+    times = f"{low:,}" if low == high else f"{low:,}-{high:,}"
+    return f", reused {src['reused']} (each row used {times} times, {src['quota'] / src['available']:,.1f} on average)"
 
 
 def _arrow_copy(source: str, split: str, scratch: Path) -> pa.Table:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import ray
 
 from hrm_ray.data.meta import SPLITS, write_meta
-from hrm_ray.data.ray_env import cluster_cpus, ensure_ray
+from hrm_ray.data.ray_env import actor_threads, cluster_cpus, ensure_ray, node_cpus
 from hrm_ray.data.ray_errors import user_errors_from_ray
 from hrm_ray.data.records import find_files, iter_record_batches
 from hrm_ray.data.sources import MODES, ExtractOptions, check_source_fields, extract_document, fields_read
@@ -117,13 +117,15 @@ class PrepareUnits:
     directory. It returns one small row of counts per unit: the driver only adds them up."""
 
     def __init__(self, tokenizer_json: str, tcfg: TripletConfig, cfg: PrepareConfig, opts: ExtractOptions,
-                 staging: str, num_threads: int):
+                 staging: str, num_threads: int, driver_node: str = ""):
         os.environ["TOKENIZERS_PARALLELISM"] = "true" if num_threads > 1 else "false"
         os.environ["RAYON_NUM_THREADS"] = str(num_threads)
         from tokenizers import Tokenizer
 
         self.staging = Path(staging)
         if not self.staging.is_dir():
+            if ray.get_runtime_context().get_node_id() == driver_node:  # the driver removed it: it stopped
+                raise StagingRemoved(f"{staging} was removed: the job failed or was interrupted")
             where = "$TMPDIR (where a remote --dest is staged)" if is_remote(cfg.dest) else "--dest"
             raise UserError(f"--dest {cfg.dest}: its staging directory {staging} is not visible on worker node "
                             f"{socket.gethostname()}; on a multi-node cluster {where} must be on a shared filesystem")
@@ -224,14 +226,31 @@ def tokenizer_sample(files: list[tuple[Path, str]], opts: ExtractOptions, max_ch
 
 def build_pipeline(units: list[WorkUnit], opts: ExtractOptions, tokenizer_json: str, tcfg: TripletConfig,
                    cfg: PrepareConfig, staging: Path) -> ray.data.Dataset:
-    threads = cfg.tokenizer_num_threads or 1
+    nodes = node_cpus()
+    threads, note = actor_threads(cfg.tokenizer_num_threads or 1, nodes, "--tokenizer-num-threads")
+    if note:
+        print(note, flush=True)
+    cpus = min(float(threads), max(nodes, default=1.0))  # a node of 0.5 CPUs still runs one actor
     workers = cfg.tokenizer_workers or max(1, int(cluster_cpus() // threads))
     ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=len(units))
     return ds.map_batches(
-        PrepareUnits, fn_constructor_args=(tokenizer_json, tcfg, cfg, opts, str(staging), threads),
-        batch_size=1, batch_format="numpy", num_cpus=threads,
+        PrepareUnits, fn_constructor_args=(tokenizer_json, tcfg, cfg, opts, str(staging), threads,
+                                           ray.get_runtime_context().get_node_id()),
+        batch_size=1, batch_format="numpy", num_cpus=cpus,
         compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(units)))),
     )
+
+
+def run_pipeline(ds: ray.data.Dataset, ours: bool) -> list[dict[str, Any]]:
+    """The pipeline's rows. On Ctrl-C, a Ray this job started or connected to is shut down before the staging
+    directory goes: its actors end with it and none of their failures (the staging they write to removed under
+    them) is streamed to the console after the job's one line."""
+    try:
+        return ds.take_all()
+    except KeyboardInterrupt:
+        if ours:
+            ray.shutdown()
+        raise
 
 
 def dropped_of(counts: Counter) -> dict[str, int]:
@@ -328,10 +347,12 @@ def prepare_language_dataset(cfg: PrepareConfig) -> PrepareReport:
     notes: list[str] = []
     tok = _tokenizer(cfg, files, opts, notes)
     units = plan_units(files, cfg.unit_bytes, cfg.max_records)
+    ours = not ray.is_initialized()
     ensure_ray(cfg.address)
     with atomic_dir(cfg.dest, cfg.overwrite, "--dest") as tmp, user_errors_from_ray():
         sha = save_tokenizer(tok, tmp / "tokenizer.json")
-        rows = sorted(build_pipeline(units, opts, tok.to_str(), tcfg, cfg, tmp).take_all(), key=lambda r: r["unit"])
+        rows = sorted(run_pipeline(build_pipeline(units, opts, tok.to_str(), tcfg, cfg, tmp), ours),
+                      key=lambda r: r["unit"])
         dropped: Counter = sum((Counter(json.loads(r["dropped"])) for r in rows), Counter())
         samples = {split: sum(int(r[f"rows_{split}"]) for r in rows) for split in SPLITS}
         _check_usable(rows, cfg.source, samples, cfg.val_ratio)

@@ -92,3 +92,20 @@ def data_task_cpus() -> float:
 def cluster_cpus() -> float:
     """Logical CPUs Ray can schedule on (the whole cluster)."""
     return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def node_cpus() -> list[float]:
+    """Logical CPUs of each alive node of the cluster Ray is up on (nodes without CPUs left out)."""
+    cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    return [c for c in cpus if c > 0]
+
+
+def actor_threads(asked: int, nodes: list[float], flag: str) -> tuple[int, str | None]:
+    """Threads (and CPUs requested) per actor: `asked`, capped at the largest node's CPUs, since a request
+    no node can give waits for ever; the note says so when it capped."""
+    largest = int(max(nodes, default=1.0))
+    if asked <= largest:
+        return asked, None
+    threads = max(1, largest)
+    return threads, (f"{flag} {asked}: the largest node of the cluster has {largest} CPU(s); each actor runs "
+                     f"{threads} thread(s) and requests {threads} CPU(s)")

@@ -24,6 +24,11 @@ def _wrapped(exc: BaseException) -> list[BaseException]:
     return [e for e in found if isinstance(e, BaseException)]
 
 
+def wrapped_errors(exc: BaseException) -> list[BaseException]:
+    """The exceptions `exc` carries (what Ray wraps, causes, a WorkerGroupError's worker failures)."""
+    return _wrapped(exc)
+
+
 def _in_chain(exc: BaseException, seen: set[int]) -> UserError | None:
     if id(exc) in seen:
         return None

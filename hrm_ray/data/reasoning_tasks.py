@@ -6,7 +6,10 @@ until every split has its count, so the same seed and counts give the same pairs
 
 - sudoku6: prompt = the grid with `.` for blanks, rows joined by `/`; response = the solved grid in the
   same layout, so response character t labels prompt character t (`model.aligned_memory`). Its difficulty is
-  the number of blanks (`sudoku_blanks`, default 20 of 36; more blanks, longer chains of deduction).
+  the number of blanks (`sudoku_blanks`, default 20 of 36; more blanks, longer chains of deduction). Grids
+  come from every symmetry class except the held-out ones (`sudoku_generate.heldout_class`), and a
+  problem's split is fixed by a hash of its solution grid up to digit relabelling, so no test grid is a
+  training grid; `sudoku_extra_tests` draws the held-out-class and needs-search test problems.
 - arith: 3-4 operands of 3 digits joined by + and -, answer only (the intermediate sums are carried).
 - graph: a random connected graph given as an edge list, the answer is the shortest-path length.
 """
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from hrm_ray.data.puzzles.demo import small_sudoku_examples
+from hrm_ray.data.puzzles.sudoku_generate import draw, heldout_class, relabel_key
 from hrm_ray.data.synthetic import SPLITS, split_of
 from hrm_ray.errors import UserError
 
@@ -40,7 +44,27 @@ def sudoku_stream(rng: random.Random, blanks: int = SUDOKU_BLANKS, chunk: int = 
     while True:
         puzzles, solutions = small_sudoku_examples(chunk, blanks, SUDOKU_BOX, gen)
         for puzzle, solution in zip(puzzles, solutions, strict=True):
-            yield grid_text(puzzle), grid_text(solution)
+            if not heldout_class(solution, SUDOKU_BOX):
+                yield grid_text(puzzle), grid_text(solution)
+
+
+def sudoku_split_key(response: str) -> str:
+    """What fixes a sudoku6 problem's split: its solution grid up to digit relabelling."""
+    return relabel_key(np.frombuffer(response.replace("/", "").encode(), dtype=np.uint8) - ord("0")).hex()
+
+
+def sudoku_extra_tests(count: int, search_count: int, seed: int = 0, blanks: int = SUDOKU_BLANKS
+                       ) -> dict[str, list[Pair]]:
+    """`count` sudoku6 problems from held-out symmetry classes (`blanks` blanks) and `search_count` that need
+    search (holes dug while the solution stays unique), both from held-out classes, so neither shares a grid
+    (or a symmetry image of one) with the training problems."""
+    rng = np.random.default_rng([seed, 77])
+    held = draw(count, SUDOKU_BOX, blanks, rng, heldout=True)
+    search = draw(search_count, SUDOKU_BOX, None, rng, difficulty="search", heldout=True)
+    return {"test_heldout_class": [(grid_text(p), grid_text(s)) for p, s in zip(held.puzzles, held.solutions,
+                                                                               strict=True)],
+            "test_search": [(grid_text(p), grid_text(s)) for p, s in zip(search.puzzles, search.solutions,
+                                                                         strict=True)]}
 
 
 def arith_stream(rng: random.Random) -> Iterator[Pair]:
@@ -113,7 +137,7 @@ def task_pairs(task: str, counts: dict[str, int], seed: int = 0, val_ratio: floa
             break
         if drawn > 100 * need + 10_000:
             raise UserError(f"{task}: could not draw {counts} distinct problems (raise the split ratios)")
-        split = split_of(prompt, val_ratio, test_ratio, seed)
+        split = split_of(sudoku_split_key(response) if task == "sudoku6" else prompt, val_ratio, test_ratio, seed)
         if prompt not in seen and split in out and len(out[split]) < counts[split]:
             seen.add(prompt)
             out[split].append((prompt, response))

@@ -3,7 +3,8 @@
 Checks: meta.json and tokenizer.json present and consistent (sha256, vocab size), schema
 (list<int32> triplet columns), token ids in [0, vocab_size), lengths <= max_seq_len, non-empty
 encoder, decoder_input_ids = BOS + target and labels = target + EOS (aligned, same length),
-per-split row counts equal to meta.json, and a train split that is not empty.
+per-split row counts equal to meta.json, every shard meta.json lists present, and a train split that is
+not empty.
 """
 from __future__ import annotations
 
@@ -113,6 +114,10 @@ def validate_dataset(path: str) -> ValidationReport:
         except UserError as exc:
             report.add(str(exc))
     for split in SPLITS:
+        listed = (meta.raw.get("shards") or {}).get(split) or []
+        missing = [name for name in listed if not (root / split / name).is_file() and not (root / name).is_file()]
+        for name in missing:
+            report.add(f"{split}/{name}: listed in meta.json but missing (deleted or never copied?)")
         try:
             files = split_files(root, split)
         except UserError as exc:

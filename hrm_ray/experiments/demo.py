@@ -2,7 +2,8 @@
 
 build demo data (Stage A's job does it) -> Stage A (gate closed) -> Stage B initialised from Stage A's
 best model (gate opens after its warmup, deep supervision, halting) -> eval of both on the math
-validation set -> `hrm-ray report` of both runs -> a summary of the gate opening and halt Σ moving.
+validation set -> `hrm-ray report` of both runs -> a summary of the gate opening and halt Σ moving, and Stage
+B's last validation per data source and task metric (its `eval:` section: the demo's held-out word problems).
 """
 from __future__ import annotations
 
@@ -28,11 +29,29 @@ class DemoResult:
     evals: dict[str, float] = field(default_factory=dict)  # run -> math val loss
     reports: dict[str, Path] = field(default_factory=dict)
     gate_lines: list[str] = field(default_factory=list)
+    reasoning_lines: list[str] = field(default_factory=list)  # Stage B's per-source validation, task metrics
 
 
-def read_train_records(run_dir: Path) -> list[dict]:
+def read_records(run_dir: Path, split: str = "train") -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r.get("split") == "train"]
+    return [r for r in map(json.loads, lines) if r.get("split") == split]
+
+
+def reasoning_summary(val: list[dict], evals: list[dict]) -> list[str]:
+    """The last validation's loss per data source (and its gate μ), and the last task evaluation's metrics."""
+    lines = []
+    if val:
+        last = val[-1]
+        sources = [k[:-len("/loss")] for k in last if k.endswith("/loss")]
+        lines += [f"val @ step {last['step']} | {name:<8} loss {last[f'{name}/loss']:.3f} | perplexity "
+                  f"{last[f'{name}/perplexity']:.1f}" + (f" | gate μ {last[f'{name}/gate_mean']:.3f}"
+                                                           if f"{name}/gate_mean" in last else "")
+                  for name in sources]
+        lines.append(f"val @ step {last['step']} | whole mix loss {last['loss']:.3f}")
+    for record in evals[-1:]:
+        lines += [f"eval @ step {record['step']} | {key} {value:.1%}" for key, value in record.items()
+                  if "/" in key and isinstance(value, (int, float))]
+    return lines
 
 
 def gate_halt_summary(records: list[dict], rows: int = 8) -> list[str]:
@@ -81,9 +100,14 @@ def run_demo(configs_dir: str | Path, overrides_a: list[str] | None = None, over
     for name, run_dir in runs.items():
         result.reports[name] = build_report(run_dir)
         log(f"report: {result.reports[name]}")
-    result.gate_lines = gate_halt_summary(read_train_records(runs[cfg_b.train.run_name]))
+    result.gate_lines = gate_halt_summary(read_records(runs[cfg_b.train.run_name]))
     log(f"[bold]== Stage B: the gate opening and halt Σ moving ({cfg_b.train.run_name}) ==[/bold]")
     for line in result.gate_lines:
+        log(line)
+    run_b = runs[cfg_b.train.run_name]
+    result.reasoning_lines = reasoning_summary(read_records(run_b, "val"), read_records(run_b, "eval"))
+    log(f"[bold]== Stage B per data source, and its task metric ({', '.join(cfg_b.eval.tasks) or 'none'}) ==[/bold]")
+    for line in result.reasoning_lines:
         log(line)
     result.seconds = time.perf_counter() - start
     log(f"demo finished in {result.seconds / 60:.1f} min")

@@ -4,6 +4,7 @@
       tokenizer.json          one byte-level BPE trained on all three sources
       language/  math/  code/ prepared datasets (train/ val/ Parquet, tokenizer.json, meta.json)
       sudoku6/  arith/  graph/  the generated reasoning tasks (`hrm-ray data build-tasks`), a few hundred each
+      math_dev.jsonl          held-out word problems (prompt/response, `#### n`): the stages' `eval:` dev file
 
 language (pydoc topics, standard-library docstrings) is prepared in `continuation` mode, math (worked
 word problems) and code (signature + docstring -> body) in `prompt_response` mode, the reasoning tasks
@@ -20,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hrm_ray.data.demo_corpus import write_demo_sources
+from hrm_ray.data.demo_corpus import math_problems, write_demo_sources, write_jsonl
 from hrm_ray.data.prepare import PrepareConfig, prepare_language_dataset, tokenizer_sample
 from hrm_ray.data.records import find_files
 from hrm_ray.data.sources import ExtractOptions
@@ -32,6 +33,8 @@ SOURCE_MODES = {"language": "continuation", "math": "prompt_response", "code": "
 REASONING_TASKS = ("sudoku6", "arith", "graph")
 DEMO_SOURCES = (*SOURCE_MODES, *REASONING_TASKS)
 TOKENIZER_FILE = "tokenizer.json"
+MATH_DEV_FILE = "math_dev.jsonl"
+MATH_DEV_PROBLEMS = 200
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ def build_demo_data(root: str | Path, spec: DemoDataSpec = DemoDataSpec(), log=p
     paths = {name: root / name for name in DEMO_SOURCES}
     if demo_data_complete(root, tuple(SOURCE_MODES)) and (root / TOKENIZER_FILE).is_file():
         build_reasoning_tasks(root, root / TOKENIZER_FILE, spec, log)  # the ones missing, if any
+        write_math_dev(root, spec)
         return paths
     if root.exists() and any(root.iterdir()):
         raise UserError(f"{root} exists but is not complete demo data (no {'/'.join(SOURCE_MODES)} with meta.json): "
@@ -74,6 +78,7 @@ def build_demo_data(root: str | Path, spec: DemoDataSpec = DemoDataSpec(), log=p
                 seed=spec.seed, tokenizer_workers=1))
             log(f"  {name} ({mode}): train {report.samples['train']}, val {report.samples['val']} samples")
         build_reasoning_tasks(staging, tokenizer, spec, log)
+        write_math_dev(staging, spec)
         shutil.rmtree(staging / "sources")
         os.chmod(staging, 0o755)
         if root.exists():
@@ -92,6 +97,16 @@ def build_reasoning_tasks(root: Path, tokenizer: Path, spec: DemoDataSpec, log=p
         if not (root / task / "meta.json").is_file():
             build_task_dataset(task, str(root / task), train, val, test, str(tokenizer), spec.max_seq_len, spec.seed)
             log(f"  {task} (prompt_response): train {train}, val {val} samples, test {test} held out")
+
+
+def write_math_dev(root: Path, spec: DemoDataSpec = DemoDataSpec()) -> Path:
+    """root/math_dev.jsonl, when missing: word problems of the math source's generator drawn with another seed,
+    which task evaluations during training score by their `#### n` answer (`eval: tasks: [gsm8k=...]`)."""
+    path = Path(root) / MATH_DEV_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(math_problems(MATH_DEV_PROBLEMS, seed=spec.seed + 1), path)
+    return path
 
 
 def _train_shared_tokenizer(sources: dict[str, Path], spec: DemoDataSpec, dest: Path) -> Path:

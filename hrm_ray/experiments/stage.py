@@ -31,6 +31,7 @@ from hrm_ray.storage import STORAGE_ENV, built_data_path, join, resolve_input, r
 from hrm_ray.train.loop import LoopResult
 from hrm_ray.train.ray_trainer import check_resources, start_ray, storage_root
 from hrm_ray.train.resolve import absolute_dataset_spec
+from hrm_ray.train.task_evals import absolute_task_specs
 
 CLUSTER_PROFILE = "cluster"
 DEMO_PROFILE = "demo"
@@ -69,10 +70,11 @@ def load_stage_config(config_path: str | Path, profile: str | None, overrides: l
         cfg.train.init_from = join(storage_root(cfg), init_from)
     elif init_from:
         cfg.train.init_from = resolve_input(init_from, "--init_from")
+    demo = profile == DEMO_PROFILE  # the demo builds missing data
+    resolve = functools.partial(built_data_path, storage_root=cfg.ray.storage_path) if demo else None
     if cfg.data.dataset != "synthetic":
-        demo = profile == DEMO_PROFILE  # the demo builds missing data
-        resolve = functools.partial(built_data_path, storage_root=cfg.ray.storage_path) if demo else None
         cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset, resolve)
+    cfg.eval.tasks = absolute_task_specs(cfg.eval.tasks, resolve, check=False)  # checked when the run resolves
     return cfg
 
 
@@ -90,13 +92,12 @@ def check_init_from(cfg: Config) -> None:
 
 
 def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
-    """Build the demo datasets `cfg.data.dataset` names when they are missing."""
+    """Build the demo datasets `cfg.data.dataset` names when they are missing, then the math dev file that
+    `eval.tasks` names (demo data built before it existed gets it beside the datasets)."""
     from hrm_ray.data.ingest import parse_dataset_spec
     from hrm_ray.experiments.demo_data import DEMO_SOURCES, DemoDataSpec, build_demo_data
 
-    if cfg.data.dataset == "synthetic":
-        return
-    specs = parse_dataset_spec(cfg.data.dataset)
+    specs = parse_dataset_spec(cfg.data.dataset) if cfg.data.dataset != "synthetic" else []
     missing = [Path(p) for p, _ in specs if not (Path(p) / "meta.json").is_file()]
     if missing:
         roots = {p.absolute().parent for p in missing}
@@ -105,6 +106,16 @@ def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
             raise UserError(f"--dataset: {', '.join(map(str, missing))} not found (the demo profile builds only "
                             f"{'/'.join(DEMO_SOURCES)} in one directory)")
         build_demo_data(roots.pop(), DemoDataSpec(max_seq_len=cfg.data.max_seq_len, seed=cfg.train.seed), log)
+    ensure_math_dev(cfg)
+
+
+def ensure_math_dev(cfg: Config) -> None:
+    from hrm_ray.experiments.demo_data import MATH_DEV_FILE, DemoDataSpec, write_math_dev
+
+    for entry in cfg.eval.tasks:
+        dev = Path(entry.partition("=")[2])
+        if dev.name == MATH_DEV_FILE and not dev.is_file():
+            write_math_dev(dev.parent, DemoDataSpec(seed=cfg.train.seed))
 
 
 def run_stage(config_path: str | Path, profile: str | None, overrides: list[str],

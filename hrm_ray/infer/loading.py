@@ -1,7 +1,8 @@
 """Load a trained HRM x LM for inference from a run directory, its best-model/, or a checkpoint_* dir.
 
-A model directory holds config.yaml (the full Config tree), tokenizer.json, meta.json and either
-model.pt (best-model/: the state_dict) or state.pt (Ray checkpoint: a dict whose "model" is it). Runs are
+A model directory holds config.yaml (the full Config tree), tokenizer.json, meta.json and the weights:
+model.safetensors (best-model/ and checkpoints), or, written by older versions, model.pt (best-model/) or
+state.pt with a "model" entry (checkpoints), both read weights-only (hrm_ray.train.safe_files). Runs are
 found through `hrm_ray.storage` (local, s3://, gs://); a remote model directory is copied to a temporary
 directory, with its run's config.yaml and tokenizer.json beside it.
 """
@@ -21,11 +22,20 @@ from hrm_ray.data.tokenizer import load_tokenizer
 from hrm_ray.errors import UserError
 from hrm_ray.models.hrm_lm import HRMLanguageModel
 from hrm_ray.storage import is_dir, is_file, is_remote, join, list_names, localize, read_text, resolve_root
-from hrm_ray.train.checkpoint import BEST_MODEL_DIR, CHECKPOINT_PREFIX, META_FILE, MODEL_FILE, STATE_FILE
+from hrm_ray.train.checkpoint import (
+    BEST_MODEL_DIR,
+    CHECKPOINT_PREFIX,
+    LEGACY_MODEL_FILE,
+    META_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    read_weights_file,
+)
 
 CONFIG_FILE = "config.yaml"
 TOKENIZER_FILE = "tokenizer.json"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+FETCHED_PREFIX = "hrm-ray-model-"  # temporary copies of remote model directories
 
 
 @dataclass
@@ -45,8 +55,11 @@ def _checkpoint_step(directory: str) -> int:
         return int(digits[-1]) if digits else -1
 
 
+WEIGHT_FILES = (MODEL_FILE, LEGACY_MODEL_FILE, STATE_FILE)  # where a model directory's weights are, in order
+
+
 def is_model_dir(path: str | Path) -> bool:
-    return is_file(join(str(path), MODEL_FILE)) or is_file(join(str(path), STATE_FILE))
+    return any(is_file(join(str(path), name)) for name in WEIGHT_FILES)
 
 
 def _parent(uri: str) -> str:
@@ -59,7 +72,7 @@ def fetch_model_dir(uri: str) -> Path:
     if not is_remote(uri):
         return Path(uri)
     name = uri.rstrip("/").rsplit("/", 1)[-1]
-    local_run = Path(tempfile.mkdtemp(prefix="hrm-ray-model-"))
+    local_run = Path(tempfile.mkdtemp(prefix=FETCHED_PREFIX))
     for companion in (CONFIG_FILE, TOKENIZER_FILE):
         if is_file(join(_parent(uri), companion)):
             localize(join(_parent(uri), companion), local_run / companion)
@@ -97,24 +110,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
     names = list_names(path)
     if BEST_MODEL_DIR in names or any(n.startswith(CHECKPOINT_PREFIX) for n in names):
         return fetch_model_dir(newest_model_dir(path, "--checkpoint"))
-    raise UserError(f"--checkpoint: {path} holds neither {MODEL_FILE} nor {STATE_FILE}")
+    raise UserError(f"--checkpoint: {path} holds none of {', '.join(WEIGHT_FILES)}")
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    if (directory / MODEL_FILE).is_file():
-        file = directory / MODEL_FILE
-    else:
-        file = directory / STATE_FILE
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated or foreign file
-        raise UserError(f"cannot read {file}: {type(exc).__name__}: {exc}") from exc
-    if file.name == STATE_FILE:
-        if not isinstance(state, dict) or "model" not in state:
-            raise UserError(f"{file}: expected a training state with a 'model' entry")
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise UserError(f"{file}: expected a state_dict, got {type(state).__name__}")
+    """The directory's weights (the first of WEIGHT_FILES it has), read as data only."""
+    file = next((directory / name for name in WEIGHT_FILES if (directory / name).is_file()), directory / MODEL_FILE)
+    if not file.is_file():
+        raise UserError(f"{directory}: no model weights ({', '.join(WEIGHT_FILES)})")
+    fetched = any(parent.name.startswith(FETCHED_PREFIX) for parent in file.parents)
+    state = read_weights_file(file, convert=not fetched)  # an old model.pt of the user's own, not of a copy
     for prefix in WRAPPER_PREFIXES:
         state = {k.removeprefix(prefix): v for k, v in state.items()}
     return state

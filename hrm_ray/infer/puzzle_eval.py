@@ -29,7 +29,7 @@ from hrm_ray.errors import UserError
 from hrm_ray.infer.loading import CONFIG_FILE, read_state_dict
 from hrm_ray.models.hrm_act_v1 import ACTLossHead
 from hrm_ray.models.hrm_act_v1.losses import COUNT_METRICS
-from hrm_ray.train.checkpoint import STATE_FILE, load_checkpoint
+from hrm_ray.train.checkpoint import STATE_FILE, load_training_state
 from hrm_ray.train.puzzle_task import (
     build_puzzle_model,
     eval_rows,
@@ -57,7 +57,7 @@ def model_config(directory: Path) -> Config:
     if (directory / CONFIG_FILE).is_file():
         return load_yaml(directory / CONFIG_FILE)
     if (directory / STATE_FILE).is_file():
-        return from_dict(load_checkpoint(directory)["config"])
+        return from_dict(load_training_state(directory)["config"])
     raise UserError(f"{directory}: no {CONFIG_FILE} and no {STATE_FILE} to read the run's config from")
 
 
@@ -69,7 +69,7 @@ def puzzle_weights(directory: Path) -> dict[str, torch.Tensor]:
     """best-model/ weights as saved (EMA ones when the run used EMA); a checkpoint's EMA shadow when it has one."""
     weights = read_state_dict(directory)
     if (directory / STATE_FILE).is_file():
-        ema = load_checkpoint(directory).get("task", {}).get("ema")
+        ema = load_training_state(directory).get("task", {}).get("ema")
         if ema:
             weights = {**weights, **{k: v.to(weights[k].dtype) for k, v in ema["shadow"].items()}}
     return weights

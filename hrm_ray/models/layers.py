@@ -306,6 +306,15 @@ class InjectionGate(nn.Module):
         return torch.sigmoid(self.down(F.silu(self.up(h))))
 
 
+def gate_band_penalty(mean_gate: torch.Tensor, band: Iterable[float]) -> torch.Tensor:
+    """Squared distance of a mean gate outside the openness band [low, high] (0 inside it).
+
+    The opposite of min(g, 1 - g)^2, which is largest at g = 0.5 and so pushes gates toward 0 or 1: this
+    pulls a gate that has closed or saturated back toward the band and leaves it free inside."""
+    low, high = band
+    return (F.relu(low - mean_gate) + F.relu(mean_gate - high)).pow(2)
+
+
 def bridge_gate_stats(gate: torch.Tensor) -> dict[str, torch.Tensor]:
     """Batch summary (0-dim tensors, no host sync) of a per-example gate [B], e.g. the HRM x LM bridge's
     effective gate (g times the gate scale)."""

@@ -95,3 +95,16 @@ def _finish(ax, title: str, xlabel: str, ylabel: str, logy: bool) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
+
+
+def plot_panels(path: Path, title: str, panels: list[tuple[str, str, list[Line]]], xlabel: str = "step") -> None:
+    """Panels stacked over one shared step axis, each (title, ylabel, lines): curves to read side by side."""
+    fig = Figure(figsize=(7.5, 2.9 * len(panels) + 0.6), dpi=110, layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (panel_title, ylabel, lines) in zip(axes, panels, strict=True):
+        for line in lines:
+            ax.plot(line.steps, line.values, line.style, label=line.label, color=line.color, marker=line.marker,
+                    markersize=3.5, linewidth=1.6)
+        _finish(ax, panel_title, xlabel if ax is axes[-1] else "", ylabel, logy=False)
+    fig.suptitle(title)
+    fig.savefig(path)

@@ -4,7 +4,9 @@ metrics.jsonl (written by `hrm_ray.train.metrics.MetricsLogger`) holds one JSON 
 "step" and "split". Train lines carry loss, lr, grad_norm, tokens_per_s, gate_mean/min/max,
 gate_scale, halt_sum_mean/min/max, halt_target, and on a mixture mix_<source> and gate_src_<source> (that
 source's mean gate, one curve each in gate_by_source.png); val lines carry loss (or val_loss), perplexity,
-and task metrics such as exact_accuracy. Non-finite values arrive as the strings "nan"/"inf".
+and task metrics such as exact_accuracy, on a mixture `<source>/loss` per source; eval lines carry the
+`eval:` section's task metrics (`<task>/<metric>`), drawn with them in reasoning.png
+(hrm_ray.report.reasoning_report). Non-finite values arrive as the strings "nan"/"inf".
 Missing keys skip a panel; the summary says which.
 """
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 from hrm_ray.errors import UserError
 from hrm_ray.report.plots import Line, plot_lines
+from hrm_ray.report.puzzle_report import plot_puzzle
+from hrm_ray.report.reasoning_report import plot_reasoning, reasoning_summary
 
 METRICS_FILE = "metrics.jsonl"
 VAL_LOSS_KEYS = ("val_loss", "loss")
@@ -43,12 +47,13 @@ def number(value: object) -> float | None:
 class RunMetrics:
     train: list[dict] = field(default_factory=list)
     val: list[dict] = field(default_factory=list)
+    eval: list[dict] = field(default_factory=list)  # task evaluations during training
     notes: list[str] = field(default_factory=list)
 
     def series(self, split: str, *keys: str) -> tuple[list[float], list[float]]:
         """(steps, values) of the first key present in each record of `split`."""
         steps, values = [], []
-        for record in self.train if split == "train" else self.val:
+        for record in {"train": self.train, "val": self.val, "eval": self.eval}[split]:
             value = next((number(record[k]) for k in keys if k in record), None)
             if value is not None:
                 steps.append(float(record["step"]))
@@ -65,7 +70,7 @@ def read_metrics(path: Path) -> RunMetrics:
     """Parse metrics.jsonl. A resumed run logs some steps twice: the later line wins. An unreadable
     last line (a run still writing, or killed mid-write) is skipped and noted; any other is an error."""
     lines = path.read_text().splitlines()
-    by_split: dict[str, dict[int, dict]] = {"train": {}, "val": {}}
+    by_split: dict[str, dict[int, dict]] = {"train": {}, "val": {}, "eval": {}}
     metrics = RunMetrics()
     for number_, text in enumerate(lines, start=1):
         if not text.strip():
@@ -90,6 +95,7 @@ def read_metrics(path: Path) -> RunMetrics:
         by_split[record["split"]][int(step)] = record
     metrics.train = [by_split["train"][s] for s in sorted(by_split["train"])]
     metrics.val = [by_split["val"][s] for s in sorted(by_split["val"])]
+    metrics.eval = [by_split["eval"][s] for s in sorted(by_split["eval"])]
     if not metrics.train and not metrics.val:
         raise UserError(f"{path}: no train or val records")
     return metrics
@@ -125,6 +131,7 @@ def summarise(m: RunMetrics) -> list[tuple[str, str]]:
     by_source = [f"{name} {m.last('train', SOURCE_GATE + name):.3f}" for name in gate_sources(m)]
     if by_source:
         rows.append(("gate μ by source at end", ", ".join(by_source)))
+    rows += reasoning_summary(m)
     halt = m.last("train", "halt_sum_mean")
     if halt is not None:
         target = m.last("train", "halt_target")
@@ -173,6 +180,8 @@ def plot_run(m: RunMetrics, out: Path) -> list[tuple[str, str]]:
     if gate_sources(m):
         plot_source_gates(m, out / "gate_by_source.png")
         figures.append(("gate_by_source.png", "Gate μ per data source"))
+    figures += plot_reasoning(m, out, SOURCE_GATE)
+    figures += plot_puzzle(m, out)
 
     halt = _banded(m, "halt_sum_mean", "halt_sum_min", "halt_sum_max", "halt Σ")
     if halt is not None:

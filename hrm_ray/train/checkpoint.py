@@ -1,10 +1,13 @@
-"""Checkpoints: the full training state as a plain dict, written atomically.
+"""Checkpoints: the full training state, written atomically, read back as data only.
 
-A checkpoint directory holds `state.pt` (model, optimizer, scheduler, GradScaler, RNG states, data
-position, step, best validation loss, ...) and `meta.json` (step, final, best_val_loss). Under Ray,
-rank 0 writes one to a temporary directory and hands it to `ray.train.report`, which keeps the newest
-`checkpoint_limit`; without Ray, `CheckpointStore` does the same in the run directory, local or in object
-storage (hrm_ray.storage: written locally, then uploaded; the newest copied back to resume from).
+A checkpoint directory holds `model.safetensors` (the model's weights), `state.pt` (the rest of the
+training state: optimizer, scheduler, GradScaler, RNG states, data position, step, best validation loss,
+..., in plain types, read with `torch.load(weights_only=True)`: hrm_ray.train.safe_files) and `meta.json`
+(step, final, best_val_loss, the two files' sizes). Checkpoints of older versions (one pickled `state.pt`
+with the weights inside, `model.pt` in best-model/) still load, weights-only. Under Ray, rank 0 writes one
+to a temporary directory and hands it to `ray.train.report`, which keeps the newest `checkpoint_limit`;
+without Ray, `CheckpointStore` does the same in the run directory, local or in object storage
+(hrm_ray.storage: written locally, then uploaded; the newest copied back to resume from).
 """
 from __future__ import annotations
 
@@ -32,11 +35,22 @@ from hrm_ray.storage import (
     read_text,
     upload,
 )
+from hrm_ray.train.safe_files import (
+    convert_legacy_weights,
+    is_safetensors,
+    load_pickled_data,
+    load_safetensors,
+    load_weights,
+    note_once,
+    plain,
+    save_weights,
+)
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 BEST_MODEL_DIR = "best-model"
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.safetensors"
+LEGACY_MODEL_FILE = "model.pt"  # best-model/ weights of older versions: a pickle, read weights-only
 CHECKPOINT_PREFIX = "checkpoint_"
 
 
@@ -45,7 +59,11 @@ def checkpoint_dir_name(step: int) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python's, numpy's and torch's generator states, in types a weights-only load reads."""
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    numpy_state = {"algorithm": algorithm, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -53,20 +71,29 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["algorithm"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)  # a tuple: checkpoints of older versions
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(state: dict[str, Any], directory: str | Path, meta: dict[str, Any]) -> Path:
-    """Write `state` and `meta` into `directory` (created); it appears only once complete."""
+    """Write `state` (its "model" entry as safetensors, the rest weights-only loadable) and `meta` into
+    `directory` (created); it appears only once complete."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        torch.save(state, staging / STATE_FILE)
+        rest = {k: v for k, v in state.items() if k != "model"}
+        torch.save(plain(rest), staging / STATE_FILE)
         meta = {**meta, "state_bytes": (staging / STATE_FILE).stat().st_size}
+        if "model" in state:
+            save_weights(state["model"], staging / MODEL_FILE)
+            meta["model_bytes"] = (staging / MODEL_FILE).stat().st_size
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         os.chmod(staging, 0o755)
         if directory.exists():
@@ -78,11 +105,27 @@ def save_checkpoint(state: dict[str, Any], directory: str | Path, meta: dict[str
     return directory
 
 
-def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+def load_training_state(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint's state.pt, weights-only (an older version's still holds the weights, as "model")."""
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise UserError(f"checkpoint not found or incomplete: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = load_pickled_data(path)
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a training state (a dict), got {type(state).__name__}")
+    if "model" in state:
+        note_once(path, f"{path} is a checkpoint of an older version (pickled weights): read as data only")
+    return state
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """The whole training state `save_checkpoint` wrote (what `restore` puts back), weights included."""
+    state = load_training_state(directory)
+    if (Path(directory) / MODEL_FILE).is_file():
+        state["model"] = load_safetensors(Path(directory) / MODEL_FILE)
+    elif "model" not in state:
+        raise UserError(f"checkpoint incomplete: {Path(directory) / MODEL_FILE} is missing")
+    return state
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
@@ -90,11 +133,13 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 
 
 def is_complete(directory: str | Path) -> bool:
-    """state.pt and meta.json present and state.pt as long as when written (a copy may stop half way)."""
+    """state.pt, model.safetensors and meta.json present, each file as long as when written (a copy may
+    stop half way); checkpoints of older versions have no model.safetensors."""
     directory = Path(directory)
     try:
-        expected = read_meta(directory).get("state_bytes")
-        return (directory / STATE_FILE).stat().st_size == expected
+        meta = read_meta(directory)
+        model_ok = "model_bytes" not in meta or (directory / MODEL_FILE).stat().st_size == meta["model_bytes"]
+        return model_ok and (directory / STATE_FILE).stat().st_size == meta.get("state_bytes")
     except (OSError, ValueError):
         return False
 
@@ -118,7 +163,8 @@ class CheckpointStore:
             uri = join(self.run_dir, name)
             try:
                 meta = json.loads(read_text(join(uri, META_FILE))) if name.startswith(CHECKPOINT_PREFIX) else {}
-                if meta and file_size(join(uri, STATE_FILE)) == meta.get("state_bytes"):
+                model_ok = "model_bytes" not in meta or file_size(join(uri, MODEL_FILE)) == meta["model_bytes"]
+                if meta and model_ok and file_size(join(uri, STATE_FILE)) == meta.get("state_bytes"):
                     found.append((uri, meta))
             except (OSError, ValueError):
                 continue
@@ -183,13 +229,13 @@ class CheckpointStore:
 
 def write_best_model(directory: str | Path, model_state: dict[str, torch.Tensor], config_yaml: str,
                      files: dict[str, bytes], meta: dict[str, Any]) -> Path:
-    """Fill `directory` with model.pt + config.yaml + the task's files (tokenizer.json, ...) + meta.json
+    """Fill `directory` with model.safetensors + config.yaml + the task's files (tokenizer.json, ...) + meta.json
     (the task's meta.json, e.g. the data's special ids, merged with `meta`: step, validation loss)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = dict(files)
     meta = {**json.loads(files.pop(META_FILE, b"{}")), **meta}
-    torch.save(model_state, directory / MODEL_FILE)
+    save_weights(model_state, directory / MODEL_FILE)
     (directory / "config.yaml").write_text(config_yaml)
     for name, data in files.items():
         (directory / name).write_bytes(data)
@@ -199,27 +245,44 @@ def write_best_model(directory: str | Path, model_state: dict[str, torch.Tensor]
 
 def locate_weights(path: str | Path) -> str:
     """Resolve `--init_from` without reading the weights: a run directory (its best-model, else its latest
-    checkpoint), a best-model directory, a checkpoint directory, or a model.pt / state.pt file; local or
-    s3://, gs://."""
+    checkpoint), a best-model directory, a checkpoint directory, or a weights file (model.safetensors,
+    model.pt, state.pt: a new state.pt's weights are the model.safetensors beside it); local or s3://, gs://."""
     path = str(path)
     if is_file(path):
-        return path
-    for candidate in (join(path, BEST_MODEL_DIR, MODEL_FILE), join(path, MODEL_FILE), join(path, STATE_FILE)):
-        if is_file(candidate):
-            return candidate
+        beside = join(path.rstrip("/").rsplit("/", 1)[0], MODEL_FILE)
+        return beside if _name(path) == STATE_FILE and is_file(beside) else path
+    for directory in (join(path, BEST_MODEL_DIR), path):
+        for name in (MODEL_FILE, LEGACY_MODEL_FILE, STATE_FILE):
+            if is_file(join(directory, name)):
+                return join(directory, name)
     found = CheckpointStore(path, 0).checkpoints()
     if found:
-        return join(str(found[-1]), STATE_FILE)
-    raise UserError(f"--init_from: no best-model/, checkpoint or model.pt found at {path}")
+        newest = str(found[-1])
+        return join(newest, MODEL_FILE) if is_file(join(newest, MODEL_FILE)) else join(newest, STATE_FILE)
+    raise UserError(f"--init_from: no best-model/, checkpoint or model weights found at {path}")
 
 
-def find_weights(path: str | Path) -> Path:
-    """The weights file `locate_weights` names, as a local file (copied when remote)."""
-    return localize(locate_weights(path))
+def read_weights_file(path: Path, mmap: bool = False, convert: bool = True) -> dict[str, torch.Tensor]:
+    """A weights file as a state_dict: safetensors; else a pickle read weights-only, either a state_dict
+    or an older version's training state (its "model"). With `convert` (the user's own file, not a copy from
+    object storage) a model.pt is converted (`convert_legacy_weights`)."""
+    weights = load_weights(path, mmap=mmap)
+    if is_safetensors(path):
+        return weights
+    if isinstance(weights, dict) and "model" in weights and "step" in weights:
+        note_once(path, f"{path} is a checkpoint of an older version (pickled weights): read as data only")
+        weights = weights["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise UserError(f"{path}: holds no model weights (a state_dict of tensors)")
+    if path.name == LEGACY_MODEL_FILE and convert and not mmap:
+        convert_legacy_weights(path, weights, path.with_name(MODEL_FILE))
+    elif path.name == LEGACY_MODEL_FILE:
+        note_once(path, f"{path} is a pickled checkpoint of an older version: read as data only")
+    return weights
 
 
 def load_model_weights(path: str | Path, mmap: bool = False) -> dict[str, torch.Tensor]:
-    """Model weights only (for the next curriculum stage), from anything `find_weights` accepts; `mmap` maps
-    the file instead of reading it (enough to compare shapes)."""
-    weights = torch.load(find_weights(path), map_location="cpu", weights_only=False, mmap=mmap)
-    return weights["model"] if isinstance(weights, dict) and "model" in weights and "step" in weights else weights
+    """Model weights only (for the next curriculum stage), from anything `locate_weights` accepts (a remote
+    file copied here first); `mmap` maps a pickled file instead of reading it (enough to compare shapes)."""
+    located = locate_weights(path)
+    return read_weights_file(localize(located), mmap=mmap, convert=not is_remote(located))

@@ -10,12 +10,31 @@ import time
 
 import torch
 
-from hrm_ray.config import Config, dataset_given
+from hrm_ray.config import Config, dataset_given, explicit_fields
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
 from hrm_ray.models.hrm_lm import HRMLanguageModel
 from hrm_ray.models.hrm_lm.mamba2 import MAMBA_SSM_PATH
 
 logger = logging.getLogger(__name__)
+
+DRY_RUN_BATCH = 8  # examples of a dry run unless the command line sets a batch: it must finish on a laptop
+
+
+def dry_batch(cfg: Config) -> int:
+    """The dry run's batch: `--batch_size` when given; for a puzzle model a given `global_batch_size` (one
+    worker's share); else DRY_RUN_BATCH. The paper's global batch of 768 on one CPU needs tens of GiB."""
+    given = explicit_fields(cfg.train)
+    if "batch_size" in given:
+        return cfg.train.batch_size
+    if cfg.task == "puzzle" and "global_batch_size" in given:
+        from hrm_ray.data.puzzles.sampler import local_batch_size
+        from hrm_ray.errors import UserError
+
+        try:
+            return local_batch_size(cfg.train.global_batch_size, max(1, cfg.ray.num_workers))
+        except ValueError as exc:
+            raise UserError(f"global_batch_size: {exc}") from None
+    return DRY_RUN_BATCH
 
 
 def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -25,14 +44,14 @@ def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
 
 def dry_run(cfg: Config, gate_scale: float = 1.0) -> dict[str, float]:
     """One forward/backward of the configured model (vocab from the synthetic tokenizer) on
-    `train.batch_size` synthetic problems, gate fully open so every loss term and the HRM path run."""
+    `dry_batch(cfg)` synthetic problems, gate fully open so every loss term and the HRM path run."""
     torch.manual_seed(cfg.train.seed)
     tokenizer = char_tokenizer()
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.vocab_size = tokenizer.get_vocab_size()
     device = torch.device("cuda" if cfg.ray.use_gpu and torch.cuda.is_available() else "cpu")
     model = HRMLanguageModel(model_cfg).to(device)
-    pairs = arithmetic_pairs("train", cfg.train.batch_size, cfg.data.synthetic_max_operand, seed=cfg.train.seed)
+    pairs = arithmetic_pairs("train", dry_batch(cfg), cfg.data.synthetic_max_operand, seed=cfg.train.seed)
     batch = {k: v.to(device) for k, v in pad_batch(make_triplets(pairs, tokenizer, cfg.data.max_seq_len)).items()}
 
     start = time.perf_counter()
@@ -58,26 +77,23 @@ DRY_RUN_BLANKS = 40
 
 
 def puzzle_dry_run(cfg: Config) -> dict[str, float]:
-    """One training segment (forward/backward from a fresh carry) of the configured puzzle model on one
-    worker's batch (`global_batch_size / num_workers` examples)."""
+    """One training segment (forward/backward from a fresh carry) of the configured puzzle model on a batch of
+    `dry_batch(cfg)` examples."""
     from hrm_ray.data.puzzles.demo import sudoku_batch
-    from hrm_ray.data.puzzles.sampler import local_batch_size
     from hrm_ray.data.puzzles.sudoku import sudoku_metadata
-    from hrm_ray.errors import UserError
     from hrm_ray.models.hrm_act_v1 import puzzle_embeddings
     from hrm_ray.train.puzzle_task import PuzzleTask, build_puzzle_model, resolve_model
     from hrm_ray.train.resolve import resolve_config
     from hrm_ray.train.task import WorkerContext
 
     torch.manual_seed(cfg.train.seed)
+    size = dry_batch(cfg)
     if dataset_given(cfg.data.dataset):
+        cfg = copy.deepcopy(cfg)
+        cfg.train.global_batch_size, cfg.ray.num_workers = size, 1
         task = PuzzleTask(resolve_config(cfg))
         model, batch = task.build_model(), task.train_feed(WorkerContext()).next_batch()
     else:
-        try:
-            size = local_batch_size(cfg.train.global_batch_size, max(1, cfg.ray.num_workers))
-        except ValueError as exc:
-            raise UserError(f"global_batch_size: {exc}") from None
         model = build_puzzle_model(resolve_model(cfg.model, sudoku_metadata(size)))
         batch = sudoku_batch(size, DRY_RUN_BLANKS, seed=cfg.train.seed)
     device = torch.device("cuda" if cfg.ray.use_gpu and torch.cuda.is_available() else "cpu")

@@ -7,7 +7,8 @@
     state = ema.state_dict()      # goes into the checkpoint; ema.load_state_dict(state) on resume
 
 Shadows are float32 copies of the parameters (and, with include_buffers, of floating buffers
-such as a sparse puzzle embedding). Works on any nn.Module, wrapped (DDP) or not.
+such as a sparse puzzle embedding; the papers' code averages parameters only). Works on any
+nn.Module, wrapped (DDP) or not.
 """
 from __future__ import annotations
 
@@ -67,10 +68,14 @@ class EMA:
                 "shadow": {k: v.clone() for k, v in self.shadow.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        missing = set(self.shadow) ^ set(state["shadow"])
-        if missing:
-            raise ValueError(f"EMA state does not match the model: differing keys {sorted(missing)[:5]}")
+        """Restore the shadows. A state saved with buffers loads into an EMA of parameters only (the
+        buffers' shadows are dropped); which tensors are averaged stays this EMA's own setting."""
+        saved = set(state["shadow"])
+        differing = set(self.shadow) - saved
+        if not (state.get("include_buffers") and not self.include_buffers):
+            differing |= saved - set(self.shadow)
+        if differing:
+            raise ValueError(f"EMA state does not match the model: differing keys {sorted(differing)[:5]}")
         self.decay, self.num_updates = state["decay"], state["num_updates"]
-        self.include_buffers = state.get("include_buffers", self.include_buffers)
-        for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
+        for k in self.shadow:
+            self.shadow[k].copy_(state["shadow"][k])

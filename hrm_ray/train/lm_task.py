@@ -21,6 +21,7 @@ from hrm_ray.config import SYNTHETIC, Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from hrm_ray.errors import UserError
+from hrm_ray.models.hrm_lm.model import IGNORE_INDEX, ModelOutput, example_ce_sums
 from hrm_ray.storage import join
 from hrm_ray.train.data_feed import (
     Batch,
@@ -33,6 +34,7 @@ from hrm_ray.train.data_feed import (
 )
 from hrm_ray.train.gate_schedule import gate_scale
 from hrm_ray.train.global_batch import micro_batches
+from hrm_ray.train.mixture_feed import mixture_feed
 from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows, table_rows
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
@@ -118,8 +120,48 @@ def source_gates(source_id: torch.Tensor, gate: torch.Tensor, counts: torch.Tens
     return torch.where(counts > 0, sums / counts.clamp_min(1.0), gate.mean())
 
 
+SOURCE_SUMS = ("loss_sum", "tokens", "rows", "gate_sum")  # per source of a mixture, summed over validation
+
+
+def source_sum_keys(sources: list[str]) -> tuple[str, ...]:
+    return tuple(f"{name}/{part}" for name in sources for part in SOURCE_SUMS)
+
+
+def source_eval_sums(out: ModelOutput, labels: torch.Tensor, source_id: torch.Tensor | None,
+                     sources: list[str]) -> dict[str, torch.Tensor]:
+    """Each source's share of one validation batch (float64, no host sync): the last cycle's cross-entropy
+    summed over its rows' tokens (what "ce" averages), its tokens, its rows and their effective gate."""
+    if source_id is None:
+        raise ValueError("a mixture's validation batch has no source_id column")
+    ce = example_ce_sums(out.logits, labels).double()
+    index = source_id.long().to(ce.device)
+
+    def per_source(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(sources), dtype=torch.float64, device=ce.device).index_add_(0, index, values)
+
+    gate = out.gate.double() if getattr(out, "gate", None) is not None else torch.zeros_like(ce)
+    parts = dict(zip(SOURCE_SUMS, (per_source(ce), per_source((labels != IGNORE_INDEX).sum(-1).double()),
+                                   per_source(torch.ones_like(ce)), per_source(gate)), strict=True))
+    return {f"{name}/{part}": values[i] for i, name in enumerate(sources) for part, values in parts.items()}
+
+
+def source_metrics(sums: dict[str, float], sources: list[str], with_gate: bool) -> dict[str, float]:
+    """`<source>/loss`, `/perplexity`, `/tokens` (token-weighted) and `/gate_mean` of each source that had
+    validation rows."""
+    out: dict[str, float] = {}
+    for name in sources:
+        tokens = sums[f"{name}/tokens"]
+        if not tokens:
+            continue
+        loss = sums[f"{name}/loss_sum"] / tokens
+        out.update({f"{name}/loss": loss, f"{name}/perplexity": math.exp(min(loss, 50.0)), f"{name}/tokens": tokens})
+        if with_gate:
+            out[f"{name}/gate_mean"] = sums[f"{name}/gate_sum"] / max(sums[f"{name}/rows"], 1.0)
+    return out
+
+
 class LanguageModelTask:
-    eval_sum_keys = ("loss_sum", "tokens")
+    eval_sum_keys: tuple[str, ...] = ("loss_sum", "tokens")
     selection_metric, selection_mode = "loss", "min"
     loss_per_token = True  # the loop normalises a step's loss by its global batch's tokens
 
@@ -134,6 +176,9 @@ class LanguageModelTask:
         self.val_split = val_split
         self.cfg = cfg
         self._rows: dict[str, list] = {}
+        self._tokenizer = None
+        if self.data.sources:  # a mixture: validation per source beside the whole mix
+            self.eval_sum_keys = (*LanguageModelTask.eval_sum_keys, *source_sum_keys(self.data.sources))
 
     def needs_ray_data(self) -> bool:
         """Ray Datasets feed a prepared dataset to a fixed group of Ray Train workers; in-process, and in an
@@ -145,17 +190,27 @@ class LanguageModelTask:
     def ray_datasets(self) -> dict[str, Any]:
         if not self.needs_ray_data():
             return {}
-        from hrm_ray.data.ingest import load_prepared_split, mix_datasets, parse_dataset_spec
+        from hrm_ray.data.ingest import load_prepared_split, parse_dataset_spec
 
         specs = parse_dataset_spec(self.cfg.data.dataset)
         if len(specs) == 1:
             train, val = load_prepared_split(specs[0][0], "train"), load_prepared_split(specs[0][0], "val")
-        else:
-            train, _ = mix_datasets(specs, "train", seed=self.cfg.train.seed)
-            val, _ = mix_datasets(specs, "val", seed=self.cfg.train.seed)
-        if self.cfg.data.max_val_samples:
+        else:  # a mixture's training rows come from the files (train_feed); only validation streams
+            train, val = None, self._mixed_val(specs)
+        if self.cfg.data.max_val_samples and train is not None:
             val = val.limit(self.cfg.data.max_val_samples)
-        return {"train": train, "val": val}
+        return {"val": val} if train is None else {"train": train, "val": val}
+
+    def _mixed_val(self, specs: list[tuple[str, float]]) -> Any:
+        """A mixture's validation rows, at most `max_val_samples`: each source its weighted share of them (a limit
+        of the mixed stream, which holds the sources one after another, would keep the first source only)."""
+        from hrm_ray.data.ingest import mix_datasets
+
+        seed, cap = self.cfg.train.seed, self.cfg.data.max_val_samples
+        val, info = mix_datasets(specs, "val", seed=seed)
+        if cap and cap < info["total"]:
+            val, _ = mix_datasets(specs, "val", seed=seed, num_samples=cap)
+        return val
 
     # model ---------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -215,13 +270,18 @@ class LanguageModelTask:
                                      self._paths())
 
     def train_feed(self, ctx: WorkerContext) -> BatchFeed:
-        """Synthetic rows by index; a prepared dataset from this rank's Ray Dataset shard, or (in-process, or an
-        elastic run) straight from its files; all but the Ray shard addressed by a global sample index."""
+        """Synthetic rows by index; a mixture from its sources' files, interleaved by weight
+        (hrm_ray.train.mixture_feed); a prepared dataset from this rank's Ray Dataset shard, or (in-process, or
+        an elastic run) straight from its files; all but the Ray shard addressed by a global sample index."""
         t = self.cfg.train
         accum = micro_batches(self.cfg, ctx.world_size)
         if self.data.kind == SYNTHETIC:
             return IndexedFeed(len(self.synthetic_rows("train")), self._collate("train"), t.batch_size, t.seed,
                                ctx.rank, ctx.world_size, accum)
+        if self.data.kind == "mixture":
+            return mixture_feed(self._paths(), [e["proportion"] for e in self.data.meta["mixture"]],
+                                self.data.train_samples, self._triplet_collate(), t.batch_size, accum, ctx.rank,
+                                ctx.world_size, t.seed, SHUFFLE_BUFFER)
         if "train" in ctx.shards:
             return EpochFeed(ray_shard_epochs(ctx.shards["train"], t.batch_size, self._triplet_collate(), t.seed,
                                               SHUFFLE_BUFFER, prefetch_batches=self.cfg.data.dataset_workers))
@@ -242,25 +302,48 @@ class LanguageModelTask:
     # losses --------------------------------------------------------------------------------------
     def forward(self, model: nn.Module, batch: Batch, step: int) -> StepOutput:
         source_id = batch.pop("source_id", None)
+        share = batch.pop("source_share", None)  # the global batch's (a mixture feed's), else this batch's
         out = model(batch, self.gate_scale(step))
         metrics = {**out.losses, **out.diagnostics}
         if source_id is not None and self.data.sources:
             counts = source_counts(source_id, len(self.data.sources))
-            metrics.update({f"mix_{name}": counts[i] / source_id.numel() for i, name in enumerate(self.data.sources)})
+            share = counts / source_id.numel() if share is None else share
+            metrics.update({f"mix_{name}": share[i] for i, name in enumerate(self.data.sources)})
             if getattr(out, "gate", None) is not None:  # gate_src_<name>: the HRM gate on that source's rows
                 gates = source_gates(source_id, out.gate, counts)
                 metrics.update({f"{SOURCE_GATE}{name}": gates[i] for i, name in enumerate(self.data.sources)})
         return StepOutput(out.loss, metrics, out.num_tokens)
 
     def eval_sums(self, model: nn.Module, batch: Batch, step: int) -> dict[str, torch.Tensor]:
-        batch.pop("source_id", None)
+        source_id = batch.pop("source_id", None)
         out = model(batch, self.gate_scale(step))
         tokens = out.num_tokens.double()
-        return {"loss_sum": out.losses["ce"].double() * tokens, "tokens": tokens}
+        sums = {"loss_sum": out.losses["ce"].double() * tokens, "tokens": tokens}
+        if self.data.sources:
+            sums.update(source_eval_sums(out, batch["labels"], source_id, self.data.sources))
+        return sums
 
     def eval_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """The whole validation set's token-weighted loss and perplexity; of a mixture, each source's too."""
         loss = sums["loss_sum"] / max(sums["tokens"], 1.0)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": sums["tokens"]}
+        whole = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": sums["tokens"]}
+        if not self.data.sources:
+            return whole
+        return {**whole, **source_metrics(sums, self.data.sources, self.cfg.model.hrm.enabled)}
+
+    def task_metrics(self, model: nn.Module, step: int) -> dict[str, float]:
+        """The `eval:` section's task evaluations of `model` (hrm_ray.evals.suite) at the gate scale of `step`:
+        {task/metric: value}."""
+        from tokenizers import Tokenizer
+
+        from hrm_ray.evals.suite import task_metrics
+
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_str(self.data.tokenizer_json)
+        e = self.cfg.eval
+        return task_metrics(model, self._tokenizer, e.tasks, limit=e.limit, gate_scale=self.gate_scale(step),
+                            max_seq_len=self.cfg.data.max_seq_len, batch_size=e.prompts_per_batch,
+                            max_new_tokens=e.max_new_tokens)
 
     def artifacts(self) -> dict[str, bytes]:
         meta = {**self.data.meta, "vocab_size": self.data.vocab_size, "pad_id": self.data.pad_id,

@@ -2,8 +2,9 @@
 checkpoints, validation and logging; a `Reporter` says where checkpoints go (Ray or the run directory).
 
 `run_loop` reads top to bottom: the finished check, `setup` (model, optimizers, schedule, scaler, data),
-`restore` on resume, then per step `train_step`, every `log_steps` a `log_line`, every `val_every`
-`validate` -> `update_best` (the patience decision) -> `report_evaluation` (checkpoint and metrics).
+`restore` on resume, then per step `train_step`, every `log_steps` a `log_line`, every `val_every` (0: only at
+the end) `validate` (with the `eval:` section's task evaluations when due) -> `update_best` (the patience
+decision) -> `report_evaluation` (checkpoint and metrics).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from hrm_ray.train.checkpoint import (
 )
 from hrm_ray.train.compile import CompileReport, compile_model
 from hrm_ray.train.data_feed import BatchFeed
+from hrm_ray.train.flops import counted, flops_record
 from hrm_ray.train.global_batch import micro_batches, planned_workers
 from hrm_ray.train.lr_schedule import LRSchedule
 from hrm_ray.train.metrics import MetricsLogger
@@ -51,6 +53,7 @@ from hrm_ray.train.task import (
     task_state,
     unwrap,
 )
+from hrm_ray.train.task_evals import run_task_evals, selection_skipped, task_evals_due, validation_due
 
 WORKERS_FILE = "workers.json"  # where the ranks run: [{rank, node_id, hostname}]
 
@@ -304,25 +307,34 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
         state = restore(resume_dir, parts, task, ctx, sel, tc.run_name)
     if logger is None:
         logger = MetricsLogger(files if rank0 else None, steps_total, start_step=state.step, enabled=rank0,
-                               wandb=tc.wandb, run_name=tc.run_name, config=to_dict(cfg))
+                               wandb=tc.wandb, run_name=tc.run_name, config=to_dict(cfg),
+                               project=tc.wandb_project, run_id=tc.wandb_run_id, resumed=resume_dir is not None)
     window, throughput = MetricWindow(), Throughput(ctx.device)
+    first_step = state.step
     last_val: dict[str, float] = {}
     stopped = False
     parts.model.train()
     try:
         while state.step < steps_total and not stopped:
             lr = parts.schedule.apply(state.step)
-            train_step(cfg, task, parts, ctx, state, window, throughput, logger)
+            if state.step == first_step and not tc.compile:  # one step under the FLOP counter (train.flops)
+                flops = counted(lambda: train_step(cfg, task, parts, ctx, state, window, throughput, logger))
+                logger.log(state.step, "flops", flops_record(flops, ctx.world_size))
+            else:
+                train_step(cfg, task, parts, ctx, state, window, throughput, logger)
             if state.step == 1 and parts.initial:  # the initial values and the gates they gave at step 0
                 logger.log(0, "start", {**parts.initial, **window.peek("gate")})
             last = state.step == steps_total
             if state.step % tc.log_steps == 0 or last:
                 log_line(logger, task, parts, state, window.read(), lr, throughput.read(ctx.world_size))
-            if state.step % tc.val_every == 0 or last:
-                last_val, score = validate(cfg, task, parts, ctx, files, sel, state)
-                logger.log(state.step, "val", last_val)
-                stopped = update_best(state, last_val, score, tc)
-                report_evaluation(reporter, cfg, task, parts, ctx, state, sel, last_val, final=stopped or last)
+            if validation_due(tc.val_every, state.step, last):
+                val, evals, score = validate(cfg, task, parts, ctx, files, sel, state, last)
+                logger.log(state.step, "val", val)
+                if evals:
+                    logger.log(state.step, "eval", evals)
+                stopped = update_best(state, val, score, tc)
+                report_evaluation(reporter, cfg, task, parts, ctx, state, sel, val, evals, final=stopped or last)
+                last_val = {**val, **evals}
                 throughput.restart()
         if stopped:
             logger.event(f"early stop at step {state.step}: validation {sel.metric} has not improved on the best "
@@ -507,23 +519,33 @@ def log_line(logger: MetricsLogger, task: Task, parts: LoopParts, state: TrainSt
 
 
 def validate(cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext, files: RunFiles | None,
-             sel: Selection, state: TrainState) -> tuple[dict[str, float], tuple[float, float]]:
-    """Validation metrics and their selection score, with the task's evaluation weights (e.g. its EMA),
+             sel: Selection, state: TrainState, final: bool
+             ) -> tuple[dict[str, float], dict[str, float], tuple[float, float] | None]:
+    """Validation metrics, the task evaluations' when due ({} otherwise) and their selection score (None when
+    the selection metric is a task's that did not run), all with the task's evaluation weights (e.g. its EMA),
     which also go to best-model/ when the score beats the best so far."""
     with eval_weights(task, parts.core):
         val = evaluate(parts.model, task, task.val_batches(ctx), state.step, ctx.device, parts.dtype)
-        if sel.metric not in val:
-            raise KeyError(f"the task's validation metrics {sorted(val)} lack its selection metric '{sel.metric}'")
-        score = sel.score(val[sel.metric], val["loss"])
+        due = task_evals_due(cfg, state.step, final)
+        evals = run_task_evals(task, parts.core, state.step, ctx) if due else {}
+        metrics = {**val, **evals}
+        if sel.metric not in metrics:
+            if selection_skipped(sel.metric, cfg, metrics, due):
+                return val, evals, None
+        score = sel.score(metrics[sel.metric], val["loss"])
         if score > state.best and ctx.rank == 0 and cfg.train.save_best_model and files is not None:
-            _write_best(files, cfg, parts.core, task, state.step, val, sel)
-    return val, score
+            _write_best(files, cfg, parts.core, task, state.step, metrics, sel)
+    return val, evals, score
 
 
-def update_best(state: TrainState, val: dict[str, float], score: tuple[float, float], tc: TrainConfig) -> bool:
+def update_best(state: TrainState, val: dict[str, float], score: tuple[float, float] | None,
+                tc: TrainConfig) -> bool:
     """Track the best evaluation; True when patience runs out (`eval_loss_patience` evaluations after
-    `patience_grace_steps` without a better selection score)."""
+    `patience_grace_steps` without a better selection score). An evaluation without a score (a task metric
+    whose tasks did not run) leaves selection and patience as they were."""
     state.best_loss = min(state.best_loss, val["loss"])
+    if score is None:
+        return False
     if score > state.best:
         state.best, state.bad_evals = score, 0
     elif tc.eval_loss_patience > 0 and state.step >= tc.patience_grace_steps:
@@ -532,16 +554,19 @@ def update_best(state: TrainState, val: dict[str, float], score: tuple[float, fl
 
 
 def report_evaluation(reporter: Reporter, cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext,
-                      state: TrainState, sel: Selection, val: dict[str, float], final: bool) -> None:
-    """Every rank reports the evaluation's metrics; rank 0 also the checkpoint (every rank's data position)."""
+                      state: TrainState, sel: Selection, val: dict[str, float], evals: dict[str, float],
+                      final: bool) -> None:
+    """Every rank reports the evaluation's metrics (validation as val_*, task evaluations as eval_*); rank 0
+    also the checkpoint (every rank's data position)."""
     positions = gather_ranks(parts.feed.state_dict(), ctx.world_size)  # a collective: every rank
     checkpoint = checkpoint_state(cfg, task, parts, state, sel, positions) if ctx.rank == 0 else None
     best = {} if sel.metric == "loss" else {f"best_val_{sel.metric}": sel.value(state.best)}
-    metrics = {"step": state.step, **{f"val_{k}": v for k, v in val.items()}, "best_val_loss": state.best_loss,
-               **best}
+    metrics = {"step": state.step, **{f"val_{k}": v for k, v in val.items()},
+               **{f"eval_{k}": v for k, v in evals.items()}, "best_val_loss": state.best_loss, **best}
+    current = {**val, **evals}.get(sel.metric)
     meta = {"step": state.step, "final": final, "best_val_loss": state.best_loss, "val_loss": val["loss"],
             "selection_metric": sel.metric, "selection_mode": sel.mode, "best_metric": sel.value(state.best),
-            f"val_{sel.metric}": val[sel.metric]}
+            **({f"val_{sel.metric}": current} if current is not None else {})}
     reporter.report(metrics, checkpoint, meta)
 
 

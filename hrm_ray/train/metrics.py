@@ -6,13 +6,16 @@ import math
 import os
 import sys
 import time
+import uuid
 from typing import Any
 
 from rich.console import Console
 
+from hrm_ray.storage import is_file, read_text
 from hrm_ray.train.run_files import RunFiles
 
 METRICS_FILE = "metrics.jsonl"
+WANDB_FILE = "wandb.json"  # the W&B project and run id this run logs to, read back when it resumes
 
 
 def wandb_mode(setting: str) -> str | None:
@@ -22,6 +25,26 @@ def wandb_mode(setting: str) -> str | None:
     if setting in ("online", "offline"):
         return setting
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def wandb_identity(project: str, run_id: str, recorded: dict | None, resumed: bool) -> tuple[str, str, str]:
+    """(project, run id, resume mode) for `wandb.init`. A resumed run continues the W&B run it recorded (or
+    the id given); a new run, even one reusing an old run's name, gets the id given or a fresh one, with
+    resume "never": W&B refuses an id that exists instead of appending to that run."""
+    recorded = recorded or {}
+    if resumed and (run_id or recorded.get("id")):
+        return recorded.get("project") or project, run_id or recorded["id"], "allow"
+    return project, run_id or uuid.uuid4().hex[:12], "never"
+
+
+def _recorded_wandb(files: RunFiles | None) -> dict | None:
+    if files is None or not is_file(files.path(WANDB_FILE)):
+        return None
+    try:
+        recorded = json.loads(read_text(files.path(WANDB_FILE)))
+    except json.JSONDecodeError:
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def format_duration(seconds: float) -> str:
@@ -37,6 +60,7 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
 
 def train_line(step: int, total: int, m: dict[str, float], eta_s: float) -> str:
     parts = [f"step {step}/{total} {progress_bar(step, total)} {100 * step / max(1, total):3.0f}%",
+             *([f"epoch {m['epoch']:.2f}"] if "epoch" in m else []),
              f"loss {m['loss']:.4f}", f"lr {m['lr']:.2e}", f"gnorm {m.get('grad_norm', float('nan')):.2f}",
              f"tok/s {m.get('tokens_per_s', 0.0):,.0f}"]
     if "gate_mean" in m:
@@ -50,6 +74,21 @@ def train_line(step: int, total: int, m: dict[str, float], eta_s: float) -> str:
     return " | ".join(parts)
 
 
+def evaluation_body(metrics: dict[str, Any]) -> str:
+    """A val/eval line's fields: plain keys first, then one group per prefix of the `prefix/key` ones (a mixture
+    source's validation, a task's metrics): `math: loss 2.1043 perplexity 8.2 ...`."""
+    def show(key: str, value: Any) -> str:
+        return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+
+    groups: dict[str, list[str]] = {}
+    for key, value in metrics.items():
+        if "/" in key:
+            prefix, _, rest = key.partition("/")
+            groups.setdefault(prefix, []).append(show(rest, value))
+    plain = [show(k, v) for k, v in metrics.items() if "/" not in k]
+    return " | ".join([*plain, *(f"{prefix}: {' '.join(fields)}" for prefix, fields in groups.items())])
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -61,7 +100,7 @@ class MetricsLogger:
 
     def __init__(self, files: RunFiles | None, total_steps: int, start_step: int = 0, enabled: bool = True,
                  wandb: str = "off", run_name: str = "", config: dict | None = None,
-                 console: Console | None = None):
+                 console: Console | None = None, project: str = "hrm-ray", run_id: str = "", resumed: bool = False):
         self.files, self.total_steps, self.enabled = files, total_steps, enabled
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.start_step, self.start_time = start_step, time.perf_counter()
@@ -70,9 +109,12 @@ class MetricsLogger:
         if enabled and mode:
             import wandb as wandb_lib
 
-            self.wandb_run = wandb_lib.init(project="hrm-ray", name=run_name or None, mode=mode, config=config,
+            project, run_id, resume = wandb_identity(project, run_id, _recorded_wandb(files), resumed)
+            self.wandb_run = wandb_lib.init(project=project, name=run_name or None, mode=mode, config=config,
                                             dir=files.run_dir if files and not files.remote else None,
-                                            resume="allow", id=run_name or None)
+                                            resume=resume, id=run_id)
+            if files is not None:
+                files.write_bytes(WANDB_FILE, json.dumps({"project": project, "id": run_id}).encode())
 
     def log(self, step: int, split: str, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -89,8 +131,7 @@ class MetricsLogger:
             self.console.print(train_line(step, self.total_steps, metrics,
                                           elapsed / done * (self.total_steps - step)))
         else:
-            body = " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-            self.console.print(f"[bold]{split} @ step {step}[/bold] | {body}")
+            self.console.print(f"[bold]{split} @ step {step}[/bold] | {evaluation_body(metrics)}")
         sys.stdout.flush()
 
     def event(self, message: str) -> None:

@@ -1,4 +1,5 @@
-"""Optimizers by name, with the decay / no-decay split (matrices decay; gains, biases do not)."""
+"""Optimizers by name, with the decay / no-decay split (matrices decay; gains, biases do not unless
+`decay_1d`, as the HRM and TRM papers' code, which decays every parameter)."""
 from __future__ import annotations
 
 import logging
@@ -14,10 +15,10 @@ from hrm_ray.train.adam_atan2 import AdamATan2
 OPTIMIZERS = ("adamw", "adamw_8bit", "adam_atan2")
 
 
-def param_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
+def param_groups(params: Iterable[nn.Parameter], weight_decay: float, decay_1d: bool = False) -> list[dict]:
     params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+    decay = [p for p in params if decay_1d or p.dim() >= 2]
+    no_decay = [p for p in params if not decay_1d and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
@@ -29,9 +30,10 @@ def fast_path(groups: list[dict]) -> dict[str, bool]:
     return {"fused": True} if on_cuda else {"foreach": True}
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, decay_1d: bool = False
+                    ) -> torch.optim.Optimizer:
     """Build it after the model is on its device: the fused/foreach choice follows the parameters."""
-    groups = param_groups(params, cfg.weight_decay)
+    groups = param_groups(params, cfg.weight_decay, decay_1d)
     betas = (cfg.beta1, cfg.beta2)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=betas, **fast_path(groups))

@@ -222,11 +222,12 @@ class PuzzleTask:
     def build_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
         """The dense optimizer, sign-SGD over the puzzle embedding, and (train.ema) the weights' EMA."""
         p, o = self.cfg.train, self.cfg.optim
-        optimizers = [build_optimizer(model.parameters(), self.cfg.optim)]
+        # Weight decay on every parameter, 1-D ones included, as the HRM and TRM papers' code does.
+        optimizers = [build_optimizer(model.parameters(), self.cfg.optim, decay_1d=True)]
         embeddings = puzzle_embeddings(model)
         if embeddings:
             optimizers.append(SparseEmbeddingSignSGD(embeddings, lr=o.puzzle_emb_lr, weight_decay=o.puzzle_emb_weight_decay))
-        self.ema = EMA(model, p.ema_decay, include_buffers=True) if p.ema else None
+        self.ema = EMA(model, p.ema_decay, include_buffers=p.ema_puzzle_emb) if p.ema else None
         return optimizers
 
     def after_step(self, model: nn.Module, step: int) -> None:
@@ -249,15 +250,24 @@ class PuzzleTask:
 
     def step_log(self, step: int) -> dict[str, float]:
         """accuracy / exact_accuracy / q_halt_accuracy / steps over the sequences that halted in the
-        logging window (ratios of sums: a window where few slots halt is not over-weighted)."""
+        logging window (ratios of sums: a window where few slots halt is not over-weighted), and the epoch
+        reached at the end of `step`."""
+        epoch = {"epoch": self.epoch_at(step + 1)}
         if not self.window:
-            return {}
+            return epoch
         keys = list(self.window)
         sums = dict(zip(keys, torch.stack([self.window[k] for k in keys]).tolist(), strict=True))
         self.window = {}
         if sums["count"] == 0:  # no sequence halted in this window
-            return {"count": 0.0}
-        return {k: v for k, v in reduce_metrics(sums).items() if k in (*COUNT_METRICS, "count")}
+            return {"count": 0.0, **epoch}
+        return {**{k: v for k, v in reduce_metrics(sums).items() if k in (*COUNT_METRICS, "count")}, **epoch}
+
+    def epoch_at(self, steps_done: int) -> float:
+        """Group-based epochs done after `steps_done` steps (each eval cycle of `eval_interval` epochs ends
+        on a whole epoch: its incomplete last batch is dropped)."""
+        interval = self.cfg.train.eval_interval or self.cfg.train.epochs
+        cycles, rest = divmod(steps_done, self.schedule.steps_per_iteration)
+        return round(cycles * interval + rest * interval / self.schedule.steps_per_iteration, 3)
 
     # data --------------------------------------------------------------------------------------
     def train_samples(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import pickle
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 import yaml
 
-from hrm_ray.config import SYNTHETIC, Config, RayConfig, to_dict
+from hrm_ray.config import CODE_VERSION_KEY, SYNTHETIC, Config, RayConfig, to_dict
 from hrm_ray.console import train_log_level
 from hrm_ray.errors import UserError
 from hrm_ray.storage import (
@@ -50,9 +51,11 @@ from hrm_ray.train.checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from hrm_ray.train.code_version import code_version
 from hrm_ray.train.loop import LocalReporter, LoopResult, already_finished, run_loop, total_steps
+from hrm_ray.train.memory import check_run_memory
 from hrm_ray.train.resolve import resolve_config
-from hrm_ray.train.resources import DATA_CPUS, Fit, cluster_now, describe, plan_run, run_need
+from hrm_ray.train.resources import DATA_CPUS, Cluster, Fit, cluster_now, describe, plan_run, run_need
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, needs_ray_data, selection
 
@@ -186,7 +189,7 @@ def _train_worker(config: dict[str, Any]) -> dict[str, Any]:
     task: Task = config["task"]
     cfg = task.cfg
     adopt_store_env(config["store_env"])
-    torch.set_num_threads(config["threads"])  # the CPUs it reserved (Ray would set 1 for a fractional CPU)
+    torch.set_num_threads(config["threads"])  # the CPUs it reserved, rounded up (Ray would set 1 for a fraction)
     quiet_user_errors()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -293,6 +296,7 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     sweep trial passes Tune's TuneReportCallback, and `fit`, its share of the cluster); without a `fit` the run
     is planned against the cluster's resources (hrm_ray.train.resources): one that cannot fit fails at once."""
     from hrm_ray.data.ray_errors import user_errors_from_ray
+    from hrm_ray.train.ray_failures import memory_deaths_explained
 
     if not cfg.train.run_name:
         cfg.train.run_name = default_run_name()
@@ -304,21 +308,42 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     steps = total_steps(cfg, task.train_samples())
     if (done := already_finished(stored_meta(run_dir), steps, selection(task), cfg.train.run_name)) is not None:
         return done
-    RunFiles(run_dir).write_bytes(CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    if cfg.ray.num_workers == 0 and callbacks:
+        raise ValueError("callbacks need Ray Train workers (num_workers >= 1)")
+    if cfg.ray.num_workers > 0:
+        start_ray(cfg, address)
+    estimate = check_memory(task, workers_per_node(cfg.ray, cluster_now()) if cfg.ray.num_workers else 1)
+    recorded = {**to_dict(cfg), CODE_VERSION_KEY: code_version()}
+    RunFiles(run_dir).write_bytes(CONFIG_FILE, yaml.safe_dump(recorded, sort_keys=False).encode())
     if cfg.ray.num_workers == 0:
-        if callbacks:
-            raise ValueError("callbacks need Ray Train workers (num_workers >= 1)")
         return train_in_process(task, run_dir, address)
-    start_ray(cfg, address)
     if cfg.ray.min_workers:
         # Ray Train reads it in the driver and passes it on to its controller; an environment setting wins
         os.environ.setdefault(GROUP_START_TIMEOUT_ENV, f"{cfg.ray.group_start_timeout_s:g}")
     trainer = build_trainer(task, run_dir, callbacks, plan_resources(task, fit))
-    with user_errors_from_ray():  # a UserError raised in a worker arrives wrapped by Ray Train
+    # a UserError raised in a worker arrives wrapped by Ray Train; a worker killed for memory, as one line
+    with user_errors_from_ray(), memory_deaths_explained(estimate):
         result = trainer.fit()
     if result.return_value is None:
         raise UserError(f"training run '{cfg.train.run_name}' returned no result (see the worker logs above)")
     return LoopResult(**result.return_value)
+
+
+def check_memory(task: Task, per_node: int = 1) -> str:
+    """A UserError when one worker of the run cannot fit its node's memory (hrm_ray.train.memory), else the
+    estimate in words; the probe knows the batches of the built-in tasks (`task_class`), others are not probed.
+    A GPU run is not held against the host's memory (its activations live on the GPU)."""
+    if task.cfg.ray.use_gpu or not isinstance(task, task_class(task.cfg.task)):
+        return ""
+    return check_run_memory(task.cfg, task.build_model, per_node).describe()
+
+
+def workers_per_node(rc: RayConfig, cluster: Cluster) -> int:
+    """The most Train workers that may share one node (their memory with it)."""
+    if rc.placement_strategy.upper() in ("SPREAD", "STRICT_SPREAD") and len(cluster.nodes) >= rc.num_workers:
+        return 1
+    fits = [int(n.cpus // rc.cpus_per_worker) if rc.cpus_per_worker > 0 else rc.num_workers for n in cluster.nodes]
+    return max(1, min(rc.num_workers, max(fits, default=1)))
 
 
 def plan_resources(task: Task, fit: Fit | None = None) -> Fit:
@@ -362,7 +387,7 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: 
     cfg, rc = task.cfg, task.cfg.ray
     datasets = task.ray_datasets()
     loop_config = {"task": task, "run_dir": run_dir, "datasets": sorted(datasets),
-                   "threads": max(1, int(rc.cpus_per_worker)), "store_env": store_env()}
+                   "threads": max(1, math.ceil(rc.cpus_per_worker - 0.01)), "store_env": store_env()}
     resources = {"CPU": rc.cpus_per_worker}
     if rc.use_gpu:
         resources["GPU"] = 1

@@ -17,11 +17,12 @@ Resolving a resolved config changes nothing (a sweep resolves its base config, e
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 
 from hrm_ray.config import SYNTHETIC, Config, dataset_given, explicit_fields
 from hrm_ray.errors import UserError
-from hrm_ray.storage import resolve_input, resolve_root
+from hrm_ray.storage import is_remote, join, resolve_input, resolve_root
 from hrm_ray.train.checkpoint import locate_weights
 from hrm_ray.train.global_batch import check_worker_range
 
@@ -33,7 +34,7 @@ def resolve_config(cfg: Config) -> Config:
     if note:
         print(note)
     if cfg.train.init_from:
-        cfg.train.init_from = resolve_input(cfg.train.init_from, "--init_from")
+        cfg.train.init_from = resolve_init_from(cfg.train.init_from, cfg.ray.storage_path)
         locate_weights(cfg.train.init_from)
     if cfg.task == "puzzle":
         resolve_puzzle(cfg)
@@ -41,6 +42,21 @@ def resolve_config(cfg: Config) -> Config:
         resolve_lm(cfg)
     check_worker_range(cfg)
     return cfg
+
+
+def resolve_init_from(path: str, storage_root: str) -> str:
+    """`--init_from`: a bare run name (no `/`) is that run under the storage root, as the experiment scripts
+    read it, unless a path of that name exists here (it wins); the note says which was taken."""
+    bare = "/" not in path and os.sep not in path and not is_remote(path)
+    if bare and not os.path.exists(path):
+        stored = join(storage_root, path)
+        print(f"--init_from {path}: the run '{path}' under the storage root ({stored})")
+        return stored
+    resolved = resolve_input(path, "--init_from")
+    if bare:
+        print(f"--init_from {path}: {resolved} in the current directory (it exists here; the storage root's run "
+              f"of that name is not read)")
+    return resolved
 
 
 def absolute_dataset_spec(spec: str, resolve: Callable[[str], str] | None = None) -> str:
@@ -59,15 +75,13 @@ def absolute_dataset_spec(spec: str, resolve: Callable[[str], str] | None = None
 def resolve_lm(cfg: Config) -> None:
     """The LM: `model.vocab_size` from the data (an explicit one must be every dataset's)."""
     from hrm_ray.train.lm_task import check_data, check_vocab, describe_data
+    from hrm_ray.train.task_evals import absolute_task_specs
 
     if cfg.data.dataset != SYNTHETIC:
         cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
+    cfg.eval.tasks = absolute_task_specs(cfg.eval.tasks)  # NAME=PATH made absolute, checked
     check_data(cfg)  # each prepared dataset's meta.json, named in the error
     data = describe_data(cfg)
-    if data.kind == "mixture" and cfg.ray.min_workers:
-        raise UserError(f"--num_workers {cfg.ray.min_workers}-{cfg.ray.num_workers}: an elastic run reads one "
-                        "dataset by global sample index; a mixture streams through Ray Data, which cannot resume "
-                        "it at a sample on another number of workers: give a fixed --num_workers")
     check_vocab(cfg.model.vocab_size, data.vocab_size, cfg.data.dataset)
     cfg.model.vocab_size = data.vocab_size
 

@@ -122,9 +122,33 @@ class Selection:
         return score[0] if self.mode == "max" else -score[0]
 
 
+LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "err", "nll")
+
+
+def selection_mode(metric: str) -> str:
+    """Whether a metric named by `train.select_on` is better lower ("min": its last word is loss, perplexity,
+    ppl, error, err or nll, e.g. math/loss, val_loss) or higher ("max": exact_match, accuracy, f1, pass@1 ...)."""
+    last = metric.rsplit("/", 1)[-1].rsplit("_", 1)[-1].lower()
+    return "min" if last in LOWER_IS_BETTER else "max"
+
+
+def selection_metric_name(select_on: str) -> str:
+    """`train.select_on` as the loop's merged metrics name it: a leading val/ or eval/ (the W&B names) dropped."""
+    for prefix in ("val/", "eval/"):
+        if select_on.startswith(prefix):
+            return select_on[len(prefix):]
+    return select_on
+
+
 def selection(task: Task) -> Selection:
-    """The task's selection metric and mode; a task without them is selected by validation loss."""
-    return Selection(getattr(task, "selection_metric", "loss"), getattr(task, "selection_mode", "min"))
+    """The task's selection metric and mode (a task without them is selected by validation loss), or the
+    metric its config's `train.select_on` names, whose mode follows from its name (`selection_mode`)."""
+    own = Selection(getattr(task, "selection_metric", "loss"), getattr(task, "selection_mode", "min"))
+    cfg = getattr(task, "cfg", None)
+    chosen = selection_metric_name(cfg.train.select_on) if isinstance(cfg, Config) else ""
+    if not chosen or chosen == own.metric:
+        return own
+    return Selection(chosen, selection_mode(chosen))
 
 
 def after_step(task: Task, model: nn.Module, step: int) -> None:

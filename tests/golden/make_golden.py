@@ -18,8 +18,8 @@ and records `hrm_ray.__file__`). Regenerate only deliberately: when a change of 
 intended, or when a refactor renames parameters (the test requires the names to match exactly).
 
 Families (tiny sizes; float32, CPU, torch.set_num_threads(1)):
-- hrm_v1, hrm_v1_gated, transformer_baseline: the puzzle models inside ACTLossHead (the training
-  loss). Train mode: 4 ACT segments on 4 batches with the carry kept across them (halting, the
+- hrm_v1, hrm_v1_gated, transformer_baseline, trm_mlp, trm_att (and trm_att with the Q-continue
+  target, no_act_continue=False): the puzzle models inside ACTLossHead (the training loss). Train mode: 4 ACT segments on 4 batches with the carry kept across them (halting, the
   bootstrapped Q target and the refill of halted slots run), per segment the logits, q_halt /
   q_continue / target_q_continue logits, gate statistics, the loss, every metric, steps/halted and
   the sparse puzzle-embedding gradient; `loss.backward()` after each segment, and the gradient of
@@ -75,6 +75,8 @@ LM_GATE_SCALE = 0.75  # gate_scale(step=4, warmup_steps=2, ramp_steps=4) of hrm_
 PUZZLE_OVERRIDES = dict(vocab_size=11, seq_len=12, num_puzzle_identifiers=5, puzzle_emb_ndim=12, d_model=8,
                         n_heads=2, mlp_ratio=2.0, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2,
                         halt_max_steps=3, halt_exploration_prob=0.5)
+# The TRM (presets of the trm family): one network of l_layers, the paper's 16-position puzzle prefix.
+TRM_OVERRIDES = {**{k: v for k, v in PUZZLE_OVERRIDES.items() if k not in ("h_layers", "l_layers")}, "l_layers": 2}
 PUZZLE_BATCH, PUZZLE_TRAIN_SEGMENTS = 4, 4
 
 LM_OVERRIDES = {"vocab_size": 40, "d_model": 16, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1,
@@ -237,10 +239,11 @@ def compute_puzzle(case: dict[str, Any]) -> dict[str, Any]:
     return {**names(model), "tensors": out}
 
 
-def puzzle_case(arch: str, seed: int) -> dict[str, Any]:
+def puzzle_case(arch: str, seed: int, **fields: Any) -> dict[str, Any]:
     from hrm_ray.models.registry import default_config
 
-    full = dataclasses.asdict(default_config(arch, **PUZZLE_OVERRIDES))
+    overrides = TRM_OVERRIDES if arch.startswith("trm") else PUZZLE_OVERRIDES
+    full = dataclasses.asdict(default_config(arch, **overrides, **fields))
     return {"kind": "puzzle", "arch": arch, "loss_type": full["loss_type"], "seed": seed, "config": full}
 
 
@@ -307,6 +310,9 @@ def families() -> dict[str, dict[str, dict[str, Any]]]:
         "hrm_v1": {"train_eval": puzzle_case("hrm_v1", 0)},
         "hrm_v1_gated": {"train_eval": puzzle_case("hrm_v1_gated", 1)},
         "transformer_baseline": {"train_eval": puzzle_case("transformer_baseline", 2)},
+        "trm_mlp": {"train_eval": puzzle_case("trm_mlp", 5)},
+        "trm_att": {"train_eval": puzzle_case("trm_att", 6),
+                    "q_continue": puzzle_case("trm_att", 7, no_act_continue=False)},
         # one bridge mode each (the default residual, and prefix) keeps the files small
         "hrm_lm_transformer": {"residual_bridge": lm_case("transformer", "residual", 3)},
         "hrm_lm_mamba2": {"prefix_bridge": lm_case("mamba2", "prefix", 4)},

@@ -2,8 +2,8 @@
 `blanks` cells removed, written as a one-puzzle-per-line file and built by the regular builder (which
 solves every puzzle and drops those without exactly one solution).
 
-Grids come from the canonical pattern grid through the validity-preserving augmentations (digit
-relabelling, transpose, band/row and stack/column permutations): 9! x 2 x 6^8 distinct grids.
+Grids come from a randomised backtracking fill (`sudoku_grids`): every symmetry class, not the images of
+one pattern grid.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm_ray.data.puzzles import sudoku_grids
 from hrm_ray.data.puzzles.format import collate
 from hrm_ray.data.puzzles.sudoku import (
     SudokuBuildConfig,
-    augment,
     build_split_arrays,
     build_sudoku_dataset,
     iter_grids_text,
@@ -28,10 +28,7 @@ def random_examples(count: int, blanks: int, seed: int = 0) -> tuple[np.ndarray,
     if not 0 < blanks < 81:
         raise ValueError(f"blanks must be in 1..80, got {blanks}")
     rng = np.random.default_rng(seed)
-    r, c = np.divmod(np.arange(81), 9)
-    base = ((r * 3 + r // 3 + c) % 9 + 1).astype(np.uint8)
-    grids = np.repeat(base[None], count, axis=0)
-    _, solutions = augment(grids, grids, rng)
+    solutions = sudoku_grids.random_grids(count, (3, 3), rng)
     keep = np.argsort(rng.random((count, 81)), axis=1) >= blanks
     return np.where(keep, solutions, 0).astype(np.uint8), solutions
 
@@ -62,18 +59,8 @@ def _cell_units(box: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def random_grids(count: int, box: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """[count, n*n] valid grids (digits 1..n): the pattern grid under random digit relabelling and
-    row-within-band, band, column-within-stack and stack permutations (each keeps a grid valid)."""
-    br, bc = box
-    n = br * bc
-    r, c = np.divmod(np.arange(n * n), n)
-    base = ((r * bc + r // br + c) % n).reshape(n, n)
-    out = np.empty((count, n * n), dtype=np.uint8)
-    for i in range(count):
-        rows = np.concatenate([band * br + rng.permutation(br) for band in rng.permutation(n // br)])
-        cols = np.concatenate([stack * bc + rng.permutation(bc) for stack in rng.permutation(n // bc)])
-        out[i] = (rng.permutation(n) + 1)[base[rows][:, cols]].ravel()
-    return out
+    """[count, n*n] valid grids (digits 1..n) from every symmetry class (`sudoku_grids.random_grids`)."""
+    return sudoku_grids.random_grids(count, box, rng)
 
 
 def count_solutions(grid: np.ndarray, box: tuple[int, int], limit: int = 2) -> int:
@@ -145,22 +132,16 @@ def small_sudoku_examples(count: int, blanks: int, box: tuple[int, int], rng: np
 
 
 def build_small_sudoku(output_dir: str | Path, train_size: int, test_size: int, blanks: int,
-                       box: tuple[int, int], seed: int = 0, log=print) -> Path:
-    """train/ and test/ of distinct generated puzzles (no puzzle in both), in the puzzle dataset format."""
-    from hrm_ray.data.puzzles.format import PuzzleDatasetMetadata, atomic_dataset_dir, write_split
+                       box: tuple[int, int], seed: int = 0, log=print, search_test_size: int = 0) -> Path:
+    """train/, test/ and test_heldout_class/ (`test_size` each), and test_search/ when asked, of generated
+    puzzles whose grids never repeat across splits (`sudoku_generate`; for 4x4, only the puzzles differ)."""
+    from hrm_ray.data.puzzles.sudoku_generate import GeneratedSudokuConfig, build_generated_sudoku
 
-    n = box[0] * box[1]
-    rng = np.random.default_rng(seed)
-    puzzles, solutions = small_sudoku_examples(train_size + test_size, blanks, box, rng)
-    with atomic_dataset_dir(output_dir, overwrite=True) as out:
-        for split, rows in (("train", slice(0, train_size)), ("test", slice(train_size, None))):
-            arrays = build_split_arrays(puzzles[rows], solutions[rows], 0, rng)
-            meta = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=n + 2,
-                                         seq_len=n * n, num_puzzle_identifiers=1, total_groups=len(arrays["inputs"]),
-                                         mean_puzzle_examples=1.0, sets=["all"])
-            write_split(out, split, {"all": arrays}, meta)
-            log(f"{split}: {len(arrays['inputs'])} {n}x{n} puzzles with {blanks} blanks")
-        (out / "identifiers.json").write_text('["<blank>"]\n')
+    honest = box[0] * box[1] >= 6  # 4x4 has 288 grids and 2 classes: splits keep puzzles apart, not grids
+    build_generated_sudoku(GeneratedSudokuConfig(
+        output_dir=str(output_dir), box=tuple(box), train_size=train_size, test_size=test_size,
+        heldout_class_size=test_size if honest else 0, search_test_size=search_test_size, blanks=blanks,
+        seed=seed, distinct_grids=honest, overwrite=True), log=log)
     return Path(output_dir)
 
 
@@ -169,8 +150,9 @@ def build_demo_sudoku(output_dir: str | Path, train_size: int, test_size: int, b
     """A Sudoku dataset of `train_size` + `test_size` generated puzzles (built once; reused if present).
     9x9 puzzles go through the regular builder; smaller boxes through `build_small_sudoku`."""
     output_dir = Path(output_dir)
-    if (output_dir / "test" / "dataset.json").is_file():
-        return output_dir
+    if (output_dir / "test" / "dataset.json").is_file() and (
+            tuple(box) != (2, 3) or (output_dir / "test_heldout_class" / "dataset.json").is_file()):
+        return output_dir  # (a small-box dataset without test_heldout_class is from the one-class generator)
     if tuple(box) != (3, 3):
         return build_small_sudoku(output_dir, train_size, test_size, blanks, tuple(box), seed, log)
     output_dir.parent.mkdir(parents=True, exist_ok=True)

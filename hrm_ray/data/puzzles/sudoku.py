@@ -245,6 +245,7 @@ class SudokuBuildConfig:
     test_fraction: float = 0.1            # used when the source has no test split of its own
     test_size: int | None = None
     min_difficulty: int | None = None
+    difficulty: str | None = None         # keep one propagation class (sudoku_difficulty.CLASSES)
     seed: int = 0
     workers: int = 2
     overwrite: bool = False
@@ -313,11 +314,16 @@ def sudoku_metadata(groups: int):
 
 
 def build_sudoku_dataset(cfg: SudokuBuildConfig, log=print) -> dict[str, int]:
-    """Write `{output_dir}/{train,test}/` in the puzzle format; returns counts per split."""
+    """Write `{output_dir}/{train,test}/` in the puzzle format; returns counts per split. Training puzzles
+    whose solution grid is in a test puzzle's symmetry class are dropped; each split's difficulty mix goes
+    to its dataset.json (`--difficulty` keeps one class)."""
     from hrm_ray.data.puzzles.format import atomic_dataset_dir, write_split
+    from hrm_ray.data.puzzles.sudoku_difficulty import check_difficulty, classify_many, mix, mix_text
+    from hrm_ray.data.puzzles.sudoku_generate import split_metadata
 
     if cfg.num_aug < 0:
         raise ValueError(f"--num-aug must be >= 0, got {cfg.num_aug}")
+    check_difficulty(cfg.difficulty)
     rng = np.random.default_rng(cfg.seed)
     (train_q, train_a), test_src = _load_sources(cfg)
     if test_src is None:
@@ -333,18 +339,43 @@ def build_sudoku_dataset(cfg: SudokuBuildConfig, log=print) -> dict[str, int]:
         pick = np.sort(rng.choice(len(train_q), size=cfg.subsample_size, replace=False))
         train_q, train_a = train_q[pick], None if train_a is None else train_a[pick]
 
+    checked = {}
+    for split, (q, a) in (("test", test_src), ("train", (train_q, train_a))):
+        q, a, dropped = _checked(q, a, cfg.workers, split)
+        if dropped:
+            log(f"{split}: dropped {dropped} puzzles without exactly one solution")
+        checked[split] = (q, a)
+    train_q, train_a, shared = drop_shared_grids(*checked["train"], checked["test"][1])
+    if shared:
+        log(f"train: dropped {shared} puzzles whose solution grid (or a symmetry image of it) is a test one")
+    if not len(train_q):
+        raise ValueError("train: every puzzle shares its solution grid (up to symmetry) with a test puzzle")
     counts = {}
     with atomic_dataset_dir(cfg.output_dir, overwrite=cfg.overwrite) as out:
-        for split, (q, a), aug in (("train", (train_q, train_a), cfg.num_aug), ("test", test_src, 0)):
-            q, a, dropped = _checked(q, a, cfg.workers, split)
-            if dropped:
-                log(f"{split}: dropped {dropped} puzzles without exactly one solution")
+        for split, (q, a), aug in (("train", (train_q, train_a), cfg.num_aug), ("test", checked["test"], 0)):
+            classes = classify_many(q, (3, 3), workers=cfg.workers)
+            if cfg.difficulty is not None:
+                keep = classes == cfg.difficulty
+                if not keep.any():
+                    raise ValueError(f"{split}: no puzzle of difficulty {cfg.difficulty} ({mix_text(mix(classes))})")
+                q, a, classes = q[keep], a[keep], classes[keep]
             arrays = build_split_arrays(q, a, aug, rng)
             write_split(out, split, {"all": arrays}, sudoku_metadata(len(q)))
+            split_metadata(out / split, {"difficulty": mix(classes), "difficulty_filter": cfg.difficulty})
             counts[split] = len(arrays["inputs"])
-            log(f"{split}: {len(q)} puzzles, {counts[split]} examples")
+            log(f"{split}: {len(q)} puzzles, {counts[split]} examples; {mix_text(mix(classes))}")
         (out / "identifiers.json").write_text('["<blank>"]\n')
     return counts
+
+
+def drop_shared_grids(puzzles: np.ndarray, solutions: np.ndarray, other_solutions: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Drop the puzzles whose solution is in the symmetry class of one of `other_solutions` (9x9 class key)."""
+    from hrm_ray.data.puzzles.sudoku_grids import canonical_key
+
+    taken = {canonical_key(s, (3, 3)) for s in other_solutions}
+    keep = np.array([canonical_key(s, (3, 3)) not in taken for s in solutions], dtype=bool)
+    return puzzles[keep], solutions[keep], int((~keep).sum())
 
 
 def default_workers() -> int:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
@@ -36,6 +36,9 @@ class HRMACTv1Config:
     use_gating: bool = False
     gate_hidden_ratio: float = 0.25
     gate_init_bias: float = -2.2        # sigmoid(-2.2) ~ 0.1: gates start ~10% open
+    # Gate regularisation: gate_reg_weight x the H and L gates' squared distance outside gate_reg_band (0: off)
+    gate_reg_weight: float = 0.0
+    gate_reg_band: list[float] = field(default_factory=lambda: [0.1, 0.9])
 
     # The paper's names -> fields (command-line flags and YAML keys of the HRM paper's configs).
     ALIASES: ClassVar[dict[str, str]] = {
@@ -49,6 +52,11 @@ class HRMACTv1Config:
     def puzzle_emb_len(self) -> int:
         """Prefix positions the puzzle embedding occupies: ceil(puzzle_emb_ndim / d_model)."""
         return -(self.puzzle_emb_ndim // -self.d_model)
+
+    @property
+    def prefix_len(self) -> int:
+        """The puzzle-embedding prefix positions (the HRM's rule: always the ceiling above)."""
+        return self.puzzle_emb_len
 
     def validate(self) -> HRMACTv1Config:
         need = check_puzzle_model(self, ("h_cycles", "l_cycles", "h_layers", "l_layers", "d_model", "n_heads",

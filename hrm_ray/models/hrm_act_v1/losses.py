@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hrm_ray.models.layers import gate_band_penalty
+
 IGNORE_LABEL_ID = -100
 # Metrics that are sums over halted sequences: divide by `count` after aggregation.
 COUNT_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
@@ -100,8 +102,14 @@ class ACTLossHead(nn.Module):
                        q_continue_loss=q_continue_loss.detach())
         metrics.update({k: v.sum() for k, v in outputs.items() if k.startswith("gate_")})
 
-        metrics = {k: v.float() for k, v in metrics.items()}
         loss = ((lm_loss + self.q_loss_weight * (q_halt_loss + q_continue_loss)) / labels.shape[0]).float()
+        reg_weight = getattr(self.model.config, "gate_reg_weight", 0.0)
+        if reg_weight > 0 and "reg_gate_H" in outputs:  # the gated variant's H and L gates
+            band = self.model.config.gate_reg_band
+            penalty = sum(gate_band_penalty(outputs[f"reg_gate_{level}"], band) for level in ("H", "L"))
+            loss = loss + reg_weight * penalty
+            metrics["gate_reg_loss"] = penalty.detach() * labels.shape[0]  # a sum over the batch, as the others
+        metrics = {k: v.float() for k, v in metrics.items()}
         all_halted = new_carry.halted.all()
         if return_outputs:
             return new_carry, loss, metrics, all_halted, {k: v.detach() for k, v in outputs.items()}

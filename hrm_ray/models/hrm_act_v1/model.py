@@ -106,7 +106,7 @@ class PuzzleInputs(nn.Module):
     def init_inputs(self, c: Any) -> None:
         self.embed_scale = math.sqrt(c.d_model)
         embed_std = 1.0 / self.embed_scale
-        self.prefix_len = c.puzzle_emb_len
+        self.prefix_len = c.prefix_len
         self.total_len = c.seq_len + self.prefix_len
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
         trunc_normal_(self.embed_tokens.weight, embed_std)
@@ -171,6 +171,8 @@ class HRMInner(PuzzleInputs):
         new = self.L_level(z_L, g * injection, rope=rope)
         if stats is not None:
             stats.update(injection_gate_stats("L", g, injection, new - z_L))
+            if self.config.gate_reg_weight > 0:  # the mean gate, with its gradient, for the band penalty
+                stats["reg_gate_L"] = g.float().mean()
         return new
 
     def _step_H(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, rope: CosSin | None,
@@ -181,6 +183,8 @@ class HRMInner(PuzzleInputs):
         new = self.H_level(z_H, g * z_L, rope=rope)
         if stats is not None:
             stats.update(injection_gate_stats("H", g, z_L, new - z_H))
+            if self.config.gate_reg_weight > 0:  # the mean gate, with its gradient, for the band penalty
+                stats["reg_gate_H"] = g.float().mean()
         return new
 
     def forward(self, carry: InnerCarry, batch: Batch

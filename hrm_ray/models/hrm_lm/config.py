@@ -37,6 +37,10 @@ class BridgeConfig:
     prefix_tokens: int = 4
     gate_init_bias: float = -2.2
     gate_hidden_ratio: float = 0.25
+    # Gate regularisation (the gated-HRM document's Phase 2, with the sign that keeps gates unsaturated):
+    # gate_reg_weight x (distance of the batch's mean raw gate outside gate_reg_band)^2; 0: off.
+    gate_reg_weight: float = 0.0
+    gate_reg_band: list[float] = field(default_factory=lambda: [0.1, 0.9])
 
 
 @dataclass

@@ -24,7 +24,7 @@ from hrm_ray.models.hrm_lm.diagnostics import halt_stats, halting_distribution
 from hrm_ray.models.hrm_lm.encoder import Encoder
 from hrm_ray.models.hrm_lm.hrm_core import HRMCore
 from hrm_ray.models.hrm_lm.sampling import next_token
-from hrm_ray.models.layers import bridge_gate_stats
+from hrm_ray.models.layers import bridge_gate_stats, gate_band_penalty
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -126,6 +126,9 @@ class HRMLanguageModel(nn.Module):
             losses["deep_supervision"] = torch.stack(per_cycle).mean() if per_cycle else ce.new_zeros(())
             extra = extra + h.ds_weight * losses["deep_supervision"]
         diagnostics = {**bridge_gate_stats(gate_eff), "gate_raw_mean": gate.detach().mean()}
+        if self.cfg.bridge.gate_reg_weight > 0:
+            losses["gate_reg"] = gate_band_penalty(gate.float().mean(), self.cfg.bridge.gate_reg_band)
+            extra = extra + self.cfg.bridge.gate_reg_weight * losses["gate_reg"]
         if thought.halt_probs is not None:
             weights = halting_distribution(thought.halt_probs)
             sums = torch.stack([example_ce_sums(x, labels) for x in [*earlier, logits]], dim=1)  # [B, C]

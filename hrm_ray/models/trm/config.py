@@ -17,6 +17,7 @@ class TRMConfig:
     seq_len: int = 0
     num_puzzle_identifiers: int = 1
     puzzle_emb_ndim: int = 512          # 0 disables the puzzle embedding prefix
+    puzzle_emb_len: int = 16            # prefix positions (the paper's 16); 0: ceil(puzzle_emb_ndim / d_model)
 
     h_cycles: int = 3                   # T: repetitions of the latent recursion, the last one with gradient
     l_cycles: int = 4                   # n: latent updates z <- net(x + y + z) before each answer update
@@ -32,20 +33,27 @@ class TRMConfig:
 
     halt_max_steps: int = 16            # improvement steps (deep supervision), carried across batches
     halt_exploration_prob: float = 0.1
+    # True (the paper's): halt when q_halt > 0, trained by BCE on correctness alone. False: also the
+    # HRM's bootstrapped Q-continue target, halting when q_halt > q_continue.
+    no_act_continue: bool = True
 
     # The TRM paper's names -> fields (its command-line flags and Hydra keys).
     ALIASES: ClassVar[dict[str, str]] = {
         "H_cycles": "h_cycles", "L_cycles": "l_cycles", "L_layers": "l_layers", "hidden_size": "d_model",
         "num_heads": "n_heads", "expansion": "mlp_ratio", "rms_norm_eps": "norm_eps",
+        "no_ACT_continue": "no_act_continue",
     }
     INIT_VALUES: ClassVar[tuple[str, ...]] = ()
     # Training settings this family defaults to where the config leaves them unset (hrm_ray.train.resolve).
     TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"ema": True}
 
     @property
-    def puzzle_emb_len(self) -> int:
-        """Prefix positions the puzzle embedding occupies: ceil(puzzle_emb_ndim / d_model)."""
-        return -(self.puzzle_emb_ndim // -self.d_model)
+    def prefix_len(self) -> int:
+        """Prefix positions the puzzle embedding occupies: none without one, else `puzzle_emb_len`, or
+        ceil(puzzle_emb_ndim / d_model) where that is 0 (the reference's rule)."""
+        if not self.puzzle_emb_ndim:
+            return 0
+        return self.puzzle_emb_len or -(self.puzzle_emb_ndim // -self.d_model)
 
     def validate(self) -> TRMConfig:
         need = check_puzzle_model(self, ("h_cycles", "l_cycles", "l_layers", "d_model", "n_heads", "halt_max_steps"))
@@ -55,6 +63,10 @@ class TRMConfig:
         need(not (self.token_mixer == "mlp" and self.pos_encodings == "rope"),
              "token_mixer mlp has no attention to rotate: use pos_encodings none (the paper's) or learned")
         need(0.0 <= self.halt_exploration_prob <= 1.0, "halt_exploration_prob must be in [0, 1]")
+        need(self.puzzle_emb_len >= 0, f"puzzle_emb_len must be >= 0, got {self.puzzle_emb_len}")
+        need(self.puzzle_emb_ndim <= self.prefix_len * self.d_model,
+             f"puzzle_emb_ndim {self.puzzle_emb_ndim} does not fit puzzle_emb_len {self.puzzle_emb_len} positions "
+             f"of d_model {self.d_model}")
         return self
 
 

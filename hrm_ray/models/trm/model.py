@@ -3,11 +3,15 @@
 One improvement step (a segment of deep supervision) runs T = h_cycles repetitions of
     latent recursion:  n = l_cycles times  z <- net(z + (y + x)),  then once  y <- net(y + z),
 the first T-1 without gradient and the last with it, then decodes y (lm_head) and reads the halting
-logit from y's first position. (y, z) are detached and carried to the next step across batches, as the
-HRM's ACT carry: a slot that halts restarts from the initial y, z with the next example. One halting
-head trained by BCE on exact correctness (no Q-continue, no bootstrapped target): training halts a
-slot when q_halt > 0 (after an exploration-drawn minimum of steps) or at halt_max_steps; evaluation
-runs halt_max_steps steps.
+logits (q_halt, q_continue) from y's first position. (y, z) are detached and carried to the next step
+across batches, as the HRM's ACT carry: a slot that halts restarts from the initial y, z with the next
+example. With no_act_continue (the paper's default) q_halt alone is trained, by BCE on exact correctness,
+and training halts a slot when q_halt > 0; without it q_continue learns the HRM's bootstrapped target and
+a slot halts when q_halt > q_continue. Either way halting waits for an exploration-drawn minimum of
+steps, and comes at halt_max_steps; evaluation runs halt_max_steps steps.
+
+The mixer block (token_mixer=mlp) is the paper's mlp-t block: its RMSNorm after the MLP over the
+positions runs while the state is still transposed, so it normalises over the positions.
 """
 from __future__ import annotations
 
@@ -48,19 +52,21 @@ class RecursionState:
 
 
 class MixerBlock(nn.Module):
-    """Post-norm MLP-mixer block: an MLP across the positions (in place of attention), then one across
-    the channels. It takes (and ignores) rope/mask so a ReasoningModule runs it like an attention block."""
+    """Post-norm MLP-mixer block: an MLP across the positions (in place of attention), normalised across
+    the positions, then an MLP across the channels, normalised across the channels. It takes (and
+    ignores) rope/mask so a ReasoningModule runs it like an attention block."""
 
     def __init__(self, positions: int, c: TRMConfig) -> None:
         super().__init__()
-        self.norm1 = RMSNorm(c.d_model, c.norm_eps, weight=False)
+        self.norm1 = RMSNorm(positions, c.norm_eps, weight=False)
         self.norm2 = RMSNorm(c.d_model, c.norm_eps, weight=False)
         self.token_mlp = SwiGLU(positions, hrm_paper_width(positions, c.mlp_ratio), linear=LeCunLinear)
         self.mlp = SwiGLU(c.d_model, hrm_paper_width(c.d_model, c.mlp_ratio), linear=LeCunLinear)
 
     def forward(self, x: torch.Tensor, rope: CosSin | None = None, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        x = self.norm1(x + self.token_mlp(x.transpose(1, 2)).transpose(1, 2))
+        t = x.transpose(1, 2)                         # [B, D, positions]
+        x = self.norm1(t + self.token_mlp(t)).transpose(1, 2)
         return self.norm2(x + self.mlp(x))
 
 
@@ -88,7 +94,7 @@ class TRMInner(PuzzleInputs):
         self.register_buffer("z_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
 
         self.lm_head = LeCunLinear(c.d_model, c.vocab_size, bias=False)
-        self.q_head = LeCunLinear(c.d_model, 1, bias=True)
+        self.q_head = LeCunLinear(c.d_model, 2, bias=True)   # (halt, continue) logits
         with torch.no_grad():  # starts near "never halt": deep supervision runs the full depth at first
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5.0)
@@ -109,7 +115,7 @@ class TRMInner(PuzzleInputs):
         return self.net(y, z, rope=rope), z
 
     def forward(self, state: RecursionState, batch: Batch
-                ) -> tuple[RecursionState, torch.Tensor, torch.Tensor]:
+                ) -> tuple[RecursionState, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
         rope = self.rope(x.device)
         y, z = state.y, state.z
@@ -118,14 +124,15 @@ class TRMInner(PuzzleInputs):
                 y, z = self.latent_recursion(y, z, x, rope)
         y, z = self.latent_recursion(y, z, x, rope)   # the only repetition gradients flow through
         logits = self.lm_head(y)[:, self.prefix_len:]
-        q_halt = self.q_head(y[:, 0]).float().squeeze(-1)
-        return RecursionState(y.detach(), z.detach()), logits, q_halt
+        q = self.q_head(y[:, 0]).float()
+        return RecursionState(y.detach(), z.detach()), logits, (q[..., 0], q[..., 1])
 
 
 class TRM(nn.Module):
     """Deep supervision over improvement steps, with the HRMACTv1 interface (initial_carry, forward(carry,
     batch) -> (carry, outputs)) so ACTLossHead, the puzzle task and the evaluation run it unchanged. With
-    no `target_q_continue` in the outputs the loss head's halting loss is the BCE on correctness alone."""
+    no `target_q_continue` in the outputs (no_act_continue) the loss head's halting loss is the BCE on
+    correctness alone."""
 
     def __init__(self, config: TRMConfig) -> None:
         super().__init__()
@@ -138,14 +145,21 @@ class TRM(nn.Module):
     def forward(self, carry: ACTCarry, batch: Batch) -> tuple[ACTCarry, dict[str, torch.Tensor]]:
         state = self.inner.reset_state(carry.halted, carry.inner)
         steps, data = take_new_examples(carry, batch)
-        state, logits, q_halt = self.inner(state, data)
+        state, logits, (q_halt, q_continue) = self.inner(state, data)
+        outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        c = self.config
         with torch.no_grad():
             steps = steps + 1
-            halted = steps >= self.config.halt_max_steps
-            if self.training and self.config.halt_max_steps > 1:
-                halted = halted | (q_halt > 0)
-                halted = explore(halted, q_halt, steps, self.config.halt_exploration_prob, self.config.halt_max_steps)
-        return ACTCarry(state, steps, halted, data), {"logits": logits, "q_halt_logits": q_halt}
+            is_last = steps >= c.halt_max_steps
+            halted = is_last
+            if self.training and c.halt_max_steps > 1:
+                halted = halted | (q_halt > 0 if c.no_act_continue else q_halt > q_continue)
+                halted = explore(halted, q_halt, steps, c.halt_exploration_prob, c.halt_max_steps)
+                if not c.no_act_continue:  # the HRM's bootstrapped target from the next step
+                    _, _, (next_halt, next_continue) = self.inner(state, data)
+                    outputs["target_q_continue"] = torch.sigmoid(
+                        torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
+        return ACTCarry(state, steps, halted, data), outputs
 
     def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
         """The TRM has no initial-value fields: any name is an error."""
