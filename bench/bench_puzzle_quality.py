@@ -110,7 +110,7 @@ def train_and_score(cfg, name: str, save: Path) -> dict:
     scores = {}
     for label, split in SPLITS.items():
         m = evaluate_puzzle_run(run_dir / "best-model", split=split, batch_size=256)
-        scores[label] = (m["exact_accuracy"], int(m["examples"]))
+        scores[label] = (m["exact_accuracy"], int(m["examples"]), m["accuracy"])
     return {"params": params, "steps": result.step, "wall_s": wall, "scores": scores}
 
 
@@ -157,12 +157,12 @@ def main() -> int:
                 print(f"{spec} seed {seed}: " + ", ".join(f"{k} {100 * v[0]:.1f}%" for k, v in row["scores"].items())
                       + f" in {row['wall_s']:.0f} s", file=sys.stderr, flush=True)
 
-    n = {k: v for k, v in next(iter(rows.values()))[0]["scores"].items()}
+    n = {k: v[1] for k, v in next(iter(rows.values()))[0]["scores"].items()}
     print(f"Sudoku 6x6 quality, profile '{args.profile}', budget {args.budget} (reference {specs[0]}: {ref_steps} "
           f"steps), EMA {args.ema} for every model, seeds {args.seeds} {' '.join(overrides)}".rstrip())
-    print("test splits: " + ", ".join(f"{k} {c} puzzles" for k, (_, c) in n.items()) + f"; data {args.data_dir}")
+    print("test splits: " + ", ".join(f"{k} {c} puzzles" for k, c in n.items()) + f"; data {args.data_dir}")
     head = "".join(f"{k + ' exact %':>22}" for k in SPLITS)
-    print(f"{'arch':<52}{'params':>9}{'steps':>7}{'GFLOP/step':>11}{'PFLOP total':>12}{'wall s':>8}{head}")
+    print(f"{'arch':<52}{'params':>9}{'steps':>7}{'GFLOP/step':>11}{'TFLOP total':>12}{'wall s':>8}{head}")
     for spec in specs:
         r = rows[spec]
         flops = plan[spec][0]
@@ -170,11 +170,11 @@ def main() -> int:
         wall = statistics.mean(x["wall_s"] for x in r)
         print(f"{spec.replace('model.', ''):<52}{r[0]['params']:>9,}{steps[spec]:>7}{flops / 1e9:>11.2f}"
               f"{flops * steps[spec] / 1e12:>12.2f}{wall:>8.0f}{cells}")
-    print("each seed (exact %):")
+    print("each seed (exact % / token %):")
     for spec in specs:
         for seed, r in zip(seeds, rows[spec], strict=True):
             print(f"  {spec.replace('model.', ''):<50} seed {seed}: "
-                  + ", ".join(f"{k} {100 * v[0]:.1f}" for k, v in r["scores"].items()))
+                  + ", ".join(f"{k} {100 * v[0]:.1f} / {100 * v[2]:.1f}" for k, v in r["scores"].items()))
     return 0
 
 

@@ -168,3 +168,25 @@ def stop_head(head: Head) -> None:
             pass
         node.proc.wait(timeout=10)
         shutil.rmtree(node.temp_dir, ignore_errors=True)
+
+
+def autoscaler_log(head: Head) -> str:
+    """The head's autoscaler log (monitor.log, then monitor.out with its event summaries): the evidence of
+    what the autoscaler decided."""
+    logs = sorted(Path(head.temp_dir).glob("session_*/logs"))
+    return "".join(Path(d, name).read_text(errors="replace") for d in logs for name in ("monitor.log", "monitor.out")
+                   if Path(d, name).exists())
+
+
+def processes_of(head: Head) -> list[int]:
+    """The live processes started for `head` (its temp dir on their command line): after `stop_head`, none."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and head.temp_dir.encode() in Path(proc, "cmdline").read_bytes():
+                state = Path(proc, "stat").read_text().rsplit(")", 1)[1].split()[0]
+                pids += [int(proc.name)] * (state != "Z")
+        except OSError:
+            continue
+    return pids
+

@@ -64,7 +64,8 @@ def test_train_resume_and_eval_commands(tmp_path, capsys):
     assert sorted(p.name for p in run_dir.iterdir()) == ["best-model", "checkpoint_00000004", "config.yaml",
                                                          "metrics.jsonl", "workers.json"]
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["split"]) for r in lines] == [(2, "train"), (2, "val"), (4, "train"), (4, "val")]
+    assert [(r["step"], r["split"]) for r in lines] == [(1, "flops"), (2, "train"), (2, "val"), (4, "train"),
+                                                         (4, "val")]
     assert "finished at step 4/4" in capsys.readouterr().out
     assert main(argv) == 0
     assert "already at step 4 >= steps 4" in capsys.readouterr().out

@@ -57,7 +57,8 @@ def sweep_args(tmp_path: Path, config: Path, *extra: str, demo_data: bool = Fals
 def stage_b_from_scratch(tmp_path: Path, tune: str = "") -> Path:
     """A YAML extending stage_b.yaml that starts from scratch (no Stage A run), with more `tune:` lines."""
     config = tmp_path / "stage_b_tiny.yaml"
-    config.write_text(f"base: {STAGE_B}\ntrain:\n  init_from: ''\n" + (f"tune:\n  {tune}\n" if tune else ""))
+    config.write_text(f"base: {STAGE_B}\ntrain:\n  init_from: ''\neval:\n  tasks: []\n"
+                      + (f"tune:\n  {tune}\n" if tune else ""))
     return config
 
 
