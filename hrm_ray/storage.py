@@ -185,6 +185,36 @@ def read_text(uri: str) -> str:
     return read_bytes(uri).decode()
 
 
+def open_input_file(uri: str):
+    """A seekable file of `uri` (a Parquet shard, local or in a store)."""
+    fs, path = filesystem(uri)
+    return fs.open_input_file(path)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write one whole file, local (its directory must exist) or in a store (one PUT: whole or absent)."""
+    if not is_remote(uri):
+        Path(uri).write_bytes(data)
+        return
+    fs, path = filesystem(uri)
+    with fs.open_output_stream(path) as stream:
+        stream.write(data)
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())
+
+
+def remove_tree(uri: str) -> bool:
+    """Best-effort removal of a directory or prefix (a failed job's objects); False when it could not be."""
+    try:
+        if exists(uri):
+            delete_dir(uri)
+        return True
+    except (OSError, UserError):
+        return False
+
+
 def localize(uri: str, local: Path | None = None) -> Path:
     """A local file or directory holding `uri`: the path itself when local, else a copy at `local` (default:
     in a new temporary directory, left to the OS's temp cleanup)."""

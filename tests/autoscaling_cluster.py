@@ -93,6 +93,12 @@ def fake_config(paths: list[Path], time_scale: float = TIME_SCALE, marker: bool 
             **{key: [] for key in EMPTY_LISTS}, "available_node_types": types, "head_node_type": HEAD_TYPE}
 
 
+def type_name(config: dict, path: Path, name: str) -> str:
+    """The name node type `name` of the YAML at `path` has in the generated `config`."""
+    qualified = f"{Path(path).stem}.{name}"
+    return qualified if qualified in config["available_node_types"] else name
+
+
 def marker_resource(path: Path) -> str:
     """The custom resource that names the YAML a node type came from: "cluster_aws-gpu"."""
     return f"cluster_{Path(path).stem}"

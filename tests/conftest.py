@@ -16,6 +16,17 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (and share a busy 2-core CI machine better)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """Small slices of real data committed with the tests (tests/data/README.md names their sources)."""

@@ -28,8 +28,9 @@ from hrm_ray.train.checkpoint import (
 from hrm_ray.train.resolve import resolve_config
 from tests.test_faults_train import TINY, error_lines
 from tests.test_generate import write_run
-from tests.test_model_hybrid import one_thread  # noqa: F401 (autouse fixture)
 from tests.test_train_loop import ToyTask, run_toy, toy_cfg, train_losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RunsACommand:

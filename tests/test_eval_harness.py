@@ -11,13 +11,14 @@ from hrm_ray.cli import main
 from hrm_ray.data.synthetic import make_triplets, pad_batch
 from hrm_ray.errors import UserError
 from tests.test_generate import write_run
-from tests.test_model_hybrid import one_thread  # noqa: F401 (autouse fixture)
 
 pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
 from hrm_ray.infer.harness import HRMRayLM  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def requests(kind: str, args: list[tuple]) -> list[Instance]:

@@ -19,7 +19,10 @@ from hrm_ray.evals.suite import load_suite, task_metrics
 from hrm_ray.evals.tasks import get_task
 from hrm_ray.infer.generate import complete
 from tests.test_generate import write_run
-from tests.test_model_hybrid import model_for, one_thread, tiny_config  # noqa: F401 (autouse fixture)
+from tests.test_model_hybrid import model_for, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 LINE = re.compile(r"^(\S+) (\S+) \d+\.\d% \[\d+\.\d, \d+\.\d\] \([\d,]+\)$")
 

@@ -13,15 +13,7 @@ from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
 from hrm_ray.models.layers import gate_band_penalty
 from tests.test_model_hybrid import random_batch
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("one_thread")]
 
 
 def test_the_band_penalty_pulls_toward_the_band_where_min_g_1_minus_g_squared_pushes_away():

@@ -14,7 +14,10 @@ from hrm_ray.errors import UserError
 from hrm_ray.infer.generate import complete
 from hrm_ray.infer.loading import load_for_inference
 from hrm_ray.models.hrm_lm.sampling import filter_logits, next_token
-from tests.test_model_hybrid import model_for, one_thread, tiny_config  # noqa: F401 (autouse fixture)
+from tests.test_model_hybrid import model_for, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 PROMPTS = [[5, 9, 11, 7, 30], [6, 12], [20, 21, 22, 23, 24, 25, 26], [8]]
 

@@ -17,9 +17,11 @@ from hrm_ray.infer.reference_import import import_reference
 from hrm_ray.train.puzzle_task import build_puzzle_model
 from tests.test_checkpoint_safety import RunsACommand, tiny_sudoku
 from tests.test_faults_train import error_lines
-from tests.test_model_hybrid import one_thread  # noqa: F401 (autouse fixture)
 
 D, HEADS, EXPANSION, VOCAB, SEQ = 16, 2, 4, 11, 81   # the Sudoku dataset's vocabulary and length
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 HRM_ARCH = "hrm.hrm_act_v1@HierarchicalReasoningModel_ACTV1"
 TRM_ARCH = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
 

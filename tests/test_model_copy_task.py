@@ -7,9 +7,12 @@ import torch
 
 from hrm_ray.data.synthetic import pad_batch
 from hrm_ray.models.hrm_lm import HRMLanguageModel
-from tests.test_model_hybrid import one_thread, tiny_config  # noqa: F401 (autouse fixture)
+from tests.test_model_hybrid import tiny_config
 
 STEPS, LENGTH, SYMBOLS = 300, 4, 10
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def copy_batch(g: torch.Generator, batch: int = 32) -> dict[str, torch.Tensor]:

@@ -11,13 +11,7 @@ from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
 VOCAB = 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small run fastest on one thread (and share a busy CI machine better)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> HRMLMConfig:

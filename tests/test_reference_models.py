@@ -40,13 +40,10 @@ TRM_RENAMES = [(r"inner\.L_level\.", "inner.net."), (r"inner\.H_init", "inner.y_
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """As the reference was recorded; tiny tensors run far faster on one thread of a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):   # the steps seed the global generator
+def own_rng(one_thread):
+    """One thread, as the reference was recorded; the steps seed the global generator, so fork it."""
+    with torch.random.fork_rng(devices=[]):
         yield
-    torch.set_num_threads(threads)
 
 
 def our_name(family: str, name: str) -> str:

@@ -17,7 +17,8 @@ from hrm_ray.data.synthetic import (
 )
 from hrm_ray.errors import UserError
 from hrm_ray.train.dry_run import dry_run, format_dry_run
-from tests.test_model_hybrid import one_thread  # noqa: F401 (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_char_tokenizer_round_trips_and_saves(tmp_path) -> None:

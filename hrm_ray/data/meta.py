@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hrm_ray.errors import UserError
-from hrm_ray.storage import is_dir, is_file, join, list_names, localize, read_text
+from hrm_ray.storage import is_dir, is_file, join, list_names, localize, read_text, write_text
 
 SPLITS = ("train", "val")
 TRIPLET_COLUMNS = ("encoder_ids", "decoder_input_ids", "labels")
@@ -94,7 +94,8 @@ def read_meta(path: str | Path) -> DatasetMeta:
 
 
 def write_meta(directory: str | Path, meta: dict[str, Any]) -> None:
-    Path(directory, "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    """meta.json into a local directory or a store's prefix (there, one PUT: what marks a dataset complete)."""
+    write_text(join(str(directory), "meta.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def check_same_tokenizer(metas: list[DatasetMeta]) -> None:

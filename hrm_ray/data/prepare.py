@@ -10,7 +10,9 @@ joined in unit order. A unit's output depends only on its records, so a rerun wi
 inputs and seed gives byte-identical shards. Everything is written into a hidden temporary
 directory renamed to --dest at the end; a failed or interrupted job deletes it (its actors find
 it gone at their next batch and stop, and cannot bring it back: see `writer`). An s3://, gs://
---dest is staged the same way on the local disk ($TMPDIR), then uploaded, meta.json last.
+--dest has no rename: each actor, on whichever node, uploads its units' shards into the --dest prefix
+itself, and the driver writes meta.json last (readers refuse a prefix without it); a failed job removes
+what it wrote (best effort) and never writes meta.json. No node needs a shared filesystem for it.
 
 `--max-records N` applies while reading, in record order: nothing after a file's first N records
 is read or parsed. A --source that yields no usable document, or a job that yields no training
@@ -22,6 +24,7 @@ import itertools
 import json
 import os
 import socket
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -41,9 +44,17 @@ from hrm_ray.data.split import is_val
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, save_tokenizer, train_tokenizer
 from hrm_ray.data.triplets import TripletConfig, continuation_windows, prompt_response_windows, triplet_arrays
 from hrm_ray.data.work_units import UNIT_BYTES, Piece, WorkUnit, piece_record_batches, plan_units
-from hrm_ray.data.writer import DatasetWriter, atomic_dir, check_dest, finish_parts
+from hrm_ray.data.writer import (
+    DatasetWriter,
+    atomic_dir,
+    check_dest,
+    finish_parts,
+    finish_remote_parts,
+    remote_dataset,
+    upload_part,
+)
 from hrm_ray.errors import UserError
-from hrm_ray.storage import is_dir, is_remote, join, localize
+from hrm_ray.storage import adopt_store_env, is_dir, is_file, is_remote, join, localize, store_env, write_bytes
 
 READ_BATCH = 1024
 POSITIVE_FLAGS = ("tokenizer_batch_size", "max_files", "max_records", "rows_per_shard", "tokenizer_workers",
@@ -117,13 +128,17 @@ class PrepareUnits:
     directory. It returns one small row of counts per unit: the driver only adds them up."""
 
     def __init__(self, tokenizer_json: str, tcfg: TripletConfig, cfg: PrepareConfig, opts: ExtractOptions,
-                 staging: str, num_threads: int, driver_node: str = ""):
+                 staging: str, num_threads: int, driver_node: str = "", env: dict[str, str] | None = None):
         os.environ["TOKENIZERS_PARALLELISM"] = "true" if num_threads > 1 else "false"
         os.environ["RAYON_NUM_THREADS"] = str(num_threads)
+        adopt_store_env(env or {})
         from tokenizers import Tokenizer
 
-        self.staging = Path(staging)
-        if not self.staging.is_dir():
+        self.remote = is_remote(staging)
+        self.staging = staging if self.remote else Path(staging)
+        if self.remote:
+            self.check_staging()
+        elif not self.staging.is_dir():
             if ray.get_runtime_context().get_node_id() == driver_node:  # the driver removed it: it stopped
                 raise StagingRemoved(f"{staging} was removed: the job failed or was interrupted")
             where = "$TMPDIR (where a remote --dest is staged)" if is_remote(cfg.dest) else "--dest"
@@ -136,8 +151,24 @@ class PrepareUnits:
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         return pa.Table.from_pylist([self.prepare(WorkUnit.from_json(u)) for u in batch["unit"]])
 
+    def check_staging(self) -> None:
+        """Stop when the driver has removed the staging directory (for a store: its tokenizer.json, written
+        first and removed with the rest) because the job failed."""
+        present = is_file(join(self.staging, "tokenizer.json")) if self.remote else self.staging.is_dir()
+        if not present:
+            raise StagingRemoved(f"{self.staging} was removed: the job failed or was interrupted")
+
     def prepare(self, unit: WorkUnit) -> dict[str, Any]:
-        writer = DatasetWriter(self.staging, self.cfg.format, rows_per_shard=self.cfg.rows_per_shard, part=unit.index)
+        if not self.remote:
+            return self.prepare_into(unit, self.staging)
+        with tempfile.TemporaryDirectory(prefix="hrm-ray-unit-") as local:  # one unit's files, then uploaded
+            row = self.prepare_into(unit, Path(local))
+            self.check_staging()
+            upload_part(Path(local), self.staging)
+        return row
+
+    def prepare_into(self, unit: WorkUnit, root: Path) -> dict[str, Any]:
+        writer = DatasetWriter(root, self.cfg.format, rows_per_shard=self.cfg.rows_per_shard, part=unit.index)
         by_file: dict[str, Counter] = {}
         for piece in unit.pieces:
             self.prepare_piece(piece, writer, by_file.setdefault(piece.path, Counter()))
@@ -152,8 +183,7 @@ class PrepareUnits:
         limit = None if self.cfg.max_records is None else max(0, self.cfg.max_records - piece.first_record)
         record = piece.first_record
         for records in piece_record_batches(piece, self.cfg.tokenizer_batch_size, self.fields, limit):
-            if not self.staging.is_dir():
-                raise StagingRemoved(f"{self.staging} was removed: the job failed or was interrupted")
+            self.check_staging()
             docs = [extract_document(r, f"{piece.prefix}:{record + i}", self.opts) for i, r in enumerate(records)]
             record += len(records)
             counts["documents"] += len(docs)
@@ -225,7 +255,7 @@ def tokenizer_sample(files: list[tuple[Path, str]], opts: ExtractOptions, max_ch
 
 
 def build_pipeline(units: list[WorkUnit], opts: ExtractOptions, tokenizer_json: str, tcfg: TripletConfig,
-                   cfg: PrepareConfig, staging: Path) -> ray.data.Dataset:
+                   cfg: PrepareConfig, staging: Path | str) -> ray.data.Dataset:
     nodes = node_cpus()
     threads, note = actor_threads(cfg.tokenizer_num_threads or 1, nodes, "--tokenizer-num-threads")
     if note:
@@ -235,7 +265,7 @@ def build_pipeline(units: list[WorkUnit], opts: ExtractOptions, tokenizer_json: 
     ds = ray.data.from_items([{"unit": u.to_json()} for u in units], override_num_blocks=len(units))
     return ds.map_batches(
         PrepareUnits, fn_constructor_args=(tokenizer_json, tcfg, cfg, opts, str(staging), threads,
-                                           ray.get_runtime_context().get_node_id()),
+                                           ray.get_runtime_context().get_node_id(), store_env()),
         batch_size=1, batch_format="numpy", num_cpus=cpus,
         compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(units)))),
     )
@@ -337,6 +367,25 @@ def _shards(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     return shards
 
 
+def staging_for(cfg: PrepareConfig):
+    """Where the job writes: a hidden local directory renamed to --dest, or for a store the --dest prefix
+    itself (`remote_dataset`: meta.json, written last, marks it complete)."""
+    if is_remote(cfg.dest):
+        return remote_dataset(cfg.dest.rstrip("/"), cfg.overwrite, "--dest")
+    return atomic_dir(cfg.dest, cfg.overwrite, "--dest")
+
+
+def _save_tokenizer(tok, staging: Path | str) -> str:
+    """tokenizer.json into the staging directory (first: for a store, actors take it as the job's sign of
+    life); returns its sha256."""
+    if not is_remote(str(staging)):
+        return save_tokenizer(tok, Path(staging) / "tokenizer.json")
+    with tempfile.TemporaryDirectory(prefix="hrm-ray-tok-") as local:
+        sha = save_tokenizer(tok, Path(local) / "tokenizer.json")
+        write_bytes(join(str(staging), "tokenizer.json"), (Path(local) / "tokenizer.json").read_bytes())
+    return sha
+
+
 def prepare_language_dataset(cfg: PrepareConfig) -> PrepareReport:
     start = time.perf_counter()
     tcfg = _validate(cfg)
@@ -349,14 +398,15 @@ def prepare_language_dataset(cfg: PrepareConfig) -> PrepareReport:
     units = plan_units(files, cfg.unit_bytes, cfg.max_records)
     ours = not ray.is_initialized()
     ensure_ray(cfg.address)
-    with atomic_dir(cfg.dest, cfg.overwrite, "--dest") as tmp, user_errors_from_ray():
-        sha = save_tokenizer(tok, tmp / "tokenizer.json")
+    with staging_for(cfg) as tmp, user_errors_from_ray():
+        sha = _save_tokenizer(tok, tmp)
         rows = sorted(run_pipeline(build_pipeline(units, opts, tok.to_str(), tcfg, cfg, tmp), ours),
                       key=lambda r: r["unit"])
         dropped: Counter = sum((Counter(json.loads(r["dropped"])) for r in rows), Counter())
         samples = {split: sum(int(r[f"rows_{split}"]) for r in rows) for split in SPLITS}
         _check_usable(rows, cfg.source, samples, cfg.val_ratio)
-        files_by_split = finish_parts(tmp, cfg.format, _shards(rows), len(units))
+        finish = finish_remote_parts if is_remote(str(tmp)) else finish_parts
+        files_by_split = finish(tmp, cfg.format, _shards(rows), len(units))
         docs = sum(int(r["documents"]) for r in rows)
         if cfg.val_ratio > 0 and samples["val"] == 0:
             notes.append("val split is empty: raise --val-ratio or add documents")

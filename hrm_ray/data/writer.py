@@ -22,7 +22,19 @@ import pyarrow.parquet as pq
 from hrm_ray.atomic import staged_dir
 from hrm_ray.data.meta import SPLITS, TRIPLET_COLUMNS
 from hrm_ray.errors import UserError
-from hrm_ray.storage import delete_dir, exists, is_dir, is_file, is_remote, list_names, upload
+from hrm_ray.storage import (
+    delete_dir,
+    exists,
+    filesystem,
+    is_dir,
+    is_file,
+    is_remote,
+    join,
+    list_names,
+    read_bytes,
+    remove_tree,
+    upload,
+)
 
 TOKENS = pa.list_(pa.int32())
 TRIPLET_SCHEMA = pa.schema([(c, TOKENS) for c in TRIPLET_COLUMNS])
@@ -95,6 +107,57 @@ def uploaded_dir(uri: str, overwrite: bool, flag: str = "") -> Iterator[Path]:
             raise UserError(f"{flag} {uri}: upload failed ({exc}); what arrived has no meta.json".strip()) from None
     finally:
         shutil.rmtree(local.parent, ignore_errors=True)
+
+
+@contextmanager
+def remote_dataset(uri: str, overwrite: bool, flag: str = "") -> Iterator[str]:
+    """The prefix `uri` as the staging area of a dataset that workers on any node write into directly (an
+    object store has no rename): readers require meta.json, which the caller writes last, so until then the
+    prefix is an incomplete dataset. With `overwrite` an existing dataset there is removed first. On any
+    failure (Ctrl-C included) what was written is removed, best effort; never a meta.json."""
+    check_remote_dest(uri, overwrite, flag)
+    if overwrite and exists(uri):
+        remove_tree(join(uri, "meta.json"))  # incomplete at once, even if the rest cannot be removed
+        delete_dir(uri)
+    try:
+        yield uri
+    except BaseException:
+        if not remove_tree(uri):
+            print(f"{flag} {uri}: could not remove what the failed job wrote there (it has no meta.json)".strip(),
+                  flush=True)
+        raise
+
+
+def upload_part(local_root: Path, uri: str) -> None:
+    """A work unit's files (written under `local_root` by a `DatasetWriter(part=k)`) into the dataset at `uri`."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    for file in sorted(p for p in local_root.rglob("*") if p.is_file()):
+        pafs.copy_files(str(file), f"{path}/{file.relative_to(local_root).as_posix()}", destination_filesystem=fs)
+
+
+def finish_remote_parts(uri: str, fmt: str, parquet_files: dict[str, list[str]], parts: int,
+                        schema: pa.Schema = TRIPLET_SCHEMA) -> dict[str, list[str]]:
+    """`finish_parts` for a dataset in a store: empty shards written, JSONL parts streamed into one object per
+    split in unit order, the parts removed."""
+    fs, path = filesystem(uri)
+    files: dict[str, list[str]] = {}
+    for split in SPLITS:
+        files[split] = list(parquet_files.get(split, []))
+        if fmt in ("parquet", "both") and not files[split]:
+            pq.write_table(schema.empty_table(), f"{path}/{split}/part-00000.parquet", filesystem=fs,
+                           compression="zstd")
+            files[split].append("part-00000.parquet")
+        if fmt in ("jsonl", "both"):
+            with fs.open_output_stream(f"{path}/{split}.jsonl") as out:
+                for k in range(parts):
+                    part = join(uri, PARTS_DIR, f"{split}-{k:05d}.jsonl")
+                    if exists(part):
+                        out.write(read_bytes(part))
+            files[split].append(f"{split}.jsonl")
+    remove_tree(join(uri, PARTS_DIR))
+    return files
 
 
 class ParquetShards:

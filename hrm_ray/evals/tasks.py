@@ -169,14 +169,7 @@ def load_examples(task: Task, path: str | None, limit: int = 0,
 def _file_examples(task: Task, path: Path, limit: int) -> list[Example]:
     if not path.is_file():
         raise UserError(f"--task_file {task.name}={path}: file not found")
-    examples = []
-    for row_number, row in enumerate(iter_records(path), start=1):
-        try:
-            examples.append(task.from_row(row))
-        except KeyError as exc:
-            raise UserError(f"{path}: row {row_number}: missing field {exc.args[0]} for task {task.name}") from None
-        if limit and len(examples) == limit:
-            break
+    examples = _examples(task, iter_records(path), f"{path}:", limit)
     if not examples:
         raise UserError(f"--task_file {task.name}={path}: no rows")
     return examples
@@ -191,12 +184,18 @@ def _hub_examples(task: Task, limit: int) -> list[Example]:
     except Exception as exc:  # offline, or the hub refuses: one line, and the way out
         raise UserError(f"task {task.name}: cannot load {hub_id} ({subset}, {split}) from the hub "
                         f"({type(exc).__name__}); offline, give a local file: --task_file {task.name}=PATH") from None
+    return _examples(task, rows, hub_id, limit)
+
+
+def _examples(task: Task, rows: Iterable[dict], where: str, limit: int) -> list[Example]:
+    """The task's examples from `rows` (at most `limit` if > 0); a row without a field the task needs is one
+    line naming where it came from, the row and the field."""
     examples = []
     for row_number, row in enumerate(rows, start=1):
         try:
             examples.append(task.from_row(row))
         except KeyError as exc:
-            raise UserError(f"{hub_id} row {row_number}: missing field {exc.args[0]}") from None
+            raise UserError(f"{where} row {row_number}: missing field {exc.args[0]} for task {task.name}") from None
         if limit and len(examples) == limit:
             break
     return examples
