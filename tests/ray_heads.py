@@ -171,11 +171,9 @@ def stop_head(head: Head) -> None:
 
 
 def autoscaler_log(head: Head) -> str:
-    """The head's autoscaler log (monitor.log, then monitor.out with its event summaries): the evidence of
-    what the autoscaler decided."""
-    logs = sorted(Path(head.temp_dir).glob("session_*/logs"))
-    return "".join(Path(d, name).read_text(errors="replace") for d in logs for name in ("monitor.log", "monitor.out")
-                   if Path(d, name).exists())
+    """The head's autoscaler log (monitor.log: its decisions, status and event summaries)."""
+    logs = {path.resolve() for path in Path(head.temp_dir).glob("session_*/logs/monitor.log")}  # session_latest too
+    return "".join(path.read_text(errors="replace") for path in sorted(logs))
 
 
 def processes_of(head: Head) -> list[int]:

@@ -48,8 +48,10 @@ def test_an_lm_run_in_s3_resumes_and_serves_init_from_eval_generate_and_report(s
     names = storage.list_names(run_a)
     assert names == ["best-model", "checkpoint_00000004", "config.yaml", "metrics.jsonl",
                      "workers.json"]  # limit 1, pruned
-    steps = [json.loads(x)["step"] for x in storage.read_text(f"{run_a}/metrics.jsonl").splitlines()]
-    assert steps == [2, 2, 4, 4]  # the resumed run appended to the first run's lines
+    records = [json.loads(x) for x in storage.read_text(f"{run_a}/metrics.jsonl").splitlines()]
+    # the resumed run appended to the first run's lines; each run counts its first step's FLOPs
+    assert [(r["step"], r["split"]) for r in records] == [(1, "flops"), (2, "train"), (2, "val"), (3, "flops"),
+                                                          (4, "train"), (4, "val")]
 
     assert main(["train", *TINY, "--steps", "2", "--storage_path", runs, "--run_name", "b", "--init_from", run_a]) == 0
     assert f"initialised from {run_a}" in capsys.readouterr().out

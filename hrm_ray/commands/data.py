@@ -21,7 +21,7 @@ def add_prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", nargs="+", required=True,
                    help="files or directories (.parquet .jsonl .jsonl.gz .json .arrow .txt)")
     p.add_argument("--dest", required=True,
-                   help="output dataset directory, or an s3://, gs:// URI (staged locally, then uploaded)")
+                   help="output dataset directory, or an s3://, gs:// URI (actors on every node write into it; meta.json last)")
     p.add_argument("--tokenizer", help="existing tokenizer.json (or a dataset holding one; s3://, gs:// too) "
                    "to reuse (its vocab size wins); "
                    "absent: train a byte-level BPE on the source")
@@ -65,7 +65,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def add_merge_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batches", required=True, help="directory of prepared chunk directories")
+    p.add_argument("--batches", required=True, help="directory (or s3://, gs:// prefix) of prepared chunk directories")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--keep-chunks", action="store_true", help="keep the chunks after a verified merge")
     p.add_argument("--format", choices=("parquet", "jsonl", "both"), default=None,
@@ -82,7 +82,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def add_mix_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sources", nargs="+", required=True, help="prepared dataset directories")
+    p.add_argument("--sources", nargs="+", required=True, help="prepared dataset directories or s3://, gs:// URIs")
     p.add_argument("--weights", nargs="+", type=float, required=True, help="one weight per source")
     p.add_argument("--output", required=True)
     p.add_argument("--train-samples", type=int, default=None, help="default: largest mix without reuse")
@@ -176,7 +176,7 @@ def run_build_tasks(args: argparse.Namespace) -> int:
 
 
 def add_validate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="DIR", help="prepared dataset directory")
+    p.add_argument("path", metavar="DIR", help="prepared dataset directory or s3://, gs:// URI")
 
 
 def run_validate(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from hrm_ray.data.meta import SPLITS, TRIPLET_COLUMNS, read_meta, split_files, w
 from hrm_ray.data.records import numbered_jsonl
 from hrm_ray.data.writer import MIX_SCHEMA, TRIPLET_SCHEMA, DatasetWriter, atomic_dir
 from hrm_ray.errors import UserError
+from hrm_ray.storage import localize, open_input_file
 
 BATCH_ROWS = 8192
 
@@ -22,12 +23,12 @@ def iter_split_tables(path: str | Path, split: str, batch_rows: int = BATCH_ROWS
     """Tables of at most `batch_rows` rows, in file order, from either layout."""
     for file in split_files(path, split):
         if file.endswith(".parquet"):
-            handle = pq.ParquetFile(file)
+            handle = pq.ParquetFile(open_input_file(file))
             for batch in handle.iter_batches(batch_size=batch_rows):
                 yield pa.Table.from_batches([batch])
             continue
         rows: list[dict] = []
-        for lineno, row in numbered_jsonl(Path(file)):
+        for lineno, row in numbered_jsonl(localize(file)):
             missing = [c for c in TRIPLET_COLUMNS if c not in row]
             if missing:
                 raise UserError(f"{file}: line {lineno}: missing {', '.join(missing)}")
@@ -49,9 +50,9 @@ def split_row_count(path: str | Path, split: str) -> int:
     total = 0
     for file in split_files(path, split):
         if file.endswith(".parquet"):
-            total += pq.ParquetFile(file).metadata.num_rows
+            total += pq.ParquetFile(open_input_file(file)).metadata.num_rows
         else:
-            with open(file, encoding="utf-8") as handle:
+            with open(localize(file), encoding="utf-8") as handle:
                 total += sum(1 for line in handle if line.strip())
     return total
 

@@ -15,6 +15,7 @@ from hrm_ray.data.jsonl_io import iter_split_tables, split_row_count
 from hrm_ray.data.meta import SPLITS, check_same_tokenizer, read_meta, write_meta
 from hrm_ray.data.writer import MIX_SCHEMA, TRIPLET_SCHEMA, DatasetWriter, atomic_dir, check_dest
 from hrm_ray.errors import UserError
+from hrm_ray.storage import delete_dir, is_dir, is_file, is_remote, join, list_names, read_bytes
 
 
 @dataclass
@@ -40,14 +41,20 @@ def _sum_counts(values: list[Any]) -> Any:
     return values[0]
 
 
-def find_chunks(batches: str | Path) -> list[Path]:
-    root = Path(batches)
-    if not root.is_dir():
+def find_chunks(batches: str | Path) -> list[str]:
+    """The complete chunks under `batches` (a directory or a store's prefix): those with a meta.json."""
+    root = str(batches).rstrip("/") if is_remote(str(batches)) else str(batches)
+    if not is_dir(root):
         raise UserError(f"--batches not found: {root}")
-    chunks = sorted(p for p in root.iterdir() if p.is_dir() and (p / "meta.json").is_file())
+    chunks = [join(root, name) for name in list_names(root)]
+    chunks = [c for c in chunks if is_dir(c) and is_file(join(c, "meta.json"))]
     if not chunks:
         raise UserError(f"--batches {root}: no prepared chunks (subdirectories with meta.json)")
     return chunks
+
+
+def _name(chunk: str) -> str:
+    return chunk.rstrip("/").rsplit("/", 1)[-1]
 
 
 def merge_prepared_batches(batches: str, output_dir: str, keep_chunks: bool = False,
@@ -73,20 +80,23 @@ def merge_prepared_batches(batches: str, output_dir: str, keep_chunks: bool = Fa
         if written != expected or stored != expected:
             raise UserError(f"merge count mismatch: chunks' meta say {expected}, wrote {written}, "
                             f"stored {stored}; chunks left untouched")
-        shutil.copyfile(chunks[0] / "tokenizer.json", tmp / "tokenizer.json")
+        (tmp / "tokenizer.json").write_bytes(read_bytes(join(chunks[0], "tokenizer.json")))
         base = dict(metas[0].raw)
         write_meta(tmp, {**base, "train_samples": written["train"], "val_samples": written["val"],
                          "counts": _sum_counts([m.raw.get("counts", {}) for m in metas]),
                          "format": fmt, "shards": writer.files(),
                          "max_seq_len": max((m.max_seq_len or 0) for m in metas) or None,
-                         "merged_from": [c.name for c in chunks], "created_by": "hrm-ray data merge"})
+                         "merged_from": [_name(c) for c in chunks], "created_by": "hrm-ray data merge"})
     if not keep_chunks:
         for chunk in chunks:
-            shutil.rmtree(chunk)
-    return MergeReport(str(output_dir), [c.name for c in chunks], written, not keep_chunks)
+            if is_remote(chunk):
+                delete_dir(chunk)
+            else:
+                shutil.rmtree(chunk)
+    return MergeReport(str(output_dir), [_name(c) for c in chunks], written, not keep_chunks)
 
 
-def _first_table(chunk: Path):
+def _first_table(chunk: str):
     for split in SPLITS:
         for table in iter_split_tables(chunk, split, batch_rows=1):
             yield table

@@ -32,6 +32,7 @@ from hrm_ray.data.meta import (
 from hrm_ray.data.quotas import plan_mix, proportions
 from hrm_ray.data.writer import MIX_SCHEMA, TRIPLET_SCHEMA, DatasetWriter, atomic_dir, check_dest
 from hrm_ray.errors import UserError
+from hrm_ray.storage import join, read_bytes
 
 CHUNK_ROWS = 50_000
 REPEAT_WARNING = 4  # a source whose rows are used more often than this gets a warning line
@@ -133,7 +134,7 @@ def mix_prepared(sources: list[str], weights: list[float], output: str, train_sa
             splits[split] = mix_split(sources, weights, split, n, seed, writer, scratch)
         writer.close()
         shutil.rmtree(scratch)
-        shutil.copyfile(Path(sources[0]) / "tokenizer.json", tmp / "tokenizer.json")
+        (tmp / "tokenizer.json").write_bytes(read_bytes(join(sources[0], "tokenizer.json")))
         counts, first = writer.counts(), metas[0]
         write_meta(tmp, {
             "vocab_size": first.vocab_size, "pad_id": first.pad_id, "bos_id": first.bos_id,

@@ -54,7 +54,16 @@ from hrm_ray.data.writer import (
     upload_part,
 )
 from hrm_ray.errors import UserError
-from hrm_ray.storage import adopt_store_env, is_dir, is_file, is_remote, join, localize, store_env, write_bytes
+from hrm_ray.storage import (
+    adopt_store_env,
+    is_dir,
+    is_file,
+    is_remote,
+    join,
+    localize,
+    store_env,
+    write_bytes,
+)
 
 READ_BATCH = 1024
 POSITIVE_FLAGS = ("tokenizer_batch_size", "max_files", "max_records", "rows_per_shard", "tokenizer_workers",
@@ -141,9 +150,9 @@ class PrepareUnits:
         elif not self.staging.is_dir():
             if ray.get_runtime_context().get_node_id() == driver_node:  # the driver removed it: it stopped
                 raise StagingRemoved(f"{staging} was removed: the job failed or was interrupted")
-            where = "$TMPDIR (where a remote --dest is staged)" if is_remote(cfg.dest) else "--dest"
             raise UserError(f"--dest {cfg.dest}: its staging directory {staging} is not visible on worker node "
-                            f"{socket.gethostname()}; on a multi-node cluster {where} must be on a shared filesystem")
+                            f"{socket.gethostname()}; on a multi-node cluster a local --dest must be on a shared "
+                            f"filesystem (or prepare into a bucket: --dest s3://...)")
         self.tok = Tokenizer.from_str(tokenizer_json)
         self.tcfg, self.cfg, self.opts = tcfg, cfg, opts
         self.fields = fields_read(opts)
@@ -174,7 +183,7 @@ class PrepareUnits:
             self.prepare_piece(piece, writer, by_file.setdefault(piece.path, Counter()))
         writer.close()
         counts: Counter = sum(by_file.values(), Counter())
-        return {"unit": unit.index, "documents": counts["documents"], "tokens": counts["tokens"],
+        return {"unit": unit.index, "node": ray.get_runtime_context().get_node_id(), "documents": counts["documents"], "tokens": counts["tokens"],
                 "truncated": counts["truncated"], "dropped": json.dumps(dropped_of(counts)),
                 "files": json.dumps({path: dict(c) for path, c in by_file.items()}),
                 "shards": json.dumps(writer.files()), **{f"rows_{split}": n for split, n in writer.counts().items()}}
@@ -408,6 +417,9 @@ def prepare_language_dataset(cfg: PrepareConfig) -> PrepareReport:
         finish = finish_remote_parts if is_remote(str(tmp)) else finish_parts
         files_by_split = finish(tmp, cfg.format, _shards(rows), len(units))
         docs = sum(int(r["documents"]) for r in rows)
+        nodes = len({r["node"] for r in rows})
+        if nodes > 1:
+            notes.append(f"{len(rows)} work units written by actors on {nodes} nodes")
         if cfg.val_ratio > 0 and samples["val"] == 0:
             notes.append("val split is empty: raise --val-ratio or add documents")
         report = PrepareReport(

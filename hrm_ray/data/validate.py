@@ -8,6 +8,7 @@ not empty.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hrm_ray.data.meta import SPLITS, TRIPLET_COLUMNS, DatasetMeta, read_meta, s
 from hrm_ray.data.tokenizer import file_sha256, load_tokenizer
 from hrm_ray.data.writer import TOKENS
 from hrm_ray.errors import UserError
+from hrm_ray.storage import is_remote, localize
 
 MAX_LISTED = 50
 
@@ -98,6 +100,21 @@ def check_table(table: pa.Table | pa.RecordBatch, meta: DatasetMeta, where: str,
 
 
 def validate_dataset(path: str) -> ValidationReport:
+    """A local dataset is read where it is; one in a store (s3://, gs://) is refused at once without its
+    meta.json (an incomplete one), else copied to a temporary directory, checked, and the copy removed."""
+    if not is_remote(path):
+        return validate_local(path)
+    read_meta(path)
+    local = localize(path.rstrip("/"))
+    try:
+        report = validate_local(str(local))
+    finally:
+        shutil.rmtree(local.parent, ignore_errors=True)
+    report.path = path
+    return report
+
+
+def validate_local(path: str) -> ValidationReport:
     root = Path(path)
     report = ValidationReport(str(root))
     meta = read_meta(root)

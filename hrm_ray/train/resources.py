@@ -196,20 +196,52 @@ def cluster_now() -> Cluster:
 
 
 def autoscaler_nodes() -> list[Node]:
-    """Every node the autoscaler may launch (each node group's resources x its max_count, from the cluster
-    config it publishes to Ray's GCS, as Ray Train reads it); none without an autoscaler. An upper bound:
-    the nodes already up are counted again, so a run fails only when even that cannot hold it."""
+    """Every node the autoscaler may launch (each node type's resources x its maximum count); none without an
+    autoscaler. Read from the cluster config the autoscaler publishes to Ray's GCS (autoscaler v2, KubeRay),
+    else from the config file the cluster launcher's autoscaler (v1, which publishes none) runs with on the head,
+    where a job's driver runs. An upper bound: the nodes already up are counted again, so a run fails only
+    when even that cannot hold it."""
+    published = _published_node_groups()
+    groups = published if published is not None else _launcher_node_types()
+    out: list[Node] = []
+    for cpus, gpus, max_count in groups:
+        out += [Node(cpus, gpus)] * (UNBOUNDED_NODES if max_count < 0 else max_count)
+    return out
+
+
+def _published_node_groups() -> list[tuple[float, float, int]] | None:
     try:
         from ray._private.state import state
 
         config = state.get_cluster_config()
-    except Exception:  # noqa: BLE001 - a private API: without it, plan against the nodes up now
-        return []
+    except Exception:  # noqa: BLE001 - a private API: without it, the launcher's file or the nodes up now
+        return None
     if config is None:
-        return []
-    out: list[Node] = []
-    for group in config.node_group_configs:
-        count = UNBOUNDED_NODES if group.max_count < 0 else group.max_count
-        node = Node(float(group.resources.get("CPU", 0)), float(group.resources.get("GPU", 0)))
-        out += [node] * count
-    return out
+        return None
+    return [(float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)), int(g.max_count))
+            for g in config.node_group_configs]
+
+
+def _launcher_node_types() -> list[tuple[float, float, int]]:
+    """(CPUs, GPUs, max_workers) of each worker node type in the `--autoscaling-config` file of this cluster's
+    v1 autoscaler monitor, when it runs on this machine (matched by the GCS address); [] otherwise."""
+    import psutil
+    import ray
+    import yaml
+
+    gcs = ray.get_runtime_context().gcs_address
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if not any(part.endswith("monitor.py") for part in cmd) or f"--gcs-address={gcs}" not in cmd:
+            continue
+        path = next((a.split("=", 1)[1] for a in cmd if a.startswith("--autoscaling-config=")), "")
+        try:
+            with open(path) as file:
+                config = yaml.safe_load(file) or {}
+        except OSError:
+            return []
+        head = config.get("head_node_type")
+        return [(float(t.get("resources", {}).get("CPU", 0)), float(t.get("resources", {}).get("GPU", 0)),
+                 int(t.get("max_workers", 0)))
+                for name, t in (config.get("available_node_types") or {}).items() if name != head]
+    return []
