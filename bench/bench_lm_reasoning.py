@@ -112,10 +112,10 @@ def train_and_score(name: str, overrides: list[str], save: Path, test_sets: dict
     import torch
 
     from hrm_ray.config import build_config
+    from hrm_ray.evals.runner import wilson_interval
     from hrm_ray.infer.task_eval import score_pairs
     from hrm_ray.train.lm_task import LanguageModelTask
     from hrm_ray.train.loop import LocalReporter, run_loop
-    from hrm_ray.train.puzzle_task import wilson_interval
     from hrm_ray.train.resolve import resolve_config
     from hrm_ray.train.run_files import RunFiles
     from hrm_ray.train.task import WorkerContext

@@ -14,7 +14,7 @@ from hrm_ray.evals.scoring import Thinking, generate_texts, loglikelihoods
 from hrm_ray.evals.tasks import CODE, MULTIPLE_CHOICE, Example, Task
 from hrm_ray.models.hrm_lm import HRMLanguageModel
 
-Z_95 = 1.959964
+Z_95 = 1.959963984540054  # the two-sided 95% normal quantile
 METRIC_FIELD = {"exact_match": "correct", "acc": "correct", "pass@1": "correct", "acc_norm": "correct_norm"}
 
 
@@ -33,12 +33,22 @@ class MetricResult:
                 f"[{100 * self.low:.1f}, {100 * self.high:.1f}] ({self.count:,})")
 
 
-def wilson_interval(hits: int, count: int, z: float = Z_95) -> tuple[float, float]:
-    if count == 0:
+def wilson_interval(successes: float, n: float, population: float | None = None,
+                    z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion from `n` of `population` items drawn without replacement
+    (finite-population corrected: the interval closes to the point when the whole population is seen);
+    `population=None`: `n` draws from an unlimited population (no correction). No draws: (0, 0)."""
+    if n <= 0:
         return 0.0, 0.0
-    p = hits / count
-    center = (p + z * z / (2 * count)) / (1 + z * z / count)
-    half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    p = successes / n
+    if population is None:
+        fpc = 1.0
+    else:
+        fpc = max(0.0, (population - n) / (population - 1)) if population > 1 else 0.0
+    zz = z * z * fpc
+    denom = 1 + zz / n
+    center = (p + zz / (2 * n)) / denom
+    half = math.sqrt(zz * (p * (1 - p) / n + zz / (4 * n * n))) / denom
     return max(0.0, center - half), min(1.0, center + half)
 
 

@@ -49,10 +49,15 @@ def task_metrics(model: torch.nn.Module, tokenizer: tokenizers.Tokenizer, tasks:
                  max_seq_len: int = 256, batch_size: int = 32, max_new_tokens: int = 64) -> dict[str, float]:
     """Flat task metrics (fractions) of `model`: {"gsm8k/exact_match": 0.12, "arc_easy/acc": 0.3, ...}.
     `tasks` entries are NAME or NAME=PATH (a local JSONL/Parquet file). The model's train/eval mode is kept."""
+    how = Thinking(gate_scale=gate_scale, max_seq_len=max_seq_len, batch_size=batch_size)
+    return suite_metrics(model, tokenizer, load_suite(tasks, task_files, limit), how, max_new_tokens)
+
+
+def suite_metrics(model: torch.nn.Module, tokenizer: tokenizers.Tokenizer,
+                  suite: Sequence[tuple[Task, list[Example]]], how: Thinking, max_new_tokens: int) -> dict[str, float]:
+    """`task_metrics` of a suite loaded once (`load_suite`), e.g. by a training run that evaluates it often."""
     was_training = model.training
     try:
-        how = Thinking(gate_scale=gate_scale, max_seq_len=max_seq_len, batch_size=batch_size)
-        suite = load_suite(tasks, task_files, limit)
         return flat_metrics(evaluate_suite(model, tokenizer, suite, how, max_new_tokens))
     finally:
         model.train(was_training)

@@ -177,6 +177,7 @@ class LanguageModelTask:
         self.cfg = cfg
         self._rows: dict[str, list] = {}
         self._tokenizer = None
+        self._eval_suite: list = []
         if self.data.sources:  # a mixture: validation per source beside the whole mix
             self.eval_sum_keys = (*LanguageModelTask.eval_sum_keys, *source_sum_keys(self.data.sources))
 
@@ -336,14 +337,16 @@ class LanguageModelTask:
         {task/metric: value}."""
         from tokenizers import Tokenizer
 
-        from hrm_ray.evals.suite import task_metrics
+        from hrm_ray.evals.scoring import Thinking
+        from hrm_ray.evals.suite import load_suite, suite_metrics
 
-        if self._tokenizer is None:
-            self._tokenizer = Tokenizer.from_str(self.data.tokenizer_json)
         e = self.cfg.eval
-        return task_metrics(model, self._tokenizer, e.tasks, limit=e.limit, gate_scale=self.gate_scale(step),
-                            max_seq_len=self.cfg.data.max_seq_len, batch_size=e.prompts_per_batch,
-                            max_new_tokens=e.max_new_tokens)
+        if self._tokenizer is None:  # the tokenizer and the task files are read once per run
+            self._tokenizer = Tokenizer.from_str(self.data.tokenizer_json)
+            self._eval_suite = load_suite(e.tasks, limit=e.limit)
+        how = Thinking(gate_scale=self.gate_scale(step), max_seq_len=self.cfg.data.max_seq_len,
+                       batch_size=e.prompts_per_batch)
+        return suite_metrics(model, self._tokenizer, self._eval_suite, how, e.max_new_tokens)
 
     def artifacts(self) -> dict[str, bytes]:
         meta = {**self.data.meta, "vocab_size": self.data.vocab_size, "pad_id": self.data.pad_id,

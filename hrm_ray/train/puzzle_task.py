@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from hrm_ray.data.puzzles.format import (
 )
 from hrm_ray.data.puzzles.sampler import GroupEpochSampler, local_batch_size, num_iterations
 from hrm_ray.errors import UserError
+from hrm_ray.evals.runner import wilson_interval
 from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1Config, puzzle_embeddings
 from hrm_ray.models.hrm_act_v1.losses import COUNT_METRICS, reduce_metrics
 from hrm_ray.models.registry import build_model
@@ -46,7 +46,6 @@ from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
 
 DATA_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
-Z_95 = 1.959963984540054
 
 
 def resolve_model(model: HRMACTv1Config, meta: PuzzleDatasetMetadata) -> HRMACTv1Config:
@@ -94,24 +93,6 @@ def puzzle_schedule(cfg: Config, meta: PuzzleDatasetMetadata) -> PuzzleSchedule:
         raise UserError(f"global_batch_size ({p.global_batch_size}) is larger than {interval} epochs of "
                         f"{meta.total_groups * meta.mean_puzzle_examples:g} examples: no training step")
     return PuzzleSchedule(iterations, per_iter, iterations * per_iter)
-
-
-def wilson_interval(successes: float, n: float, population: float | None, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a proportion from `n` of `population` items drawn without replacement
-    (finite-population corrected: the interval closes to the point when the whole population is seen);
-    `population=None`: `n` draws from an unlimited population (no correction)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    if population is None:
-        fpc = 1.0
-    else:
-        fpc = max(0.0, (population - n) / (population - 1)) if population > 1 else 0.0
-    zz = z * z * fpc
-    denom = 1 + zz / n
-    center = (p + zz / (2 * n)) / denom
-    half = math.sqrt(zz * (p * (1 - p) / n + zz / (4 * n * n))) / denom
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def eval_rows(split: PuzzleSplit, size: int, seed: int) -> list[tuple[str, np.ndarray]]:
