@@ -73,7 +73,7 @@ def bench_batching(model, tok, prompts: list[str], args) -> list[str]:
 
 
 def bench_ray(directory: Path, prompts: list[str], args) -> list[str]:
-    from hrm_ray.data.ray_env import ensure_ray
+    from hrm_ray.ray_env import ensure_ray
     from hrm_ray.infer.ray_eval import predict_with_ray
 
     ensure_ray(num_cpus=args.ray_cpus)

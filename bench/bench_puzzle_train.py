@@ -42,7 +42,7 @@ def steps_per_second(run_dir: Path) -> float:
 
 
 def bench_training(data: Path, tmp: Path, steps: int, hidden: int) -> dict[str, float]:
-    from hrm_ray.data.ray_env import ensure_ray
+    from hrm_ray.ray_env import ensure_ray
     from hrm_ray.train.loop import LocalReporter, run_loop
     from hrm_ray.train.puzzle_task import PuzzleTask
     from hrm_ray.train.ray_trainer import train

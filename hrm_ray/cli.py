@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from hrm_ray.config import suggest
 from hrm_ray.console import take_verbose_flag
-from hrm_ray.data.ray_errors import user_errors_from_ray
+from hrm_ray.ray_errors import user_errors_from_ray
 from hrm_ray.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {

@@ -14,7 +14,7 @@ MAX_FUNCTION_LINES = 80
 
 # Lowest first: a module may import its own layer and those below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "atomic", "console", "storage"),
+    ("errors", "atomic", "console", "storage", "ray_env", "ray_errors"),
     ("models",),
     ("config",),
     ("data",),

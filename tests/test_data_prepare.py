@@ -211,7 +211,7 @@ def test_output_rows_do_not_depend_on_how_files_are_cut(ray_session, tmp_path, s
 
 
 def test_actor_threads_never_ask_more_than_the_largest_node():
-    from hrm_ray.data.ray_env import actor_threads
+    from hrm_ray.ray_env import actor_threads
 
     assert actor_threads(4, [16.0, 8.0], "--t") == (4, None)
     threads, note = actor_threads(30, [16.0, 8.0], "--tokenizer-num-threads")

@@ -75,7 +75,7 @@ def _generate_sudoku(args: argparse.Namespace) -> None:
 
     test_size = args.test_size if args.test_size is not None else 200
     if args.ray:
-        from hrm_ray.data.ray_env import ensure_ray
+        from hrm_ray.ray_env import ensure_ray
 
         ensure_ray()
     build_generated_sudoku(GeneratedSudokuConfig(

@@ -103,7 +103,7 @@ def main(default_config: str | Path, default_name: str, demo_data: bool = False,
          argv: Sequence[str] | None = None) -> int:
     """What experiments/sweep_*.py run: `hrm-ray tune` with their config as the default `--config`."""
     from hrm_ray.console import take_verbose_flag
-    from hrm_ray.data.ray_errors import user_errors_from_ray
+    from hrm_ray.ray_errors import user_errors_from_ray
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)

@@ -72,7 +72,7 @@ def evaluate_model(loaded: LoadedModel, dataset: str = SYNTHETIC, max_samples: i
         pairs = task.synthetic_pairs("val")
         batches = task.val_batches(ctx)
     else:
-        from hrm_ray.data.ray_env import ensure_ray
+        from hrm_ray.ray_env import ensure_ray
 
         if task.needs_ray_data():  # a mixture (or a run with workers): Ray Data reads it; else its files directly
             ensure_ray()

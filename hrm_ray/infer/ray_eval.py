@@ -68,7 +68,7 @@ def predict_with_ray(model_dir: str, suite: Sequence[tuple[Task, list[Example]]]
     model directory where every node can read it (local, or s3:// / gs:// for a cluster)."""
     import ray.data
 
-    from hrm_ray.data.ray_env import ensure_ray
+    from hrm_ray.ray_env import ensure_ray
 
     ensure_ray()
     plan_pool(num_workers, use_gpu)

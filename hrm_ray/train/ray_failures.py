@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
 
-from hrm_ray.data.ray_errors import find_user_error, wrapped_errors
+from hrm_ray.ray_errors import find_user_error, wrapped_errors
 from hrm_ray.errors import UserError
 
 # The logger of Ray Train's "Error in training function:\n<traceback>" (logged by the worker, then shown

@@ -260,7 +260,7 @@ def build_task(cfg: Config) -> Task:
 def start_ray(cfg: Config, address: str | None = None, dashboard: bool = True) -> None:
     """Attach to `address`/`--address`/`$RAY_ADDRESS`, else start a local Ray with room for the workers
     and for Ray Data (with its dashboard: Ray Train's placement-group cleaner queries its State API)."""
-    from hrm_ray.data.ray_env import ensure_ray, local_cpus
+    from hrm_ray.ray_env import ensure_ray, local_cpus
 
     workers_cpus = max(1, cfg.ray.num_workers) * cfg.ray.cpus_per_worker
     ensure_ray(address or cfg.ray.address or None, num_cpus=local_cpus(workers_cpus), dashboard=dashboard)
@@ -295,7 +295,7 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
     config); by default the config is resolved and its task built here. `callbacks` go to the RunConfig (a
     sweep trial passes Tune's TuneReportCallback, and `fit`, its share of the cluster); without a `fit` the run
     is planned against the cluster's resources (hrm_ray.train.resources): one that cannot fit fails at once."""
-    from hrm_ray.data.ray_errors import user_errors_from_ray
+    from hrm_ray.ray_errors import user_errors_from_ray
     from hrm_ray.train.ray_failures import memory_deaths_explained
 
     if not cfg.train.run_name:
@@ -349,7 +349,7 @@ def workers_per_node(rc: RayConfig, cluster: Cluster) -> int:
 def plan_resources(task: Task, fit: Fit | None = None) -> Fit:
     """`fit` (a sweep trial's share), else the run's fit on the cluster Ray is up on (a UserError when it
     cannot fit), applied to the Ray Data this driver builds: run before `task.ray_datasets()`."""
-    from hrm_ray.data.ray_env import fit_ray_data
+    from hrm_ray.ray_env import fit_ray_data
 
     if fit is None:
         cluster, need = cluster_now(), run_need(task.cfg.ray, needs_ray_data(task))

@@ -186,7 +186,7 @@ def _num(value: float) -> str:
 
 
 def cluster_now() -> Cluster:
-    """The running Ray's alive nodes, plus those its autoscaler may add (hrm_ray.data.ray_env.ensure_ray first)."""
+    """The running Ray's alive nodes, plus those its autoscaler may add (hrm_ray.ray_env.ensure_ray first)."""
     import ray
 
     nodes = [Node(float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))

@@ -293,7 +293,7 @@ def start_ray(spec: SweepSpec) -> None:
     """Attach to `--address`/`$RAY_ADDRESS`, else start a local Ray *with* its dashboard: ASHA kills the
     trials it stops, and only through the dashboard's state API can Ray Train's PlacementGroupCleaner
     see that their controllers died and free their workers' CPUs for the next trials."""
-    from hrm_ray.data.ray_env import ensure_ray, local_cpus
+    from hrm_ray.ray_env import ensure_ray, local_cpus
 
     per_trial = max(1, int(spec.base["ray"]["num_workers"])) * float(spec.base["ray"]["cpus_per_worker"])
     ensure_ray(spec.base["ray"]["address"] or None, num_cpus=local_cpus(per_trial * max(1, spec.max_concurrent_trials)),
@@ -396,7 +396,7 @@ def _curve(frame, metric: str) -> list[list[float]]:
 
 def _last_line(error: BaseException | None) -> str:
     """A trial's error in one line: the UserError's message when it is one, else the last line of its text."""
-    from hrm_ray.data.ray_errors import find_user_error
+    from hrm_ray.ray_errors import find_user_error
 
     user_error = find_user_error(error)
     lines = [x.strip() for x in str(user_error or error or "").splitlines() if x.strip()]

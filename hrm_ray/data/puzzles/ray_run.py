@@ -15,7 +15,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from hrm_ray.data.puzzles.format import load_split
 from hrm_ray.data.puzzles.ray_dataset import _read_rows
 from hrm_ray.data.puzzles.sampler import GroupEpochSampler
-from hrm_ray.data.ray_env import data_task_cpus
+from hrm_ray.ray_env import data_task_cpus
 
 
 def iteration_index(batch: dict[str, np.ndarray], dataset_dir: str, split: str, global_batch_size: int,
