@@ -25,8 +25,8 @@ from rich.table import Table
 from hrm_ray.config import PAPER_FLAGS, build_config
 from hrm_ray.data.puzzles.format import PuzzleDatasetMetadata
 from hrm_ray.experiments.demo_data import DemoDataSpec
-from hrm_ray.models.hrm_act_v1 import puzzle_embeddings
-from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.lm import HRMLanguageModel
+from hrm_ray.models.puzzle import puzzle_embeddings
 from hrm_ray.train.compile import compile_model
 from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.puzzle_task import build_puzzle_model, resolve_model

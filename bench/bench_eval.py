@@ -22,7 +22,7 @@ from hrm_ray.config import Config, save_yaml
 from hrm_ray.data.synthetic import char_tokenizer
 from hrm_ray.evals.scoring import Thinking, generate_texts
 from hrm_ray.evals.tasks import Example, get_task
-from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.lm import HRMLanguageModel
 from hrm_ray.train.checkpoint import MODEL_FILE
 from hrm_ray.train.safe_files import save_weights
 
@@ -73,8 +73,8 @@ def bench_batching(model, tok, prompts: list[str], args) -> list[str]:
 
 
 def bench_ray(directory: Path, prompts: list[str], args) -> list[str]:
-    from hrm_ray.ray_env import ensure_ray
     from hrm_ray.infer.ray_eval import predict_with_ray
+    from hrm_ray.ray_env import ensure_ray
 
     ensure_ray(num_cpus=args.ray_cpus)
     task = get_task("arithmetic")

@@ -12,7 +12,7 @@ import torch
 
 from hrm_ray.config import Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
-from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.lm import HRMLanguageModel
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

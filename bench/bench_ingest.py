@@ -1,6 +1,6 @@
 """Ingest headroom: batches/s a streaming Ray Dataset shard delivers through
 `iter_torch_batches` (collate padding per batch) vs batches/s the default small HRM x LM model
-(hrm_ray.models.hrm_lm.HRMLanguageModel, d_model 256) consumes training on CPU, side by side in one run.
+(hrm_ray.models.lm.HRMLanguageModel, d_model 256) consumes training on CPU, side by side in one run.
 Goal: delivery >= 5x consumption, so the data path never starves a CPU worker.
 
     .venv/bin/python bench/bench_ingest.py [--data ../shared/data] [--batch-size 32] [--seq-len 256]
@@ -36,8 +36,7 @@ def main() -> None:
 
     from hrm_ray.data.ingest import TripletCollate, load_prepared_split, read_meta
     from hrm_ray.data.prepare import PrepareConfig, prepare_language_dataset
-    from hrm_ray.models.hrm_lm import HRMLanguageModel
-    from hrm_ray.models.hrm_lm.config import HRMLMConfig
+    from hrm_ray.models.lm import HRMLanguageModel, HRMLMConfig
 
     ray.init(num_cpus=4, include_dashboard=False, configure_logging=False, log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))

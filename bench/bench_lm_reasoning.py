@@ -7,10 +7,13 @@ the same steps (`--budget steps`) or the same training FLOPs (`--budget flops`: 
 step, fit in that total). Exact match on the held-out test problems (never trained on) with a 95% Wilson
 interval, the gate mu and cycles used; sudoku6 is also scored on problems from symmetry classes held out of
 training and on problems that need search (singles do not solve them). `--seeds 0,1,2` reports mean ± sd over
-the seeds and each seed. No model uses an EMA of its weights (the LM task has none).
+the seeds and each seed. `--ema on` (the default) scores every model's EMA of its weights (train.ema with the
+warm-up decay min(0.999, (1 + t) / (10 + t)), which follows the weights on a short run), `--ema off` the final
+weights; the same setting for every model. `--json PATH` writes every row.
 
     nice -n 10 .venv/bin/python bench/bench_lm_reasoning.py [--profile smoke|demo] [--tasks sudoku6 arith graph] [--steps N]
-        [--models ...] [--budget steps|flops] [--seeds 0,1,2] [--d_model D] [--batch_size B] [--train_size N]
+        [--models ...] [--budget steps|flops] [--seeds 0,1,2] [--ema on|off] [--json PATH] [--d_model D]
+        [--batch_size B] [--train_size N]
         [--lr LR] [--sudoku_blanks K] [--search_size N] [--hrm KEY=VALUE ...] [--bridge KEY=VALUE ...]
 
 --d_model/--batch_size/--train_size/--lr apply to all three models; --hrm sets model.hrm.* and --bridge
@@ -23,6 +26,7 @@ for the hybrid. The hybrid is also scored with all cycles (adaptive halting off)
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -60,7 +64,7 @@ def base_overrides(profile: dict, task: str, dataset: Path) -> list[str]:
             "--hrm_gate_warmup_steps", str(steps // 10), "--gate_ramp_steps", str(steps // 10),
             "--val_every", str(steps), "--log_steps", str(max(1, steps // 10)), "--wandb", "off",
             "--max_seq_len", "128", "data.max_val_samples=200", "ray.num_workers=0",
-            f"data.dataset={dataset}"]
+            f"train.ema={profile.get('ema', 'on') == 'on'}", "train.ema_warmup=true", f"data.dataset={dataset}"]
 
 
 def params_of(overrides: list[str]) -> int:
@@ -118,7 +122,7 @@ def train_and_score(name: str, overrides: list[str], save: Path, test_sets: dict
     from hrm_ray.train.loop import LocalReporter, run_loop
     from hrm_ray.train.resolve import resolve_config
     from hrm_ray.train.run_files import RunFiles
-    from hrm_ray.train.task import WorkerContext
+    from hrm_ray.train.task import WorkerContext, eval_weights
 
     class Keep(LanguageModelTask):
         def build_model(self):
@@ -136,16 +140,19 @@ def train_and_score(name: str, overrides: list[str], save: Path, test_sets: dict
     tok = Tokenizer.from_str(task.data.tokenizer_json)
     scale = task.gate_scale(result.step)
     test_pairs = test_sets["easy"]
-    score = score_pairs(task.model, tok, test_pairs, scale, adaptive_halting=True)
-    extra = {k: score_pairs(task.model, tok, pairs, scale, adaptive_halting=True).exact
-             for k, pairs in test_sets.items() if k != "easy"}
+    with eval_weights(task, task.model):  # the EMA weights with train.ema, else the final ones
+        score = score_pairs(task.model, tok, test_pairs, scale, adaptive_halting=True)
+        extra = {k: score_pairs(task.model, tok, pairs, scale, adaptive_halting=True).exact
+                 for k, pairs in test_sets.items() if k != "easy"}
+        all_cycles = (score_pairs(task.model, tok, test_pairs, scale, adaptive_halting=False).exact
+                      if task.cfg.model.hrm.enabled else None)
     low, high = wilson_interval(score.hits, score.total, population=None)
     row = {"model": name, "params": sum(p.numel() for p in task.model.parameters()), "steps": result.step,
            "wall_s": wall, "cpu_s": cpu, "exact": score.exact, "low": low, "high": high, "gate": score.gate_mean,
            "cycles": score.cycles_used, "distinct": score.distinct_answers, "n": score.total,
            "val_loss": result.last_val.get("loss", float("nan")), "splits": {"easy": score.exact, **extra}}
-    if task.cfg.model.hrm.enabled:
-        row["exact_all_cycles"] = score_pairs(task.model, tok, test_pairs, scale, adaptive_halting=False).exact
+    if all_cycles is not None:
+        row["exact_all_cycles"] = all_cycles
     return row
 
 
@@ -232,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated model seeds (init, batch order); same data")
     parser.add_argument("--budget", choices=("steps", "flops"), default="steps",
                         help="flops: every model gets the first model's training FLOPs (its --steps)")
+    parser.add_argument("--ema", choices=("on", "off"), default="on",
+                        help="score every model's EMA of its weights (warm-up decay), or its final weights")
+    parser.add_argument("--json", default="", help="also write every row to this JSON file")
     parser.add_argument("--search_size", type=int, default=0, help="sudoku6 needs-search test problems (100)")
     # The HRM's own settings (the hybrid only; the deeper encoder is matched to the resulting parameters)
     parser.add_argument("--hrm", nargs="+", default=[], metavar="KEY=VALUE",
@@ -240,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="model.bridge.KEY=VALUE, e.g. gate_init_bias=4 (a gate that starts open)")
     args = parser.parse_args(argv)
     chosen = {"steps": args.steps, "d_model": args.d_model, "batch": args.batch_size, "train": args.train_size,
-              "lr": args.lr, "sudoku_blanks": args.sudoku_blanks, "search_size": args.search_size}
-    profile = {**PROFILES[args.profile], **{k: v for k, v in chosen.items() if v > 0},
+              "lr": args.lr, "sudoku_blanks": args.sudoku_blanks, "search_size": args.search_size, "ema": args.ema}
+    profile = {**PROFILES[args.profile], **{k: v for k, v in chosen.items() if isinstance(v, str) or v > 0},
                "hrm": {**PROFILES[args.profile].get("hrm", {}), **key_values(args.hrm)},
                "bridge": key_values(args.bridge)}
     import torch
@@ -257,8 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(format_row(row["task"], row))
     print(f"\nbudget {args.budget} (reference {args.models[0]}: {profile['steps']} steps), seeds {args.seeds}, "
-          "no EMA for any model; mean ± sd [each seed] (test problems)")
+          f"EMA {args.ema}{' (warm-up decay)' if args.ema == 'on' else ''} for every model; mean ± sd [each seed] "
+          "(test problems)")
     print("\n".join(summary(rows)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"argv": argv if argv is not None else sys.argv[1:], "profile": profile,
+                                               "rows": rows}, indent=1, default=str) + "\n")
     return 0
 
 

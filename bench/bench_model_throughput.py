@@ -11,7 +11,7 @@ import time
 import torch
 
 from hrm_ray.config import Config
-from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.lm import HRMLanguageModel
 
 
 def random_batch(batch: int, enc_len: int, dec_len: int, vocab: int) -> dict[str, torch.Tensor]:

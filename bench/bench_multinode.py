@@ -1,6 +1,6 @@
 """Multi-node data parallelism on one machine: steps/s of the same tiny LM run with 1 Train worker on one
 node vs 2 workers on two nodes (`--placement_strategy SPREAD`), side by side in one run, on a real 3-node Ray
-cluster of 1 CPU each (`ray.cluster_utils.Cluster` on loopback, tests/multinode_run.py).
+cluster of 1 CPU each (`ray start` raylets on loopback, tests/multinode_run.py).
 
     python bench/bench_multinode.py [--steps 60]
 

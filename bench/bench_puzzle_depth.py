@@ -4,14 +4,16 @@ their weights unchanged, on the same test puzzles; voting runs `--vote` symmetri
 
     .venv/bin/python bench/bench_puzzle_quality.py --archs hrm_v1,trm_mlp:... --save_dir /tmp/runs
     .venv/bin/python bench/bench_puzzle_depth.py /tmp/runs/hrm_v1 /tmp/runs/trm_mlp_... [--depths 1,2,4,8,16]
-        [--vote 4] [--max_examples 300]
+        [--vote 4] [--max_examples 300] [--split test_search] [--json PATH]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -23,6 +25,8 @@ def main() -> int:
     parser.add_argument("--vote", type=int, default=4, help="views per puzzle for voting (0: no voting)")
     parser.add_argument("--max_examples", type=int, default=300, help="test puzzles (a fixed random subset; 0 = all)")
     parser.add_argument("--batch_size", type=int, default=300)
+    parser.add_argument("--split", default="test", help="the dataset split, e.g. test_search (needs-search puzzles)")
+    parser.add_argument("--json", default="", help="also write the curves to this JSON file")
     args = parser.parse_args()
 
     import torch
@@ -38,12 +42,15 @@ def main() -> int:
         model_dir = resolve_checkpoint(run)
         cfg = model_config(model_dir)
         start = time.perf_counter()
-        curves[f"{cfg.model.name} (trained at {cfg.model.halt_max_steps})"] = depth_curve(
-            model_dir, depths, args.vote, args.max_examples, args.batch_size)
+        curves[f"{Path(run).name} (trained at {cfg.model.halt_max_steps})"] = depth_curve(
+            model_dir, depths, args.vote, args.max_examples, args.batch_size, split=args.split)
         print(f"{run}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
     n = int(next(iter(curves.values()))[0]["examples"])
-    print(f"exact accuracy (%) against test-time depth (halt_max_steps), {n} test puzzles; "
+    if args.json:
+        Path(args.json).write_text(json.dumps({"split": args.split, "vote": args.vote, "runs": args.runs,
+                                               "curves": curves}, indent=1) + "\n")
+    print(f"exact accuracy (%) against test-time depth (halt_max_steps), {n} puzzles of '{args.split}'; "
           f"voted: {args.vote} symmetric views per puzzle")
     header = "".join(f"{label + (' voted' if v else ''):>34}" for label in curves for v in ([0, 1] if args.vote else [0]))
     print(f"{'depth':>6}{header}")

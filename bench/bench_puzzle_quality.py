@@ -8,17 +8,22 @@ generated 6x6 Sudoku, over `--seeds`, and scored on three disjoint test splits:
 - search: puzzles that naked and hidden singles cannot solve (holes dug while the solution stays unique).
 
     .venv/bin/python bench/bench_puzzle_quality.py [--seeds 0,1,2] [--budget steps|flops] [--steps N]
-        [--ema on|off] [--archs a,b:override,...] [--data_dir DIR] [--save_dir DIR] [overrides ...]
+        [--ema on|off] [--archs a,b:override,...] [--data_dir DIR] [--save_dir DIR] [--json PATH] [overrides ...]
 
 `--budget steps`: every model trains `--steps` (default: the profile's epochs for the first arch); `--budget
 flops`: the first arch (the reference) trains `--steps` and every other model trains as many steps as its
 measured training FLOPs per step (`FlopCounterMode` on one forward+backward step, hrm_ray.train.flops) fit in
 the reference's total. Each model trains in-process (the plain loop, one CPU thread); only the final weights
-are evaluated (no selection on a test split). The 95% interval is Wilson's, per seed.
+are evaluated (no selection on a test split). `--ema on` (the default) evaluates every model's EMA of its
+weights with the warm-up decay (train.ema_warmup: min(0.999, (1 + t) / (10 + t)), which follows the weights on a
+short run); `--ema off` the final weights themselves. With --save_dir a run already there (same arch, seed, steps
+and EMA setting: its name says them) is scored again, not retrained, so a steps and a flops budget share the
+reference model's runs. `--json PATH` writes every row.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -56,10 +61,11 @@ def make_config(args, overrides: list[str], spec: str, seed: int, save: Path, st
 
     arch, *extra = spec.split(":")
     name = "_".join(x.rsplit(".", 1)[-1].replace("=", "-") for x in [arch, *extra]) + f"_s{seed}"
+    name += f"_n{steps}_ema-{args.ema}" if steps else ""
     budget = [f"train.steps={steps}", "train.val_every=0"] if steps else []
     cfg = load_puzzle_config(Path(args.config), args.profile, [
         *overrides, f"arch={arch}", *extra, f"data.dataset={args.data_dir}", f"train.seed={seed}",
-        f"train.ema={'true' if args.ema == 'on' else 'false'}", *budget, f"--run_name={name}",
+        f"train.ema={'true' if args.ema == 'on' else 'false'}", "train.ema_warmup=true", *budget, f"--run_name={name}",
         f"--save_dir={save}", "ray.num_workers=0", "train.wandb=off", "train.eval_interval=0"],
         log=lambda _: None)
     return cfg, name
@@ -100,18 +106,24 @@ def train_and_score(cfg, name: str, save: Path) -> dict:
     from hrm_ray.train.run_files import RunFiles
     from hrm_ray.train.task import WorkerContext
 
-    task = PuzzleTask(resolve_config(cfg))
-    params = sum(p.numel() for p in task.build_model().parameters())
-    torch.set_num_threads(1)
-    start = time.perf_counter()
     run_dir = save / name
-    result = run_loop(task.cfg, task, WorkerContext(), LocalReporter(run_dir, 1), RunFiles(str(run_dir)))
-    wall = time.perf_counter() - start
+    done = run_dir / "bench_run.json"
+    if done.is_file():  # trained before with this arch, seed, steps and EMA setting: score it again
+        row = json.loads(done.read_text())
+    else:
+        task = PuzzleTask(resolve_config(cfg))
+        params = sum(p.numel() for p in task.build_model().parameters())
+        torch.set_num_threads(1)
+        start, cpu = time.perf_counter(), time.process_time()
+        result = run_loop(task.cfg, task, WorkerContext(), LocalReporter(run_dir, 1), RunFiles(str(run_dir)))
+        row = {"params": params, "steps": result.step, "wall_s": time.perf_counter() - start,
+               "cpu_s": time.process_time() - cpu}
+        done.write_text(json.dumps(row) + "\n")
     scores = {}
     for label, split in SPLITS.items():
         m = evaluate_puzzle_run(run_dir / "best-model", split=split, batch_size=256)
         scores[label] = (m["exact_accuracy"], int(m["examples"]), m["accuracy"])
-    return {"params": params, "steps": result.step, "wall_s": wall, "scores": scores}
+    return {**row, "scores": scores}
 
 
 def mean_sd(values: list[float]) -> str:
@@ -128,14 +140,14 @@ def main() -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds, e.g. 0,1,2")
     parser.add_argument("--budget", choices=("steps", "flops"), default="steps")
     parser.add_argument("--steps", type=int, default=0, help="reference steps (0: the profile's epochs)")
-    parser.add_argument("--ema", choices=("on", "off"), default="off",
-                        help="EMA evaluation weights for every model (off: decay 0.999 from the initial weights "
-                             "leaves 13.5%% of them in the average after 2,000 steps)")
+    parser.add_argument("--ema", choices=("on", "off"), default="on",
+                        help="evaluate every model's EMA of its weights (warm-up decay), or its final weights")
     parser.add_argument("--data_dir", default=str(DATA))
     parser.add_argument("--train_size", type=int, default=16000)
     parser.add_argument("--test_size", type=int, default=1000)
     parser.add_argument("--search_size", type=int, default=200)
     parser.add_argument("--save_dir", default="", help="keep the runs in DIR/<name> (default: a temporary dir)")
+    parser.add_argument("--json", default="", help="also write the plan and every row to this JSON file")
     args, overrides = parser.parse_known_args()
     ensure_data(Path(args.data_dir), args.train_size, args.test_size, args.search_size, seed=0)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -161,7 +173,8 @@ def main() -> int:
 
     n = {k: v[1] for k, v in next(iter(rows.values()))[0]["scores"].items()}
     print(f"Sudoku 6x6 quality, profile '{args.profile}', budget {args.budget} (reference {specs[0]}: {ref_steps} "
-          f"steps), EMA {args.ema} for every model, seeds {args.seeds} {' '.join(overrides)}".rstrip())
+          f"steps), EMA {args.ema}{' (warm-up decay)' if args.ema == 'on' else ''} for every model, seeds "
+          f"{args.seeds} {' '.join(overrides)}".rstrip())
     print("test splits: " + ", ".join(f"{k} {c} puzzles" for k, c in n.items()) + f"; data {args.data_dir}")
     head = "".join(f"{k + ' exact %':>22}" for k in SPLITS)
     print(f"{'arch':<52}{'params':>9}{'steps':>7}{'GFLOP/step':>11}{'TFLOP total':>12}{'wall s':>8}{head}")
@@ -177,6 +190,13 @@ def main() -> int:
         for seed, r in zip(seeds, rows[spec], strict=True):
             print(f"  {spec.replace('model.', ''):<50} seed {seed}: "
                   + ", ".join(f"{k} {100 * v[0]:.1f} / {100 * v[2]:.1f}" for k, v in r["scores"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "budget": args.budget, "ema": args.ema, "seeds": seeds, "profile": args.profile, "overrides": overrides,
+            "data_dir": args.data_dir, "test_sizes": n, "reference": specs[0], "reference_steps": ref_steps,
+            "models": {spec: {"flops_per_step": plan[spec][0], "steps": steps[spec], "runs": [
+                {"seed": seed, **r} for seed, r in zip(seeds, rows[spec], strict=True)]} for spec in specs}},
+            indent=1) + "\n")
     return 0
 
 

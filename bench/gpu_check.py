@@ -1,5 +1,6 @@
 """One-GPU check, without Ray: the models on the device, bf16 training steps, Mamba2 against mamba_ssm,
-and tokens/s and MFU of the HRM×LM and the puzzle HRM, eager and compiled.
+and tokens/s and MFU of the HRM×LM and the puzzle HRM, eager and compiled. The puzzle checks and bf16 steps run
+every puzzle family and preset of the registry (the TRM's included).
 
     python bench/gpu_check.py                        # on a GPU machine (sized for < 8 min on an H200; not yet run)
     python bench/gpu_check.py --device cpu --tiny    # the same code at a tiny size (tests/test_gpu_check.py)
@@ -33,18 +34,20 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from hrm_ray.config import OptimConfig
-from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1Config, puzzle_embeddings
-from hrm_ray.models.hrm_lm import HRMLanguageModel
-from hrm_ray.models.hrm_lm.config import HRMLMConfig
+from hrm_ray.models import registry
 from hrm_ray.models.hrm_lm.mamba2 import Mamba2, _mamba_ssm_kernels, ssd_chunked, ssd_sequential_scan
 from hrm_ray.models.layers import Attention
+from hrm_ray.models.lm import HRMLanguageModel, HRMLMConfig
+from hrm_ray.models.puzzle import ACTLossHead, PuzzleModelConfig, puzzle_embeddings
 from hrm_ray.models.registry import build_model, default_config
 from hrm_ray.train.compile import compile_model
 from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD
 
 H200_BF16_DENSE_TFLOPS = 989.0
-PUZZLE_ARCHS = ("hrm_v1", "hrm_v1_gated", "transformer_baseline")  # registry names
+# every puzzle family of the registry: each of its presets, or the family where it has none
+PUZZLE_ARCHS = tuple(name for family in registry.FAMILIES.values() if family.task == "puzzle"
+                     for name in (list(family.presets) or [family.name]))
 Row = tuple[str, str, str]   # check, result, detail
 
 
@@ -75,11 +78,13 @@ def lm_config(sizes: Sizes, backend: str = "transformer") -> HRMLMConfig:
     return cfg
 
 
-def puzzle_config(sizes: Sizes, arch: str = "hrm_v1") -> HRMACTv1Config:
+def puzzle_config(sizes: Sizes, arch: str = "hrm_v1") -> PuzzleModelConfig:
+    """`arch` at these sizes, each size its config has (the TRM's one network: `layers` blocks)."""
     hidden, heads, layers, _, seq_len = sizes.puzzle
-    return default_config(arch, d_model=hidden, n_heads=heads, h_layers=layers, l_layers=layers,
-                          puzzle_emb_ndim=hidden, vocab_size=11, seq_len=seq_len, num_puzzle_identifiers=4,
-                          halt_max_steps=16 if hidden >= 512 else 4)
+    sizes_of = dict(d_model=hidden, n_heads=heads, h_layers=layers, l_layers=layers, puzzle_emb_ndim=hidden,
+                    vocab_size=11, seq_len=seq_len, num_puzzle_identifiers=4, halt_max_steps=16 if hidden >= 512 else 4)
+    fields = {f.name for f in dataclasses.fields(registry.resolve(arch)[0].config_class)}
+    return default_config(arch, **{k: v for k, v in sizes_of.items() if k in fields})
 
 
 def build_lm(sizes: Sizes, backend: str = "transformer", seed: int = 0) -> HRMLanguageModel:

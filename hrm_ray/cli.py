@@ -6,12 +6,14 @@ import gc
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
 from typing import NoReturn
 
-from hrm_ray.config import suggest
+from hrm_ray.commands.config_flags import bare_optionals, own_options
+from hrm_ray.config import UnknownFlag, suggest
 from hrm_ray.console import take_verbose_flag
-from hrm_ray.ray_errors import user_errors_from_ray
 from hrm_ray.errors import UserError
+from hrm_ray.ray_errors import user_errors_from_ray
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hrm_ray.commands.train", "train a model (HRM x LM or puzzle HRM) with Ray Train"),
@@ -29,11 +31,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors (a missing or malformed argument) are one `error: ...` line and exit 2, as
-    every other user error."""
+    every other user error; `--dry_run` (an optional value of a set) takes the next token only when it is
+    one of the set (commands/config_flags.bare_optionals)."""
 
     def error(self, message: str) -> NoReturn:
         print_error(f"{self.prog}: {message}")
         sys.exit(2)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(None if args is None else bare_optionals(self, args), namespace)
 
 
 def print_error(message: str) -> None:
@@ -53,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_options(parser: argparse.ArgumentParser, command: str) -> list[str]:
+    """The option strings `command`'s own parser declares."""
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return own_options(subparsers.choices[command])
+
+
 def unknown_argument_message(parser: argparse.ArgumentParser, command: str, token: str) -> str:
     """'unknown flag' with the closest flag of `command` (argparse alone gives no suggestion)."""
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    options = [o for action in subparsers.choices[command]._actions for o in action.option_strings]
     name = token.split("=", 1)[0]
-    return f"hrm-ray {command}: unknown flag '{name}'{suggest(name, options)}"
+    return f"hrm-ray {command}: unknown flag '{name}'{suggest(name, command_options(parser, command))}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,15 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hrm_ray").setLevel(logging.INFO)
     parser = build_parser()
     args, unknown = parser.parse_known_args(take_verbose_flag(list(sys.argv[1:] if argv is None else argv)))
-    if hasattr(args, "overrides"):  # `key=value` overrides after a flag (argparse takes positionals only once)
-        args.overrides += [t for t in unknown if "=" in t and not t.startswith("-")]
-        unknown = [t for t in unknown if not ("=" in t and not t.startswith("-"))]
     try:
-        if unknown and not getattr(args, "passes_arguments", False):  # set by a command of PASSES_ARGUMENTS
+        if unknown and not getattr(args, "passes_arguments", False):  # lm-eval's, and the config flags of train/tune
             raise UserError(unknown_argument_message(parser, args.command, unknown[0]))
         args.passed_arguments = unknown
         with user_errors_from_ray():  # a UserError raised in a Ray worker arrives wrapped
             return int(args.handler(args) or 0)
+    except UnknownFlag as exc:  # a config flag: the command's own options are candidates too
+        print_error(f"hrm-ray {args.command}: {exc.among(command_options(parser, args.command))}")
+        code = 2
     except UserError as exc:
         print_error(str(exc))
         code = 2

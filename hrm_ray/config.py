@@ -1,14 +1,16 @@
 """One typed config tree for every job: dataclass defaults, YAML instances, seed-style CLI flags.
 
-A YAML file may name a `base:` YAML (relative to itself) that it overrides. On the command line,
-`--name value` sets the leaf field called `name` (the seed trainer's flag names: `--batch_size`,
-`--learning_rate`, `--ds_weight`, ...), and `section.field=value` or `--section.field value` sets any
-field by its dotted path. Unknown keys are errors that name the key and suggest the closest one.
+A YAML file may name a `base:` YAML (relative to itself) that it overrides. On the command line (each
+token read once, by `read_flags`), `--field value` sets the leaf called `field` where that name is unique
+and not context-free (the seed trainer's flag names: `--batch_size`, `--learning_rate`, `--ds_weight`,
+...), and `section.field=value` or `--section.field value` sets any field by its dotted path. Unknown keys
+are errors that name the key and suggest the closest one.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -89,6 +91,9 @@ class TrainConfig:
     max_nonfinite_steps: int = 10
     ema: bool = False                   # evaluate (and keep best-model/ of) an EMA of the weights
     ema_decay: float = 0.999
+    # Ramp the decay, min(ema_decay, (1 + t) / (10 + t)) at update t, so the average follows the weights from
+    # the start; false: the papers' constant decay from the initial weights (their recipes set it).
+    ema_warmup: bool = True
     ema_puzzle_emb: bool = False        # puzzles: average the sparse puzzle-embedding table too
     wandb: str = "auto"
     wandb_project: str = "hrm-ray"      # the gated fork's `project_name=`
@@ -180,6 +185,9 @@ MAPPED_FLAGS: dict[str, str] = {
 }
 # The seed trainer's names of fields that moved: one field each.
 SEED_FLAGS: dict[str, str] = {"save_dir": "ray.storage_path"}
+# Leaf names that say nothing without their section (`--mode` of what?): no short flag, only the dotted path
+# (`--model.bridge.mode`), even where the name is unique in the tree.
+CONTEXT_FREE_NAMES = frozenset({"name", "enabled", "mode", "every", "limit", "expand", "chunk_size"})
 # Sections of configs saved before the model families shared one `model` section (old runs' config.yaml).
 LEGACY_SECTIONS: dict[str, dict[str, str]] = {
     "puzzle": {"data_path": "data.dataset", "global_batch_size": "train.global_batch_size",
@@ -233,7 +241,7 @@ def _is_section(value: Any) -> bool:
 def leaf_paths(node: Any, prefix: str = "") -> dict[str, type]:
     """Every leaf field of the tree as `dotted.path -> type` (mapping fields such as tune.space are not
     leaves: they are set from YAML only)."""
-    hints = typing.get_type_hints(type(node))
+    hints = _field_types(type(node))
     paths: dict[str, type] = {}
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
@@ -245,12 +253,19 @@ def leaf_paths(node: Any, prefix: str = "") -> dict[str, type]:
     return paths
 
 
+@functools.cache
+def _field_types(section: type) -> dict[str, Any]:
+    """A section class's field types (its annotations evaluated once: typing.get_type_hints is slow)."""
+    return typing.get_type_hints(section)
+
+
 def flag_index(cfg: Config) -> dict[str, str]:
-    """Flat flag name -> dotted path, for every leaf whose name is unique in the tree."""
+    """Short flag name -> dotted path: every leaf whose name is unique in the tree and says what it sets
+    without its section (not one of CONTEXT_FREE_NAMES)."""
     by_name: dict[str, list[str]] = {}
     for path in leaf_paths(cfg):
         by_name.setdefault(path.rsplit(".", 1)[-1], []).append(path)
-    return {name: paths[0] for name, paths in by_name.items() if len(paths) == 1}
+    return {name: paths[0] for name, paths in by_name.items() if len(paths) == 1 and name not in CONTEXT_FREE_NAMES}
 
 
 def aliases_of(cfg: Config) -> dict[str, str]:
@@ -457,10 +472,6 @@ def apply_mapped_flag(cfg: Config, name: str, value: Any, where: str) -> None:
         convert(value, bool, where)
 
 
-# The HRM repositories' model classes (an arch YAML's `name:`, module@Class) -> our families.
-ARCH_CLASSES = {"hrm_act_v1": "hrm_act_v1", "trm": "trm"}
-
-
 def arch_file(name: str, base_dir: Path) -> Path | None:
     """The arch YAML `name` stands for (a path, or NAME.yaml beside `base_dir` or in its arch/ or
     config/arch/, Hydra's layout); None when there is none."""
@@ -509,10 +520,10 @@ def apply_arch_file(cfg: Config, path: Path, where: str, composed: bool = False)
                 set_value(cfg, "model.name", name, f"{path}: defaults")
     name = str(mapping.pop("name", cfg.model.name))
     if name not in registry.names():
-        module = name.split("@")[0].rsplit(".", 1)[-1]
-        if module not in ARCH_CLASSES:
+        family = registry.paper_family(name.split("@")[0].rsplit(".", 1)[-1])   # the HRM repositories' module@Class
+        if family is None:
             raise UserError(f"{path}: name {name!r} is no model of hrm-ray (known: {', '.join(registry.names())})")
-        name = ARCH_CLASSES[module]
+        name = family
     loss = mapping.pop("loss", None)
     if isinstance(loss, dict) and "loss_type" in loss:
         mapping["loss_type"] = loss["loss_type"]
@@ -679,20 +690,35 @@ def load_yaml(path: str | Path, cfg: Config | None = None, profile: str | None =
     return cfg
 
 
-def _flag_target(cfg: Config, name: str, aliases: dict[str, str]) -> str:
+class UnknownFlag(UserError):
+    """A flag no field answers to; `among` suggests again with a command's own options among the names."""
+
+    def __init__(self, flag: str, candidates: typing.Iterable[str]):
+        self.flag, self.candidates = flag, list(candidates)
+        super().__init__(f"unknown flag '{flag}'{suggest(flag, self.candidates)}")
+
+    def among(self, options: typing.Iterable[str]) -> UnknownFlag:
+        return UnknownFlag(self.flag, [*options, *self.candidates])
+
+
+def _flag_target(cfg: Config, name: str, aliases: dict[str, str], dashes: str = "--") -> str:
+    """The dotted path flag `name` sets (`dashes`: how it was written, "" for `name=value`)."""
     paths = leaf_paths(cfg)
     if name in paths:
         return name
     target = aliases.get(name) or flag_index(cfg).get(name)
     if target is not None:
         return target
-    ambiguous = [p for p in paths if p.rsplit(".", 1)[-1] == name]
-    if ambiguous:
-        raise UserError(f"flag '--{name}' is ambiguous: use one of {', '.join('--' + p for p in ambiguous)}")
+    matching = [p for p in paths if p.rsplit(".", 1)[-1] == name]
+    if len(matching) == 1:
+        raise UserError(f"flag '{dashes}{name}' says nothing alone: write {dashes}{matching[0]}")
+    if matching:
+        raise UserError(f"flag '{dashes}{name}' is ambiguous: use one of {', '.join(dashes + p for p in matching)}")
     others = _other_models_paths(cfg)
     if name in others or any(p.startswith("model.") and p.rsplit(".", 1)[-1] == name for p in others):
-        raise UserError(f"flag '--{name}': model '{cfg.model.name}' has no such field (another model family has it)")
-    raise UserError(f"unknown flag '--{name}'{suggest(name, list(flag_index(cfg)) + list(aliases) + list(paths))}")
+        raise UserError(f"flag '{dashes}{name}': model '{cfg.model.name}' has no such field (another model family has it)")
+    known = [*flag_index(cfg), *aliases, *MAPPED_FLAGS, *paths]
+    raise UnknownFlag(f"{dashes}{name}", [dashes + flag for flag in known])
 
 
 def _other_models_paths(cfg: Config) -> set[str]:
@@ -700,61 +726,65 @@ def _other_models_paths(cfg: Config) -> set[str]:
 
 
 def apply_overrides(cfg: Config, args: list[str], aliases: dict[str, str] | None = None) -> Config:
-    """Apply `--flag value`, `--flag=value`, `--bool_flag`, `dotted.path=value` onto `cfg`. A model name
-    among them is applied first, since it decides which model fields exist."""
+    """Apply `--flag value`, `--flag=value`, `--bool_flag`, `dotted.path=value` onto `cfg`, each token read
+    once (read_flags). A model name among them is applied first, since it decides which model fields exist."""
     aliases = aliases or {}
-    for name, value in _model_names(args, aliases):
-        select_model(cfg, value, Path.cwd(), name)
-    flags = {**aliases_of(cfg), **aliases}
-    paths = leaf_paths(cfg)
+    flags = read_flags(args)
+    model_names = {"model.name", *(k for k, v in {**PAPER_FLAGS, **aliases}.items() if v == "model.name")}
+    for name, value, dashes in flags:
+        if name in model_names and value is not None:
+            select_model(cfg, value, Path.cwd(), f"{dashes}{name}")
+    known = {**aliases_of(cfg), **aliases}
+    for name, value, dashes in flags:
+        target = "" if name in MAPPED_FLAGS else _flag_target(cfg, name, known, dashes)  # unknown: said first
+        if value is None:
+            raise UserError(f"flag '{dashes}{name}' needs a value")
+        if name in MAPPED_FLAGS:
+            apply_mapped_flag(cfg, name, value, name)
+        elif name not in model_names:
+            set_value(cfg, target, value, f"{dashes}{name}" if name == target else f"{dashes}{name} ({target})")
+    return cfg
+
+
+def read_flags(args: list[str]) -> list[tuple[str, str | None, str]]:
+    """The command-line tokens as (name, value as typed, "--" or "" as written): `--flag value`,
+    `--flag=value`, `section.key=value`, and a boolean flag alone (true: it takes the next token only when
+    that is one of BOOL_WORDS, so `--use_gpu data_path=x` is two settings). A last flag without its value
+    has None."""
+    booleans = _boolean_flags() if args else set()
+    out: list[tuple[str, str | None, str]] = []
     i = 0
     while i < len(args):
         token = args[i]
         i += 1
         if token.startswith("--"):
-            name, eq, value = token[2:].partition("=")
-            target = "" if name in MAPPED_FLAGS else _flag_target(cfg, name, flags)
+            name, eq, text = token[2:].partition("=")
+            value: str | None = text
             if not eq:
-                flag_kind = bool if name == "checkpoint_every_eval" else paths.get(target)
-                if flag_kind is bool and (i >= len(args) or args[i].lower() not in BOOL_WORDS):
+                if name in booleans and (i >= len(args) or args[i].lower() not in BOOL_WORDS):
                     value = "true"
                 elif i < len(args):
-                    value = args[i]
-                    i += 1
+                    value, i = args[i], i + 1
                 else:
-                    raise UserError(f"flag '--{name}' needs a value")
-            _apply_token(cfg, name, target, value, f"--{name}" if name == target else f"--{name} ({target})")
+                    value = None
+            out.append((name, value, "--"))
         elif "=" in token:
-            path, _, value = token.partition("=")
-            target = "" if path in MAPPED_FLAGS else _flag_target(cfg, path, flags)
-            _apply_token(cfg, path, target, value, path if path == target else f"{path} ({target})")
+            name, _, value = token.partition("=")
+            out.append((name, value, ""))
         else:
             raise UserError(f"unexpected argument '{token}' (use --flag value or section.key=value)")
-    return cfg
-
-
-def _apply_token(cfg: Config, name: str, target: str, value: str, where: str) -> None:
-    if name in MAPPED_FLAGS:
-        apply_mapped_flag(cfg, name, value, name)
-    elif target != "model.name":  # model names went first (apply_overrides)
-        set_value(cfg, target, value, where)
-
-
-def _model_names(args: list[str], aliases: dict[str, str]) -> list[tuple[str, str]]:
-    """(how it was written, value) of every model name among the command-line tokens, in order."""
-    names = {"model.name", "name", *(k for k, v in {**PAPER_FLAGS, **aliases}.items() if v == "model.name")}
-    out = []
-    for i, token in enumerate(args):
-        flag = token.startswith("--")
-        name, eq, value = (token[2:] if flag else token).partition("=")
-        if name not in names or not (flag or eq):
-            continue
-        if flag and not eq:
-            if i + 1 >= len(args):
-                continue  # the main pass reports the missing value
-            value = args[i + 1]
-        out.append((f"--{name}" if flag else name, value))
     return out
+
+
+def _boolean_flags() -> set[str]:
+    """Every name of a boolean field in any family's tree: its dotted path, short flag and aliases."""
+    names = {"checkpoint_every_eval"}
+    for family in registry.FAMILIES:
+        cfg = Config(model=registry.default_config(family))
+        paths = leaf_paths(cfg)
+        spelled = {**{path: path for path in paths}, **flag_index(cfg), **aliases_of(cfg)}
+        names |= {name for name, path in spelled.items() if paths.get(path) is bool}
+    return names
 
 
 def validate(cfg: Config) -> Config:
@@ -776,15 +806,13 @@ def validate(cfg: Config) -> Config:
     if cfg.ray.min_workers and not 1 <= cfg.ray.min_workers <= cfg.ray.num_workers:
         problems.append(f"ray.min_workers: must be between 1 and ray.num_workers={cfg.ray.num_workers}, "
                         f"got {cfg.ray.min_workers}")
-    if cfg.eval.tasks and cfg.task != "lm":
-        problems.append(f"eval.tasks: task evaluations run on language models; model {cfg.model.name} has none")
     for path in ("model.bridge.gate_reg_band", "model.gate_reg_band"):
         band = get_value(cfg, path) if has_path(cfg, path) else [0.0, 1.0]
         if len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0:
             problems.append(f"{path}: expected LOW,HIGH with 0 <= LOW <= HIGH <= 1, got {band}")
     if cfg.train.steps == 0 and cfg.train.epochs == 0:
         problems.append("train.steps/train.epochs: one of them must be > 0")
-    known = [f"model.{name}" for name in getattr(cfg.model, "INIT_VALUES", ())]
+    known = [f"model.{name}" for name in registry.family_of(cfg.model).init_values]
     problems += [f"train.init_values: '{path}' is not an initial value of model {cfg.model.name} "
                  f"({', '.join(known) or 'it has none'}){suggest(path, known)}"
                  for path in init_value_paths(cfg) if path not in known]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Ray Train's controller looks at its workers every 2 s (Ray's default): a run's start and end each wait for the
+# next look. Tiny test runs take a few steps; every Ray process started from here (and the test clusters,
+# tests/ray_heads.clean_env) inherits this.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +92,19 @@ def s3_bucket(moto_endpoint, monkeypatch, request) -> str:
     pafs.S3FileSystem(endpoint_override=moto_endpoint, region="us-east-1", allow_bucket_creation=True,
                       access_key="testing", secret_key="testing").create_dir(bucket)
     return f"s3://{bucket}"
+
+
+@pytest.fixture(autouse=True)
+def _cpus_of_earlier_failed_jobs():
+    """Before each test, the CPUs that earlier tests' failed Ray Data jobs still hold are freed. pytest keeps a
+    test's log records and exceptions, and Ray Data logs an actor's error with a traceback whose frames refer to
+    the actor: once the test is over they are garbage, in reference cycles that only the collector frees (a
+    user's driver frees them at once: tests/test_faults_data.py)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        if ray.available_resources().get("CPU", 0.0) < ray.cluster_resources().get("CPU", 0.0):
+            gc.collect()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ for every Ray port, its own temp dir, in its own process group. Stopped by that 
 `ray stop`, which would take down every Ray instance on the machine."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -73,9 +74,11 @@ def _ready(head: Head, dashboard: bool) -> bool:
         return False
 
 
-def _launch(cwd: Path, num_cpus: int, dashboard: bool, head_address: str = "", autoscaling: dict | None = None) -> Head:
+def _launch(cwd: Path, num_cpus: int, dashboard: bool, head_address: str = "", autoscaling: dict | None = None,
+            system_config: dict | None = None) -> Head:
     """A head, or with `head_address` a worker node joining that head (its own ports and temp dir); with
-    `autoscaling` (a fake_multinode config, tests.autoscaling_cluster) a head whose autoscaler launches nodes."""
+    `autoscaling` (a fake_multinode config, tests.autoscaling_cluster) a head whose autoscaler launches nodes;
+    `system_config`: the cluster's Ray system settings (a head's)."""
     flags = PORT_FLAGS if not head_address else tuple(f for f in PORT_FLAGS if f not in HEAD_ONLY_PORTS)
     ports = dict(zip(flags, free_ports(len(flags) + 1), strict=False))
     workers = max(ports.values()) + 1000 if max(ports.values()) < 60000 else 20000
@@ -87,8 +90,11 @@ def _launch(cwd: Path, num_cpus: int, dashboard: bool, head_address: str = "", a
         argv += ["--address", head_address]
     else:
         argv += ["--head", "--include-dashboard", "true" if dashboard else "false", "--dashboard-host", "127.0.0.1"]
+        if system_config:
+            argv += ["--system-config", json.dumps(system_config)]
     argv += [x for flag, port in ports.items() for x in (flag, str(port))]
     env = clean_env()
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # a driver's switch (to reach loopback): `ray start --address` refuses it
     if autoscaling is not None:
         argv += ["--autoscaling-config", _write_autoscaling_config(autoscaling, temp_dir, ports["--port"])]
         env.update(FAKE_AUTOSCALER_ENV)
@@ -107,12 +113,12 @@ def _write_autoscaling_config(config: dict, temp_dir: str, gcs_port: int) -> str
 
 
 def start_head(cwd: Path, num_cpus: int = 1, dashboard: bool = False, timeout_s: float = 120,
-               attempts: int = 2, autoscaling: dict | None = None) -> Head:
+               attempts: int = 2, autoscaling: dict | None = None, system_config: dict | None = None) -> Head:
     """A running head; a start that fails at once (a port taken in between) is tried again on new ports.
     `autoscaling`: a fake_multinode config (tests.autoscaling_cluster); its autoscaler launches worker nodes
     (raylets of this machine, in the head's process group and temp dir) as jobs ask for them."""
     for attempt in range(attempts):
-        head = _launch(cwd, num_cpus, dashboard, autoscaling=autoscaling)
+        head = _launch(cwd, num_cpus, dashboard, autoscaling=autoscaling, system_config=system_config)
         deadline = time.monotonic() + timeout_s
         while head.proc.poll() is None and not _ready(head, dashboard) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -132,20 +138,35 @@ def add_worker_nodes(head: Head, cwd: Path, count: int, num_cpus: int = 1) -> No
         head.workers.append(_launch(cwd, num_cpus, dashboard=False, head_address=head.gcs_address))
 
 
+def _alive_raylets(head: Head) -> list[dict]:
+    """The raylet records of the cluster's alive nodes, from the head's dashboard."""
+    with urllib.request.urlopen(f"{head.dashboard_url}/nodes?view=summary", timeout=10) as response:
+        summary = json.load(response)["data"]["summary"]
+    return [n["raylet"] for n in summary if n["raylet"]["state"] == "ALIVE"]
+
+
 def alive_nodes(head: Head, expect: int, timeout_s: float = 60) -> list[str]:
     """The ids of the cluster's alive nodes (from the head's dashboard), once there are `expect` of them."""
-    import json
-
     deadline = time.monotonic() + timeout_s
     while True:
-        with urllib.request.urlopen(f"{head.dashboard_url}/nodes?view=summary", timeout=10) as response:
-            summary = json.load(response)["data"]["summary"]
-        alive = [n["raylet"]["nodeId"] for n in summary if n["raylet"]["state"] == "ALIVE"]
+        alive = [raylet["nodeId"] for raylet in _alive_raylets(head)]
         if len(alive) >= expect or time.monotonic() > deadline:
             logs = [Path(n.temp_dir, "ray-start.log").read_text(errors="replace")[-1500:] for n in head.workers]
             assert len(alive) == expect, f"{len(alive)} of {expect} nodes alive; worker nodes' logs: {logs}"
             return alive
         time.sleep(0.5)
+
+
+def node_of(head: Head, node: Head) -> str:
+    """The node id of `node` (the head or one of its worker nodes), found by its raylet's port."""
+    port = node.ports["--node-manager-port"]
+    return next(r["nodeId"] for r in _alive_raylets(head) if r["nodeManagerPort"] == port)
+
+
+def kill_node(node: Head) -> None:
+    """A node lost as a preempted machine is: its `ray start` and every Ray process of it killed at once."""
+    os.killpg(node.proc.pid, signal.SIGKILL)
+    node.proc.wait(timeout=10)
 
 
 def stop_head(head: Head) -> None:

@@ -1,4 +1,5 @@
-"""The shape of the package (docs/architecture.md): layers point one way, no import cycles, short functions.
+"""The shape of the package (docs/architecture.md): layers point one way, no import cycles, model families
+reached only through hrm_ray.models' public modules, short functions.
 
 Imports are read from the source (ast), lazy imports inside functions included: a lazy import is still a
 dependency, and a cycle hidden in a function body is still a cycle.
@@ -6,6 +7,7 @@ dependency, and a cycle hidden in a function body is still a cycle.
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,15 +36,21 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text())
+
+
+@functools.cache
+def _imports(path: Path) -> frozenset[str]:
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hrm_ray"):
             out.add(node.module)
             out.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("hrm_ray"))
-    return out
+    return frozenset(out)
 
 
 def _sources() -> list[Path]:
@@ -96,10 +104,28 @@ def test_no_import_cycles_between_packages():
             assert cycle is None, " -> ".join(cycle)
 
 
+# What other layers may import of hrm_ray.models: the registry, the shared puzzle machinery, the language-model
+# interface and the shared layers. A family's own package (hrm_act_v1, hrm_lm, trm, ...) is reached through them.
+MODELS_PUBLIC = ("registry", "puzzle", "lm", "layers")
+
+
+def test_no_module_outside_models_imports_a_family_package():
+    wrong = []
+    for path in _sources():
+        module = _module_name(path)
+        if _top(module) == "models":
+            continue
+        for target in _imports(path):
+            parts = target.split(".")
+            if parts[:2] == ["hrm_ray", "models"] and len(parts) > 2 and parts[2] not in MODELS_PUBLIC:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, "import these through hrm_ray.models." + "|".join(MODELS_PUBLIC) + ":\n" + "\n".join(sorted(wrong))
+
+
 def test_no_function_is_longer_than_80_lines():
     long = []
     for path in _sources():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_tree(path)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:

@@ -147,12 +147,16 @@ def test_four_demands_grow_a_node_type_to_its_max_workers_and_no_further(cluster
     assert max(active) == 2, active  # the autoscaler's status, every second: never more than max_workers up
 
 
+UNFULFILLABLE = "No available node types can fulfill resource request {'CPU': 2.0}"
+
+
 def test_a_request_no_node_type_can_hold_is_refused_by_the_planner_and_the_autoscaler(cluster) -> None:
     """One worker of 2 CPUs (every node type has 1): our planner refuses at once in one line, and the
     autoscaler reports the same request as one no node type can fulfil (it launches nothing)."""
     head, _ = cluster
     start = len(autoscaler_log(head))
     out = drive(head, """
+        import glob
         from hrm_ray.config import RayConfig
         from hrm_ray.errors import UserError
         from hrm_ray.train.resources import cluster_now, plan_run, run_need
@@ -164,13 +168,16 @@ def test_a_request_no_node_type_can_hold_is_refused_by_the_planner_and_the_autos
             refusal = str(error)
         seconds = time.monotonic() - began
         ref = ray.remote(lambda: 1).options(num_cpus=2).remote()
-        time.sleep(4)  # the autoscaler sees the demand within its 1 s update
+        deadline = time.monotonic() + 30  # pending until the autoscaler has reported it (its 1 s update)
+        while time.monotonic() < deadline and not any(
+                SEEN in open(log, errors="replace").read() for log in glob.glob(LOGS)):
+            time.sleep(0.2)
         ray.cancel(ref)
         print(json.dumps({"refusal": refusal, "seconds": seconds}))
-    """)
+    """.replace("SEEN", repr(UNFULFILLABLE)).replace("LOGS", repr(f"{head.temp_dir}/session_*/logs/monitor.log")))
     assert out["refusal"] and "\n" not in out["refusal"] and "2 CPUs" in out["refusal"], out
     assert out["seconds"] < 5
-    wait_for_log(head, r"No available node types can fulfill resource request \{'CPU': 2\.0\}", after=start)
+    wait_for_log(head, re.escape(UNFULFILLABLE), after=start)
     launched = [line for line in autoscaler_log(head)[start:].splitlines() if "Launching" in line]
     assert launched == [], launched
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from hrm_ray.config import build_config, load_yaml
-from hrm_ray.models.hrm_act_v1 import ACTLossHead
+from hrm_ray.models import registry
 from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
+from hrm_ray.models.puzzle import ACTLossHead
 from hrm_ray.models.registry import build_model, default_config
 from hrm_ray.train import compile as compile_mod
 from hrm_ray.train.adam_atan2 import AdamATan2
@@ -47,10 +48,15 @@ def lm(backend: str = "transformer", h_cycles: int = 2) -> HRMLanguageModel:
     return HRMLanguageModel(cfg)
 
 
+PUZZLE_SIZES = dict(d_model=16, n_heads=2, mlp_ratio=2.0, h_layers=1, l_layers=1, puzzle_emb_ndim=16, puzzle_emb_len=1,
+                    halt_max_steps=2, vocab_size=6, seq_len=8, num_puzzle_identifiers=3)
+
+
 def puzzle(arch: str = "hrm_v1", h_cycles: int = 2) -> ACTLossHead:
-    cfg = default_config(arch, d_model=16, n_heads=2, mlp_ratio=2.0, h_layers=1, l_layers=1, puzzle_emb_ndim=16,
-                         halt_max_steps=2, vocab_size=6, seq_len=8, num_puzzle_identifiers=3, h_cycles=h_cycles)
-    return ACTLossHead(build_model(cfg))
+    """A tiny puzzle model of `arch` in its loss head (the sizes its family's config has)."""
+    fields = {f.name for f in dataclasses.fields(registry.resolve(arch)[0].config_class)}
+    sizes = {k: v for k, v in PUZZLE_SIZES.items() if k in fields}
+    return ACTLossHead(build_model(default_config(arch, **sizes, h_cycles=h_cycles)))
 
 
 def lm_batch(seed: int) -> dict[str, torch.Tensor]:
@@ -93,21 +99,27 @@ def max_rel(got: list[float], want: list[float]) -> float:
     return max(abs(a - b) / abs(b) for a, b in zip(got, want, strict=True))
 
 
-FAMILIES = {
-    "hrm_lm_transformer": (lm, ["encoder", "decoder", "hrm.L", "hrm.H", "bridge", "loss_fn"]),
-    "hrm_lm_mamba2": (lambda: lm("mamba2"), ["encoder", "decoder", "hrm.L", "hrm.H", "bridge", "loss_fn"]),
-    "hrm_v1_gated": (lambda: puzzle("hrm_v1_gated"),
+# case -> (the registry name it builds, the model, the units its family chooses)
+CASES = {
+    "hrm_lm_transformer": ("hrm_lm", lm, ["encoder", "decoder", "hrm.L", "hrm.H", "bridge", "loss_fn"]),
+    "hrm_lm_mamba2": ("hrm_lm", lambda: lm("mamba2"), ["encoder", "decoder", "hrm.L", "hrm.H", "bridge", "loss_fn"]),
+    "hrm_v1_gated": ("hrm_v1_gated", lambda: puzzle("hrm_v1_gated"),
                      ["model.inner.L_level", "model.inner.H_level", "model.inner.L_gate", "model.inner.H_gate",
                       "loss_fn"]),
-    "transformer_baseline": (lambda: puzzle("transformer_baseline"),
+    "transformer_baseline": ("transformer_baseline", lambda: puzzle("transformer_baseline"),
                              ["model.inner.layers.layers.0", "model.inner.layers.layers.1", "loss_fn"]),
+    "trm_att": ("trm_att", lambda: puzzle("trm_att"), ["model.inner.net", "loss_fn"]),
 }
 
 
+def test_every_registered_family_has_a_compile_case():
+    assert sorted({registry.resolve(name)[0].name for name, _, _ in CASES.values()}) == sorted(registry.FAMILIES)
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_every_family_compiles_in_place_and_trains_like_eager(family):
-    build, units = FAMILIES[family]
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_family_compiles_in_place_and_trains_like_eager(case):
+    _, build, units = CASES[case]
     torch.manual_seed(0)
     want = train_losses(build(), steps=2)
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ def test_seed_flags_and_dotted_overrides_set_fields():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch_sze", "3"], "did you mean 'batch_size'"),
+    (["--batch_sze", "3"], "did you mean '--batch_size'"),
     (["model.hrm.ds_wieght=1"], "did you mean 'model.hrm.ds_weight'"),
     (["--optimizer", "adamx"], "optim.optimizer: 'adamx' is not one of"),
     (["--steps", "-1"], "train.steps: must be >= 0"),
@@ -136,15 +136,16 @@ def test_tune_section_holds_the_search_space_and_scheduler_settings(tmp_path):
 def test_command_line_flags_reach_the_family_the_model_name_picks():
     import argparse
 
-    from hrm_ray.commands.train import configure, overrides_from
+    from hrm_ray.commands.config_flags import parse_command_line
+    from hrm_ray.commands.train import configure
 
     parser = argparse.ArgumentParser()
     configure(parser)
-    args = parser.parse_args(["--h_cycles", "1", "--arch", "hrm_v1_gated", "--hidden_size", "64", "--use_gating",
-                              "--init_from", "", "--H_layers", "3"])
-    cfg = build_config(args.config, overrides_from(args), aliases=PAPER_FLAGS)
+    args = parse_command_line(parser, ["--h_cycles", "1", "--arch", "hrm_v1_gated", "--hidden_size", "64",
+                                       "--use_gating", "--init_from", "", "--H_layers", "3"])
+    cfg = build_config(args.config, args.passed_arguments, aliases=PAPER_FLAGS)
     assert (cfg.model.h_cycles, cfg.model.d_model, cfg.model.use_gating, cfg.model.h_layers) == (1, 64, True, 3)
     assert cfg.train.init_from == ""
-    lm = parser.parse_args(["--h_cycles", "1", "--l_steps", "2"])
-    lm_cfg = build_config(None, overrides_from(lm), aliases=PAPER_FLAGS)
+    lm = parse_command_line(parser, ["--h_cycles", "1", "--l_steps", "2"])
+    lm_cfg = build_config(None, lm.passed_arguments, aliases=PAPER_FLAGS)
     assert (lm_cfg.model.hrm.h_cycles, lm_cfg.model.hrm.l_cycles) == (1, 2)

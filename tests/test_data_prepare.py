@@ -224,16 +224,7 @@ def test_more_tokenizer_threads_than_any_node_has_are_capped_not_waited_for(ray_
                                                                             small_tokenizer, capsys):
     """The curriculum's Stage B flags on the 2-CPU session Ray: each actor would request 30 CPUs and wait for
     ever; capped at the largest node's CPUs, the job finishes and says so once. The capped actor takes a whole
-    node, so the test first waits for the session's CPUs that earlier tests' finished jobs still hold."""
-    import gc
-    import time
-
-    import ray
-
-    gc.collect()
-    deadline = time.monotonic() + 30
-    while ray.available_resources().get("CPU", 0.0) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    node: it starts once earlier tests' actors have given their CPUs back (tests/conftest.py)."""
     report = prepare_language_dataset(PrepareConfig(
         source=[str(real_data / "gsm8k" / "train.jsonl")], dest=str(tmp_path / "g"),
         tokenizer=str(small_tokenizer), max_seq_len=256, max_records=50, mode="prompt_response",

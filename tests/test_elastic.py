@@ -10,17 +10,19 @@ from hrm_ray.config import build_config
 from hrm_ray.errors import UserError
 from hrm_ray.storage import ray_storage
 from hrm_ray.train.data_feed import IndexedFeed
-from hrm_ray.train.global_batch import check_worker_range, micro_batches
-from hrm_ray.train.ray_trainer import worker_group_size
+from hrm_ray.train.global_batch import micro_batches
+from hrm_ray.train.resolve import check_worker_range
 from hrm_ray.train.resources import run_need
+from hrm_ray.train.run_plan import worker_group
+from hrm_ray.train.task_registry import task_class
 from tests.test_train_ray import make_prepared
 
 
 def test_a_worker_range_sets_min_and_max_and_bad_ones_are_one_line():
     cfg = build_config(None, ["--num_workers", "1-4", "--batch_size", "8"])
     assert (cfg.ray.min_workers, cfg.ray.num_workers) == (1, 4)
-    assert worker_group_size(cfg.ray) == (1, 4) and run_need(cfg.ray, False).workers == 1  # planned for the fewest
-    assert worker_group_size(build_config(None, ["--num_workers", "2"]).ray) == 2
+    assert worker_group(cfg.ray).ray_group_size() == (1, 4) and run_need(cfg.ray, False).workers == 1  # the fewest
+    assert worker_group(build_config(None, ["--num_workers", "2"]).ray).ray_group_size() == 2
     for bad in ("3-1", "0-2", "a-2"):
         with pytest.raises(UserError, match="ray.num_workers") as err:
             build_config(None, ["--num_workers", bad])
@@ -34,7 +36,7 @@ def test_the_global_batch_is_split_over_any_worker_count():
         check_worker_range(cfg)
     check_worker_range(build_config(None, ["--num_workers", "1-3", "--grad_accum_steps", "2"]))  # 6 = 6, 3x2, 2x3
     puzzle = build_config(None, ["--arch", "hrm_v1", "--num_workers", "1-3", "--global_batch_size", "8"])
-    assert micro_batches(puzzle, 2) == 1  # a puzzle rank runs its share as one batch (one ACT carry slot each)
+    assert task_class(puzzle).micro_batches(puzzle, 2) == 1  # a puzzle rank runs its share as one batch (one ACT carry slot each)
     with pytest.raises(UserError, match="global batch of 8 examples does not split evenly over 3 workers"):
         check_worker_range(puzzle)
 

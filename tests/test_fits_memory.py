@@ -14,14 +14,19 @@ from ray.exceptions import OutOfMemoryError
 import tests.test_train_loop as toys
 from hrm_ray.config import build_config
 from hrm_ray.errors import UserError
-from hrm_ray.train.dry_run import DRY_RUN_BATCH, dry_batch
+from hrm_ray.train.dry_run import DRY_RUN_BATCH
 from hrm_ray.train.memory import NODE_MEMORY_ENV, estimate_memory
 from hrm_ray.train.ray_failures import memory_death
 from hrm_ray.train.ray_trainer import build_task, train
 from hrm_ray.train.resolve import resolve_config
+from hrm_ray.train.task_registry import task_class
 
 TINY_LM = ["--d_model", "32", "--n_heads", "2", "--encoder_layers", "1", "--decoder_layers", "1", "--wandb", "off",
            "--max_seq_len", "32", "--num_workers", "0", "--steps", "2", "--val_every", "2"]
+
+
+def dry_batch(cfg):
+    return task_class(cfg).dry_batch(cfg)
 
 
 def test_a_dry_run_takes_a_small_batch_unless_one_is_given():

@@ -8,9 +8,9 @@ import torch
 from hrm_ray.config import build_config
 from hrm_ray.errors import UserError
 from hrm_ray.models.hrm_act_v1 import HRMACTv1, HRMACTv1Config
-from hrm_ray.models.hrm_act_v1.losses import ACTLossHead
 from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
 from hrm_ray.models.layers import gate_band_penalty
+from hrm_ray.models.puzzle import ACTLossHead
 from tests.test_model_hybrid import random_batch
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("one_thread")]

@@ -28,7 +28,7 @@ def test_gpu_check_runs_on_cpu_at_a_tiny_size(gpu_check, capsys):
     results = {check: result for check, result, _ in rows}
     assert not [check for check, result in results.items() if "ok" not in result and result != "skipped"]
     assert results["Mamba2 vs mamba_ssm.Mamba2"] == "skipped"
-    for family in ("HRM×LM transformer", "HRM×LM mamba2/pytorch-ssd", "hrm_v1", "hrm_v1_gated",
-                   "transformer_baseline"):
+    assert {"hrm_v1", "hrm_v1_gated", "transformer_baseline", "trm_mlp", "trm_att"} <= set(gpu_check.PUZZLE_ARCHS)
+    for family in ("HRM×LM transformer", "HRM×LM mamba2/pytorch-ssd", *gpu_check.PUZZLE_ARCHS):
         assert f"{family}: bf16 training step" in results
     assert out.count("compiled") >= 2 and "FLOPs/step counted" in out and "0 failed" in out

@@ -9,7 +9,7 @@ import torch
 
 from hrm_ray.config import Config, build_config, to_dict
 from hrm_ray.errors import UserError
-from hrm_ray.models.hrm_act_v1 import ACTLossHead
+from hrm_ray.models.puzzle import ACTLossHead
 from hrm_ray.models.registry import build_model
 from hrm_ray.train.loop import initialise
 from hrm_ray.tune.sweep import trial_config, with_step_budget

@@ -87,6 +87,7 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
     env = clean_env()
     head = start_head(tmp_path, num_cpus=1, dashboard=True)  # its processes, hence the jobs, get the bucket's env
     common = ["--profile", "demo", "--val_every", "2", "--batch_size", "8", "--storage_path", storage]
+    beside = None
     try:
         add_worker_nodes(head, tmp_path, 2)  # they join while Stage A runs in the job's driver on the head
         beside = subprocess.Popen(  # meanwhile, a user's own run, with its own local Ray, beside this head
@@ -96,10 +97,6 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
         logs_a = submit(head.dashboard_url, workdir, env, "stage-a", [
             "experiments/stage_a.py", *common, "--steps", "2", "--log_steps", "1", "--max_val_samples", "16",
             "--num_workers", "0"])
-        output = beside.communicate(timeout=170)[0]
-        assert beside.returncode == 0, output[-3000:]
-        assert "multiple active Ray instances" not in output and "Traceback" not in output, output[-3000:]
-        assert (tmp_path / "runs" / "beside" / "checkpoint_00000002").is_dir()
         assert "building demo data" in logs_a and "run 'demo-stage-a' finished at step 2/2" in logs_a
         (workdir / "notes.txt").write_text("a file the user added between the stages\n")  # a new package hash
         language = home / "hrm-ray" / "demo_data" / "language"  # what Stage A built (not in its package)
@@ -111,8 +108,15 @@ def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s
             "experiments/stage_b.py", *common, "--steps", "2", "--log_steps", "1", "--max_val_samples", "32",
             "--num_workers", "2", "--cpus_per_worker", "1", "--placement_strategy", "SPREAD",
             "--dataset", dataset])
+        output = beside.communicate(timeout=170)[0]  # it ran beside both stages
+        assert beside.returncode == 0, output[-3000:]
+        assert "multiple active Ray instances" not in output and "Traceback" not in output, output[-3000:]
+        assert (tmp_path / "runs" / "beside" / "checkpoint_00000002").is_dir()
     finally:
+        if beside is not None and beside.poll() is None:
+            beside.kill()
         stop_head(head)
+    assert "building demo data" not in logs_b  # its dataset is in the bucket: nothing to build
     assert f"initialised from {storage}/demo-stage-a" in logs_b  # found in the bucket by its run name
     # planned against the cluster's 3 CPUs: the workers' 2, Ray Data the one they leave (hrm_ray.train.resources)
     assert "resources: 2 workers x 1 CPU + Ray Data" in logs_b and "on a cluster of 3 CPUs" in logs_b

@@ -11,6 +11,7 @@ import pytest
 
 from hrm_ray.config import build_config
 from hrm_ray.data.ingest import TripletCollate
+from hrm_ray.data.meta import read_meta, split_files
 from hrm_ray.train.lm_task import LanguageModelTask
 from hrm_ray.train.mixture_feed import Interleave, mixture_feed
 from hrm_ray.train.resolve import resolve_config
@@ -76,23 +77,33 @@ def test_an_elastic_resize_continues_the_same_global_batches(sources):
 
 
 @pytest.mark.timeout(300)
-def test_two_workers_on_a_three_node_cluster_hold_the_mix_on_each_rank(sources, tmp_path):
+def test_two_workers_on_a_three_node_cluster_hold_the_mix_on_each_rank(sources, tmp_path, s3_bucket):
     """The docs' multi-node recipe (`--num_workers 2 --placement_strategy SPREAD`) on a real 3-node cluster:
     the logged `mix_<source>` (the global batch's) holds the weights in each window of 10 steps from the
     first, and meanwhile each rank's feed, as the worker builds it from the run's resolved task, holds them
-    over every 10 steps."""
+    over every 10 steps. Before the run, on the same cluster, `data prepare --dest s3://...`: its actors on
+    several nodes each write their units' shards into the bucket, and the dataset there is complete."""
+    text = tmp_path / "docs.jsonl"
+    text.write_text("".join(json.dumps({"text": f"document {i}: " + "the quick brown fox jumps over a lazy dog " * 2})
+                            + "\n" for i in range(600)))  # ~60 KB: 30 work units of 2 KB
     tiny = ["--d_model", "32", "--n_heads", "2", "--encoder_layers", "1", "--decoder_layers", "1", "--wandb", "off",
             "--max_seq_len", "32"]
     spec = ",".join(f"{path}:{w}" for path, w in zip(sources, WEIGHTS, strict=True))
     flags = [*tiny, "--dataset", spec, "--num_workers", "2", "--cpus_per_worker", "1", "--placement_strategy",
              "SPREAD", "--batch_size", "8", "--steps", "20", "--log_steps", "10", "--val_every", "20",
              "--max_val_samples", "8", "--save_dir", str(tmp_path / "runs"), "--run_name", "mix2"]
-    with on_three_nodes(tmp_path, flags) as result:
+    dest = f"{s3_bucket}/data/multi"
+    with on_three_nodes(tmp_path, flags, options=("--prepare", str(text), dest)) as result:
         task = LanguageModelTask(resolve_config(build_config(None, flags)))  # what each worker builds
         for rank in range(2):
             assert_windows_hold_weights(source_ids(task.train_feed(WorkerContext(rank=rank, world_size=2)), 60))
         record = result()
     assert record["result"]["step"] == 20
+    unit_nodes = set(record["prepare"]["unit_nodes"])
+    assert len(unit_nodes) >= 2 and unit_nodes <= set(record["nodes"]), record["prepare"]
+    assert f"on {len(unit_nodes)} nodes" in " ".join(record["prepare"]["notes"]), record["prepare"]
+    meta = read_meta(dest)  # written last by the driver, after every actor's shards
+    assert meta.train_samples > 0 and all(f.startswith(f"{dest}/train/") for f in split_files(dest, "train"))
     ranks = json.loads((tmp_path / "runs" / "mix2" / "workers.json").read_text())
     assert len({r["node_id"] for r in ranks}) == 2  # SPREAD: one worker per node
     logged = [r for r in records(tmp_path / "runs" / "mix2") if r["split"] == "train"]

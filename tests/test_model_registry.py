@@ -1,10 +1,12 @@
-"""The model registry (names, presets, suggestions, a tiny build of every family) and the models' isolation:
-hrm_ray.models imports nothing else of hrm_ray."""
+"""The model registry (names, presets, suggestions, a tiny build of every family and preset, registering a
+family, README's table of families) and the models' isolation: hrm_ray.models imports nothing else of hrm_ray."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from hrm_ray.models import registry
 from hrm_ray.models.hrm_act_v1 import HRMACTv1, HRMACTv1Config
 from hrm_ray.models.hrm_lm import HRMLanguageModel, HRMLMConfig
 from hrm_ray.models.transformer_baseline import PuzzleTransformer, TransformerBaselineConfig
+from hrm_ray.models.trm import TRM, TRMConfig
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +41,7 @@ def test_names_families_and_tasks():
     assert registry.names() == ["hrm_lm", "hrm_act_v1", "transformer_baseline", "trm", "hrm_v1", "hrm_v1_gated",
                                 "trm_mlp", "trm_att"]
     expected = {"hrm_lm": (HRMLMConfig, "lm"), "hrm_act_v1": (HRMACTv1Config, "puzzle"),
-                "transformer_baseline": (TransformerBaselineConfig, "puzzle")}
+                "transformer_baseline": (TransformerBaselineConfig, "puzzle"), "trm": (TRMConfig, "puzzle")}
     for name, (config_class, task) in expected.items():
         family, values = registry.resolve(name)
         assert (family.name, family.config_class, family.task, values) == (name, config_class, task, {})
@@ -81,17 +84,49 @@ def test_aliases_name_fields_of_their_config():
     assert HRMACTv1Config.ALIASES["hidden_size"] == "d_model" and HRMACTv1Config.ALIASES["H_cycles"] == "h_cycles"
 
 
-@pytest.mark.parametrize("name, model_class", [("hrm_lm", HRMLanguageModel), ("hrm_act_v1", HRMACTv1),
-                                               ("hrm_v1_gated", HRMACTv1),
-                                               ("transformer_baseline", PuzzleTransformer)])
-def test_every_family_builds_a_tiny_model(name: str, model_class: type):
+def test_model_classes():
+    assert [registry.FAMILIES[n].build for n in ("hrm_lm", "hrm_act_v1", "transformer_baseline", "trm")] == [
+        HRMLanguageModel, HRMACTv1, PuzzleTransformer, TRM]
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_family_and_preset_builds_a_tiny_model(name: str):
     family, _ = registry.resolve(name)
-    cfg = registry.default_config(name, **TINY["hrm_lm" if family.task == "lm" else "puzzle"])
+    fields = {f.name for f in dataclasses.fields(family.config_class)}
+    sizes = {k: v for k, v in TINY["hrm_lm" if family.task == "lm" else "puzzle"].items() if k in fields}
     torch.manual_seed(0)
-    model = registry.build_model(cfg)
-    assert type(model) is model_class and sum(p.numel() for p in model.parameters()) > 0
+    model = registry.build_model(registry.default_config(name, **sizes))
+    assert type(model) is family.build and model.config.name == name
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert all(model.get_submodule(unit) is not None for unit in family.compile_units(model))
     if name == "hrm_v1_gated":
         assert hasattr(model.inner, "L_gate")
+
+
+def readme_families() -> dict[str, list[str]]:
+    """README.md's table of families: family -> its presets."""
+    rows = {}
+    for line in (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 4 and cells[1] in ("lm", "puzzle"):
+            rows[cells[0].strip("`")] = re.findall(r"`([^`]+)`", cells[2])
+    return rows
+
+
+def test_readme_table_lists_the_registry():
+    assert readme_families() == {name: list(f.presets) for name, f in registry.FAMILIES.items()}
+
+
+def test_register_adds_a_family_and_its_presets():
+    family = registry.Family("tiny_copy", HRMACTv1Config, HRMACTv1, "puzzle", {"tiny_copy_small": {"d_model": 8}})
+    registry.register(family)
+    try:
+        assert registry.resolve("tiny_copy_small") == (family, {"d_model": 8})
+        with pytest.raises(ValueError, match="tiny_copy, tiny_copy_small already registered"):
+            registry.register(family)
+    finally:
+        registry.unregister("tiny_copy")
+    assert "tiny_copy" not in registry.names() and "tiny_copy_small" not in registry.names()
 
 
 def test_build_checks_the_config_class():
@@ -117,3 +152,17 @@ def test_models_import_nothing_else_of_hrm_ray():
     assert out.returncode == 0, out.stderr
     count, outside = out.stdout.strip().split(" ", 1)
     assert int(count) >= 15 and outside == "[]", out.stdout
+
+
+def test_the_baseline_starts_from_the_hrm_embeddings_and_heads():
+    """At one seed the baseline's embeddings and heads are the HRM's: it draws what the HRM's H and L modules
+    draw (without building them) before its heads, and its own blocks after."""
+    cfg = registry.default_config("hrm_v1", **{**TINY["puzzle"], "h_layers": 2, "pos_encodings": "learned"})
+    torch.manual_seed(5)
+    hrm = registry.build_model(cfg).state_dict()
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "name"}
+    torch.manual_seed(5)
+    baseline = registry.build_model(registry.default_config("transformer_baseline", **fields)).state_dict()
+    shared = [k for k in hrm if not k.startswith(("inner.H_", "inner.L_"))]
+    assert shared and all(torch.equal(hrm[k], baseline[k]) for k in shared)
+    assert not torch.equal(baseline["inner.layers.layers.0.attn.qkv.weight"], hrm["inner.H_level.layers.0.attn.qkv.weight"])

@@ -4,8 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1, reduce_metrics
-from hrm_ray.models.hrm_act_v1.losses import log_stablemax, softmax_cross_entropy, stablemax_cross_entropy
+from hrm_ray.models.hrm_act_v1 import HRMACTv1
+from hrm_ray.models.puzzle import (
+    ACTLossHead,
+    log_stablemax,
+    reduce_metrics,
+    softmax_cross_entropy,
+    stablemax_cross_entropy,
+)
 from hrm_ray.models.registry import default_config
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1, reduce_metrics
+from hrm_ray.models.hrm_act_v1 import HRMACTv1
+from hrm_ray.models.puzzle import ACTLossHead, reduce_metrics
 from hrm_ray.models.registry import default_config
 
 pytestmark = pytest.mark.timeout(60)

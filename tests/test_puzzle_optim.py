@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1, PuzzleEmbedding
+from hrm_ray.models.hrm_act_v1 import HRMACTv1
+from hrm_ray.models.puzzle import ACTLossHead, PuzzleEmbedding
 from hrm_ray.models.registry import default_config
 from hrm_ray.train.ema import EMA
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD, apply_sign_sgd

@@ -130,11 +130,12 @@ def test_fp16_trains_the_dense_weights_through_the_scaler_and_the_embedding_by_s
 
 
 def dry_run_lines(capsys, *argv: str) -> dict[str, str]:
+    from hrm_ray.commands.config_flags import parse_command_line
     from hrm_ray.commands.train import configure, run
 
     parser = argparse.ArgumentParser()
     configure(parser)
-    assert run(parser.parse_args(["--dry_run", *TINY, *argv])) == 0
+    assert run(parse_command_line(parser, ["--dry_run", *TINY, *argv])) == 0
     out = capsys.readouterr().out
     return {line.split()[0]: line.split()[-1] for line in out.splitlines()[1:]} | {"title": out.splitlines()[0]}
 

@@ -20,8 +20,8 @@ from safetensors import safe_open
 
 from hrm_ray.config import OptimConfig
 from hrm_ray.models import registry
-from hrm_ray.models.hrm_act_v1 import ACTLossHead
 from hrm_ray.models.layers import rms_norm
+from hrm_ray.models.puzzle import ACTLossHead
 from hrm_ray.models.trm import MixerBlock
 from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD

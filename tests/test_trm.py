@@ -11,8 +11,8 @@ from hrm_ray.config import PAPER_FLAGS, build_config
 from hrm_ray.data.puzzles.demo import build_small_sudoku
 from hrm_ray.errors import UserError
 from hrm_ray.models import registry
-from hrm_ray.models.hrm_act_v1 import ACTLossHead
 from hrm_ray.models.layers import SelfAttentionBlock
+from hrm_ray.models.puzzle import ACTLossHead
 from hrm_ray.models.trm import TRM, MixerBlock, RecursionState, TRMConfig
 from hrm_ray.train.loop import LocalReporter, run_loop
 from hrm_ray.train.puzzle_task import PuzzleTask

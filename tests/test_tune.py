@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from hrm_ray import storage as storage_lib
+from hrm_ray.commands.config_flags import parse_command_line
 from hrm_ray.commands.tune import build_spec, configure
 from hrm_ray.config import build_config, from_dict, load_yaml
 from hrm_ray.errors import UserError
@@ -50,8 +51,8 @@ def sweep_args(tmp_path: Path, config: Path, *extra: str, demo_data: bool = Fals
     """`hrm-ray tune --config CONFIG --profile demo --sweep_dir ... --save_dir ... EXTRA`, parsed."""
     parser = argparse.ArgumentParser()
     configure(parser, default_config=str(config), demo_data=demo_data)
-    return parser.parse_args(["--profile", "demo", "--sweep_dir", str(tmp_path / "sweeps"),
-                              "--save_dir", str(tmp_path / "runs"), *extra])
+    return parse_command_line(parser, ["--profile", "demo", "--sweep_dir", str(tmp_path / "sweeps"),
+                                       "--save_dir", str(tmp_path / "runs"), *extra])
 
 
 def stage_b_from_scratch(tmp_path: Path, tune: str = "") -> Path:

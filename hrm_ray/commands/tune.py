@@ -17,19 +17,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hrm_ray.commands.train import add_config_flags
-from hrm_ray.config import Config
+from hrm_ray.commands.config_flags import own_options, parse_command_line, take_config_flags
+from hrm_ray.config import Config, UnknownFlag
 from hrm_ray.errors import UserError
 from hrm_ray.storage import join, resolve_root
-
-SWEEP_FLAGS = ("config", "profile", "name", "sweep_dir", "no_report")
 
 
 def configure(parser: argparse.ArgumentParser, default_config: str | None = None, default_name: str = "sweep",
               demo_data: bool = False) -> None:
-    """The sweep's own flags and every config flag. `demo_data`: under `--profile demo`, build the demo
-    Sudoku the config names when it is missing (as experiments/sudoku.py does)."""
-    parser.allow_abbrev = False
+    """The sweep's own flags; every other token is a config flag (commands/config_flags.py). `demo_data`:
+    under `--profile demo`, build the demo Sudoku the config names when it is missing (as
+    experiments/sudoku.py does)."""
     parser.add_argument("--config", default=default_config, help="base config YAML of every trial, with a `tune:` "
                                                                  "section (the search space)")
     parser.add_argument("--profile", default=None, help="a profile of the config (demo, gpu, cluster)")
@@ -39,20 +37,18 @@ def configure(parser: argparse.ArgumentParser, default_config: str | None = None
                              "--storage_path, else $HRM_RAY_STORAGE, else ~/hrm-ray/runs)")
     parser.add_argument("--no_report", action="store_true", help="skip the plots and report.md")
     parser.set_defaults(demo_data=demo_data)
-    add_config_flags(parser, reserved=SWEEP_FLAGS)
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides")
+    take_config_flags(parser)
 
 
 def load_sweep_config(args: argparse.Namespace) -> Config:
     """The base config of the sweep: the YAML (and profile) with the flags on top, storage and paths resolved
     as a stage script resolves them, the data checked (here, not in every trial)."""
-    from hrm_ray.commands.train import overrides_from
     from hrm_ray.experiments.stage import DEMO_PROFILE, load_stage_config
     from hrm_ray.train.resolve import resolve_config
 
     if not args.config and args.profile:
         raise UserError("--profile needs --config (profiles are defined in the config YAML)")
-    overrides = overrides_from(args)
+    overrides = args.passed_arguments
     if args.config:
         cfg = load_stage_config(args.config, args.profile, overrides)
     else:
@@ -68,11 +64,11 @@ def load_sweep_config(args: argparse.Namespace) -> Config:
 
 def build_spec(args: argparse.Namespace):
     """The SweepSpec of the command line: its config's `tune` section over the rest of it."""
-    from hrm_ray.train.ray_trainer import storage_root
+    from hrm_ray.train.run_plan import run_plan
     from hrm_ray.tune.sweep import SweepSpec
 
     cfg = load_sweep_config(args)
-    storage = resolve_root(args.sweep_dir)[0] if args.sweep_dir else join(storage_root(cfg), "sweeps")
+    storage = resolve_root(args.sweep_dir)[0] if args.sweep_dir else join(run_plan(cfg).storage_root, "sweeps")
     return SweepSpec.from_config(cfg, args.name, storage)
 
 
@@ -108,10 +104,13 @@ def main(default_config: str | Path, default_name: str, demo_data: bool = False,
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     configure(parser, str(default_config), default_name, demo_data)
-    args = parser.parse_args(take_verbose_flag(list(sys.argv[1:] if argv is None else argv)))
+    args = parse_command_line(parser, take_verbose_flag(list(sys.argv[1:] if argv is None else argv)))
     try:
         with user_errors_from_ray():
             return run(args)
+    except UnknownFlag as exc:
+        print(f"error: {exc.among(own_options(parser))}", file=sys.stderr)
+        return 2
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

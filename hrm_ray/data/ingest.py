@@ -28,9 +28,9 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from hrm_ray.data.meta import DatasetMeta, check_same_tokenizer, read_meta, split_files
 from hrm_ray.data.quotas import plan_mix, proportions
-from hrm_ray.ray_env import data_task_cpus
 from hrm_ray.data.tags import tag_source
 from hrm_ray.errors import UserError
+from hrm_ray.ray_env import data_task_cpus
 from hrm_ray.storage import filesystem
 
 __all__ = ["DatasetMeta", "read_meta", "load_prepared_split", "mix_datasets", "collate_triplets",

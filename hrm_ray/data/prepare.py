@@ -36,8 +36,6 @@ import pyarrow as pa
 import ray
 
 from hrm_ray.data.meta import SPLITS, write_meta
-from hrm_ray.ray_env import actor_threads, cluster_cpus, ensure_ray, node_cpus
-from hrm_ray.ray_errors import user_errors_from_ray
 from hrm_ray.data.records import find_files, iter_record_batches
 from hrm_ray.data.sources import MODES, ExtractOptions, check_source_fields, extract_document, fields_read
 from hrm_ray.data.split import is_val
@@ -54,6 +52,8 @@ from hrm_ray.data.writer import (
     upload_part,
 )
 from hrm_ray.errors import UserError
+from hrm_ray.ray_env import actor_threads, cluster_cpus, ensure_ray, node_cpus
+from hrm_ray.ray_errors import user_errors_from_ray
 from hrm_ray.storage import (
     adopt_store_env,
     is_dir,

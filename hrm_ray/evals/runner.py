@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from hrm_ray.evals.answers import extract_answer, same_answer
 from hrm_ray.evals.scoring import Thinking, generate_texts, loglikelihoods
 from hrm_ray.evals.tasks import CODE, MULTIPLE_CHOICE, Example, Task
-from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.lm import HRMLanguageModel
 
 Z_95 = 1.959963984540054  # the two-sided 95% normal quantile
 METRIC_FIELD = {"exact_match": "correct", "acc": "correct", "pass@1": "correct", "acc_norm": "correct_norm"}

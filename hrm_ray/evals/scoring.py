@@ -16,8 +16,7 @@ from tokenizers import Tokenizer
 from hrm_ray.data.synthetic import pad_batch
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from hrm_ray.errors import UserError
-from hrm_ray.models.hrm_lm import HRMLanguageModel
-from hrm_ray.models.hrm_lm.bridge import memory_bias
+from hrm_ray.models.lm import HRMLanguageModel, memory_bias
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
 from hrm_ray.experiments.stage import DEMO_PROFILE, run_stage
-from hrm_ray.train.ray_trainer import storage_root
+from hrm_ray.train.run_plan import run_plan
 
 EVAL_SAMPLES = 512
 
@@ -82,7 +82,7 @@ def run_demo(configs_dir: str | Path, overrides_a: list[str] | None = None, over
     cfg_a, _ = run_stage(configs_dir / "stage_a.yaml", DEMO_PROFILE, list(overrides_a or []), log)
     log("[bold]== Stage B: initialised from Stage A's best model; gate opens after warmup; 90/5/5 mix ==[/bold]")
     cfg_b, _ = run_stage(configs_dir / "stage_b.yaml", DEMO_PROFILE, list(overrides_b or []), log)
-    runs = {cfg.train.run_name: Path(storage_root(cfg), cfg.train.run_name) for cfg in (cfg_a, cfg_b)}
+    runs = {cfg.train.run_name: Path(run_plan(cfg).run_dir(cfg.train.run_name)) for cfg in (cfg_a, cfg_b)}
     result = DemoResult(0.0, runs)
 
     from hrm_ray.data.ingest import parse_dataset_spec

@@ -21,9 +21,11 @@ from hrm_ray.experiments.stage import (
     pin_storage,
     start_ray,
 )
-from hrm_ray.storage import built_data_path, resolve_input
+from hrm_ray.storage import built_data_path
 from hrm_ray.train.loop import LoopResult
-from hrm_ray.train.ray_trainer import storage_root
+from hrm_ray.train.puzzle_task import PuzzleTask
+from hrm_ray.train.run_plan import run_plan
+from hrm_ray.train.task_registry import models_of, task_class
 
 # 6x6 Sudoku with 20 blanks (distinct puzzles with one solution each): a CPU learns the grid in minutes and
 # most puzzles need 3-6 rounds of constraint propagation, where the HRM's recurrence beats a plain transformer.
@@ -33,9 +35,9 @@ DEMO_SUDOKU = {"train_size": 16000, "test_size": 1000, "blanks": 20, "box": (2, 
 def load_puzzle_config(config_path: str | Path, profile: str | None, overrides: list[str],
                        log: Callable[[str], None] = print) -> Config:
     cfg = build_config(str(config_path), overrides, aliases=PAPER_FLAGS, profile=profile)
-    if cfg.task != "puzzle":
+    if not issubclass(task_class(cfg), PuzzleTask):
         raise UserError(f"{config_path}: model.name '{cfg.model.name}' is not a puzzle model (a puzzle experiment "
-                        f"needs hrm_act_v1, hrm_v1, hrm_v1_gated, transformer_baseline, trm, trm_mlp or trm_att)")
+                        f"needs {', '.join(models_of(PuzzleTask))})")
     pin_storage(cfg, profile, log)
     return cfg
 
@@ -43,7 +45,7 @@ def load_puzzle_config(config_path: str | Path, profile: str | None, overrides: 
 def ensure_demo_sudoku(cfg: Config, log: Callable[[str], None] = print) -> None:
     from hrm_ray.data.puzzles.demo import build_demo_sudoku
 
-    path = Path(built_data_path(cfg.data.dataset, storage_root(cfg)))
+    path = Path(built_data_path(cfg.data.dataset, run_plan(cfg).storage_root))
     if not (path / "train" / "dataset.json").is_file():
         log(f"building the demo Sudoku dataset in {path} ({DEMO_SUDOKU})")
         build_demo_sudoku(path, seed=cfg.train.seed, log=log, **DEMO_SUDOKU)
@@ -55,12 +57,11 @@ def run_puzzle(config_path: str | Path, profile: str | None, overrides: list[str
     cfg = load_puzzle_config(config_path, profile, overrides, log)
     if profile == DEMO_PROFILE and demo_data:
         ensure_demo_sudoku(cfg, log)
-    cfg.data.dataset = resolve_input(cfg.data.dataset, "--dataset")
-    if cfg.ray.num_workers > 0:
+    if not run_plan(cfg).in_process:
         start_ray(cfg)
     from hrm_ray.train.ray_trainer import train
 
-    log(f"puzzle run '{cfg.train.run_name}' ({cfg.model.name}) in {storage_root(cfg)}, data {cfg.data.dataset}")
+    log(f"puzzle run '{cfg.train.run_name}' ({cfg.model.name}) in {run_plan(cfg).storage_root}, data {cfg.data.dataset}")
     result = train(cfg)
     if not result.already_done:
         val = result.last_val

@@ -27,10 +27,11 @@ from pathlib import Path
 from hrm_ray.config import Config, build_config
 from hrm_ray.console import take_verbose_flag
 from hrm_ray.errors import UserError
-from hrm_ray.storage import STORAGE_ENV, built_data_path, join, resolve_input, resolve_root
+from hrm_ray.storage import STORAGE_ENV, built_data_path, is_remote, join, resolve_input
+from hrm_ray.train.lm_task import absolute_dataset_spec
 from hrm_ray.train.loop import LoopResult
-from hrm_ray.train.ray_trainer import check_resources, start_ray, storage_root
-from hrm_ray.train.resolve import absolute_dataset_spec
+from hrm_ray.train.ray_trainer import check_resources, start_ray
+from hrm_ray.train.run_plan import pin_storage_root, run_plan
 from hrm_ray.train.task_evals import absolute_task_specs
 
 CLUSTER_PROFILE = "cluster"
@@ -55,7 +56,7 @@ def pin_storage(cfg: Config, profile: str | None, log: Callable[[str], None] = p
     if profile == CLUSTER_PROFILE and not (explicit or os.environ.get(STORAGE_ENV)):
         raise UserError(f"--profile {CLUSTER_PROFILE}: set --storage_path (s3://, gs:// or a shared mount) or "
                         f"${STORAGE_ENV}: the workers of a multi-node run all need to see the checkpoints")
-    cfg.ray.storage_path, note = resolve_root(explicit)
+    note = pin_storage_root(cfg)
     if note:
         log(note)
 
@@ -67,11 +68,11 @@ def load_stage_config(config_path: str | Path, profile: str | None, overrides: l
     pin_storage(cfg, profile, log)
     init_from = cfg.train.init_from
     if init_from and "/" not in init_from and os.sep not in init_from:
-        cfg.train.init_from = join(storage_root(cfg), init_from)
+        cfg.train.init_from = join(run_plan(cfg).storage_root, init_from)
     elif init_from:
         cfg.train.init_from = resolve_input(init_from, "--init_from")
     demo = profile == DEMO_PROFILE  # the demo builds missing data
-    resolve = functools.partial(built_data_path, storage_root=cfg.ray.storage_path) if demo else None
+    resolve = functools.partial(built_data_path, storage_root=run_plan(cfg).storage_root) if demo else None
     if cfg.data.dataset != "synthetic":
         cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset, resolve)
     cfg.eval.tasks = absolute_task_specs(cfg.eval.tasks, resolve, check=False)  # checked when the run resolves
@@ -98,7 +99,8 @@ def ensure_demo_data(cfg: Config, log: Callable[[str], None] = print) -> None:
     from hrm_ray.experiments.demo_data import DEMO_SOURCES, DemoDataSpec, build_demo_data
 
     specs = parse_dataset_spec(cfg.data.dataset) if cfg.data.dataset != "synthetic" else []
-    missing = [Path(p) for p, _ in specs if not (Path(p) / "meta.json").is_file()]
+    # a dataset in a store is never built here (the run itself says when its meta.json is missing)
+    missing = [Path(p) for p, _ in specs if not is_remote(p) and not (Path(p) / "meta.json").is_file()]
     if missing:
         roots = {p.absolute().parent for p in missing}
         unknown = [str(p) for p in missing if p.name not in DEMO_SOURCES]
@@ -129,7 +131,7 @@ def run_stage(config_path: str | Path, profile: str | None, overrides: list[str]
     from hrm_ray.train.ray_trainer import train
 
     log(f"stage config {config_path} (profile {profile or 'none'}): run '{cfg.train.run_name}' in "
-        f"{storage_root(cfg)}, data {cfg.data.dataset}")
+        f"{run_plan(cfg).storage_root}, data {cfg.data.dataset}")
     result = train(cfg)
     if not result.already_done:
         how = "stopped early" if result.stopped_early else "finished"

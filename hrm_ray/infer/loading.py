@@ -20,7 +20,8 @@ from tokenizers import Tokenizer
 from hrm_ray.config import Config, load_yaml
 from hrm_ray.data.tokenizer import load_tokenizer
 from hrm_ray.errors import UserError
-from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.lm import HRMLanguageModel
+from hrm_ray.models.registry import build_model
 from hrm_ray.storage import is_dir, is_file, is_remote, join, list_names, localize, read_text, resolve_root
 from hrm_ray.train.checkpoint import (
     BEST_MODEL_DIR,
@@ -141,7 +142,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Loa
     tokenizer = load_tokenizer(companion_file(directory, TOKENIZER_FILE))
     if cfg.model.vocab_size <= 0:
         cfg.model.vocab_size = tokenizer.get_vocab_size()
-    model = HRMLanguageModel(cfg.model)
+    model = build_model(cfg.model)
     try:
         model.load_state_dict(read_state_dict(directory))
     except RuntimeError as exc:

@@ -27,10 +27,10 @@ from hrm_ray.config import Config, from_dict, load_yaml
 from hrm_ray.data.puzzles.format import PuzzleSplit
 from hrm_ray.errors import UserError
 from hrm_ray.infer.loading import CONFIG_FILE, read_state_dict
-from hrm_ray.models.hrm_act_v1 import ACTLossHead
-from hrm_ray.models.hrm_act_v1.losses import COUNT_METRICS
+from hrm_ray.models.puzzle import COUNT_METRICS, ACTLossHead
 from hrm_ray.train.checkpoint import STATE_FILE, load_training_state
 from hrm_ray.train.puzzle_task import (
+    PuzzleTask,
     build_puzzle_model,
     eval_rows,
     eval_subset_batches,
@@ -38,6 +38,7 @@ from hrm_ray.train.puzzle_task import (
     resolve_model,
     run_to_halt,
 )
+from hrm_ray.train.task_registry import task_class
 
 AUGMENTATIONS_FILE = "augmentations.json"
 DEPTH_FIELDS = ("halt_max_steps", "h_cycles", "l_cycles")  # model fields an evaluation may deepen
@@ -62,7 +63,8 @@ def model_config(directory: Path) -> Config:
 
 
 def is_puzzle_model(directory: Path) -> bool:
-    return model_config(directory).task == "puzzle"
+    """Whether the run's model family is trained by the puzzle task (or one built on it)."""
+    return issubclass(task_class(model_config(directory)), PuzzleTask)
 
 
 def puzzle_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 from hrm_ray.data.puzzles.format import PuzzleSplit, collate
 from hrm_ray.data.puzzles.sudoku_symmetry import SudokuSymmetry, identity, infer_box, random_symmetry
 from hrm_ray.errors import UserError
-from hrm_ray.models.hrm_act_v1 import ACTLossHead
+from hrm_ray.models.puzzle import ACTLossHead
 from hrm_ray.train.puzzle_task import eval_rows, run_to_halt
 
 BOX_SAMPLE = 64  # solution grids read to find the box shape

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer
 
 from hrm_ray.data.synthetic import make_triplets, pad_batch
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from hrm_ray.models.hrm_lm import HRMLanguageModel
+from hrm_ray.models.lm import HRMLanguageModel
 
 
 @dataclass

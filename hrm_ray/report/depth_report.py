@@ -13,12 +13,12 @@ DEPTH_FIGURE = "depth.png"
 
 
 def depth_curve(model_dir: Path, depths: Sequence[int], vote: int = 0, max_examples: int = 0,
-                batch_size: int = 256, device: str = "cpu") -> list[dict[str, float]]:
-    """One row per depth: depth, exact accuracy, and (vote > 0) the voted exact accuracy."""
+                batch_size: int = 256, device: str = "cpu", split: str = "test") -> list[dict[str, float]]:
+    """One row per depth on `split`: depth, exact accuracy, and (vote > 0) the voted exact accuracy."""
     rows = []
     for depth in depths:
-        m = evaluate_puzzle_run(model_dir, batch_size=batch_size, max_examples=max_examples, device=device,
-                                depth={"halt_max_steps": depth}, vote=vote)
+        m = evaluate_puzzle_run(model_dir, split=split, batch_size=batch_size, max_examples=max_examples,
+                                device=device, depth={"halt_max_steps": depth}, vote=vote)
         rows.append({"depth": float(depth), "exact_accuracy": m["exact_accuracy"], "examples": m["examples"],
                      **({"vote_exact_accuracy": m["vote_exact_accuracy"]} if vote else {})})
     return rows

@@ -1,10 +1,12 @@
 """`--compile`: torch.compile each model family's hot units in place.
 
-Units, not the whole forward (as torchtitan compiles per block): for the HRMs the recurrent step, the L and
-H modules that every cycle of every segment reuses, so neither compile time nor the number of graphs grows
-with the cycles; around them the encoder, bridge, decoder and loss of the HRM×LM (the bridge, decoder and
-loss run once per supervised cycle), the injection gates and loss of the puzzle HRM, the blocks and loss of
-the transformer baseline. The glue between units (the cycle loop, halting, ACT bookkeeping) stays eager.
+Units, not the whole forward (as torchtitan compiles per block). Each family chooses its units beside its
+model (`compile_units` of its package, named in its hrm_ray.models.registry entry): for the HRMs the
+recurrent step, the L and H modules that every cycle of every segment reuses, so neither compile time nor the
+number of graphs grows with the cycles; around them the encoder, bridge and decoder of the HRM×LM, the
+injection gates of the puzzle HRM; the TRM's one network, reused by every recursion step; the blocks of the
+transformer baseline. A loss function held as an attribute (`loss_fn`, of the HRM×LM and the puzzle loss
+head) compiles too. The glue between units (the cycle loop, halting, ACT bookkeeping) stays eager.
 Units compile with `fullgraph=True`: a graph break on the hot path is an error, not a silent slowdown.
 Compiling the whole forward instead (cycles unrolled) measured ~7% faster steps on CPU at the demo sizes
 (bench/bench_compile.py --whole), with compile work growing with the cycles.
@@ -14,51 +16,15 @@ same modules as in eager mode. Compilation happens on first use; `CompileReport`
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1
-from hrm_ray.models.hrm_lm import HRMLanguageModel
-from hrm_ray.models.hrm_lm.mamba2 import MAMBA_SSM_PATH
-from hrm_ray.models.transformer_baseline import PuzzleTransformer
+from hrm_ray.models.registry import compile_units
 
-logger = logging.getLogger(__name__)
 OPTIONS: dict = {"fullgraph": True}   # torch.compile's arguments for every unit
-
-
-def hybrid_units(model: HRMLanguageModel) -> list[str]:
-    units = ["decoder"]
-    if model.encoder.kernel_path.endswith(MAMBA_SSM_PATH):
-        logger.info("torch.compile: the encoder runs mamba_ssm's kernels and is left uncompiled")
-    else:
-        units.insert(0, "encoder")
-    if model.hrm is not None:
-        units += ["hrm.L", "hrm.H", "bridge"]
-    return units
-
-
-def puzzle_units(head: ACTLossHead) -> list[str]:
-    inner = head.model.inner
-    if isinstance(head.model, PuzzleTransformer):
-        return [f"model.inner.layers.layers.{i}" for i in range(len(inner.layers.layers))]
-    units = ["model.inner.L_level", "model.inner.H_level"]
-    if inner.config.use_gating:
-        units += ["model.inner.L_gate", "model.inner.H_gate"]
-    return units
-
-
-def compile_units(model: nn.Module) -> list[str]:
-    """Dotted names of the submodules `--compile` compiles ("" is the model itself: a family without
-    units of its own compiles whole)."""
-    if isinstance(model, HRMLanguageModel):
-        return hybrid_units(model)
-    if isinstance(model, ACTLossHead) and isinstance(model.model, (HRMACTv1, PuzzleTransformer)):
-        return puzzle_units(model)
-    return [""]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from hrm_ray.config import SYNTHETIC, Config
 from hrm_ray.data.synthetic import arithmetic_pairs, char_tokenizer, make_triplets, pad_batch
 from hrm_ray.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from hrm_ray.errors import UserError
-from hrm_ray.models.hrm_lm.model import IGNORE_INDEX, ModelOutput, example_ce_sums
-from hrm_ray.storage import join
+from hrm_ray.models.lm import IGNORE_INDEX, ModelOutput, example_ce_sums
+from hrm_ray.models.registry import build_model
+from hrm_ray.storage import join, resolve_input
 from hrm_ray.train.data_feed import (
     Batch,
     BatchFeed,
@@ -32,11 +33,13 @@ from hrm_ray.train.data_feed import (
     indexed_batches,
     ray_shard_epochs,
 )
+from hrm_ray.train.ema import EMA, AveragedWeights
 from hrm_ray.train.gate_schedule import gate_scale
 from hrm_ray.train.global_batch import micro_batches
 from hrm_ray.train.mixture_feed import mixture_feed
 from hrm_ray.train.optim import build_optimizer
 from hrm_ray.train.parquet_feed import parquet_batches, parquet_epochs, split_rows, table_rows
+from hrm_ray.train.run_plan import run_plan
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
 
 SOURCE_GATE = "gate_src_"  # metric prefix of each mixture source's mean gate
@@ -85,6 +88,19 @@ def describe_data(cfg: Config) -> DataInfo:
     return DataInfo("mixture", first.vocab_size, first.pad_id, first.bos_id, first.eos_id,
                     sum(e["quota"] for e in plan), tokenizer_json, sources=[Path(p).name for p, _ in specs],
                     meta={**first.raw, "mixture": plan})
+
+
+def absolute_dataset_spec(spec: str, resolve: Callable[[str], str] | None = None) -> str:
+    """Local dataset paths of a `--dataset` spec (`PATH` or `PATH:WEIGHT,...`) made absolute by `resolve`
+    (default: `hrm_ray.storage.resolve_input`, relative to where the command runs)."""
+    from hrm_ray.data.ingest import parse_dataset_spec
+
+    resolve = resolve or (lambda path: resolve_input(path, "--dataset"))
+    specs = parse_dataset_spec(spec)
+    paths = [resolve(p) for p, _ in specs]
+    if len(specs) == 1 and ":" not in spec.rsplit("/", 1)[-1]:
+        return paths[0]
+    return ",".join(f"{p}:{w:g}" for p, (_, w) in zip(paths, specs, strict=True))
 
 
 def check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
@@ -160,8 +176,9 @@ def source_metrics(sums: dict[str, float], sources: list[str], with_gate: bool) 
     return out
 
 
-class LanguageModelTask:
+class LanguageModelTask(AveragedWeights):
     eval_sum_keys: tuple[str, ...] = ("loss_sum", "tokens")
+    name = "lm"  # the task a model family's registry entry names
     selection_metric, selection_mode = "loss", "min"
     loss_per_token = True  # the loop normalises a step's loss by its global batch's tokens
 
@@ -178,14 +195,61 @@ class LanguageModelTask:
         self._rows: dict[str, list] = {}
         self._tokenizer = None
         self._eval_suite: list = []
+        self.ema: EMA | None = None
         if self.data.sources:  # a mixture: validation per source beside the whole mix
             self.eval_sum_keys = (*LanguageModelTask.eval_sum_keys, *source_sum_keys(self.data.sources))
 
     def needs_ray_data(self) -> bool:
         """Ray Datasets feed a prepared dataset to a fixed group of Ray Train workers; in-process, and in an
         elastic run (whose data position is a global sample index), only a mixture needs them."""
-        fixed_workers = self.cfg.ray.num_workers > 0 and not self.cfg.ray.min_workers
-        return self.data.kind == "mixture" or (self.data.kind == "prepared" and fixed_workers)
+        return self.data.kind == "mixture" or (self.data.kind == "prepared" and run_plan(self.cfg).fixed_group)
+
+    # before a task is built (class methods: hrm_ray.train.task_registry) -------------------------
+    @classmethod
+    def resolve(cls, cfg: Config) -> None:
+        """`model.vocab_size` from the data (an explicit one must be every dataset's); the dataset paths and
+        the `eval:` task files made absolute and checked."""
+        from hrm_ray.train.task_evals import absolute_task_specs
+
+        if cfg.data.dataset != SYNTHETIC:
+            cfg.data.dataset = absolute_dataset_spec(cfg.data.dataset)
+        cfg.eval.tasks = absolute_task_specs(cfg.eval.tasks)  # NAME=PATH made absolute, checked
+        check_data(cfg)  # each prepared dataset's meta.json, named in the error
+        data = describe_data(cfg)
+        check_vocab(cfg.model.vocab_size, data.vocab_size, cfg.data.dataset)
+        cfg.model.vocab_size = data.vocab_size
+
+    @staticmethod
+    def reads_ray_data(cfg: Config) -> bool:
+        """With Ray Train workers: every dataset but the synthetic arithmetic is a Ray Dataset."""
+        return cfg.data.dataset != SYNTHETIC
+
+    @staticmethod
+    def probe_batch(cfg: Config, size: int) -> Batch:
+        """`size` examples of random tokens at the run's longest sequences (hrm_ray.train.memory)."""
+        generator = torch.Generator().manual_seed(0)
+        length = cfg.data.max_seq_len
+        tokens = torch.randint(3, cfg.model.vocab_size, (size, length), generator=generator)
+        mask = torch.ones(size, length, dtype=torch.bool)
+        return {"encoder_ids": tokens, "encoder_mask": mask, "decoder_input_ids": tokens.clone(),
+                "labels": tokens.clone(), "decoder_mask": mask.clone()}
+
+    @staticmethod
+    def probe_forward(model: nn.Module, batch: Batch) -> None:
+        model(batch, 1.0)
+
+    @staticmethod
+    def dry_batch(cfg: Config) -> int:
+        from hrm_ray.train.dry_run import dry_batch
+
+        return dry_batch(cfg)
+
+    @staticmethod
+    def dry_run(cfg: Config) -> str:
+        """One forward/backward on a synthetic arithmetic batch (hrm_ray.train.dry_run), as text."""
+        from hrm_ray.train.dry_run import dry_run, format_dry_run
+
+        return format_dry_run(dry_run(cfg))
 
     # driver side -------------------------------------------------------------------------------
     def ray_datasets(self) -> dict[str, Any]:
@@ -215,12 +279,14 @@ class LanguageModelTask:
 
     # model ---------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from hrm_ray.models.hrm_lm import HRMLanguageModel
-
-        return HRMLanguageModel(self.cfg.model)
+        return build_model(self.cfg.model)
 
     def build_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
+        """The optimizer, and (train.ema) the EMA of the weights that validation and best-model/ use."""
+        t = self.cfg.train
+        self.ema = EMA(model, t.ema_decay, warmup=t.ema_warmup) if t.ema else None
         return [build_optimizer(model.parameters(), self.cfg.optim)]
+
 
     def gate_scale(self, step: int) -> float:
         return gate_scale(step, self.cfg.train.hrm_gate_warmup_steps, self.cfg.train.gate_ramp_steps)

@@ -38,10 +38,10 @@ from hrm_ray.train.checkpoint import (
 from hrm_ray.train.compile import CompileReport, compile_model
 from hrm_ray.train.data_feed import BatchFeed
 from hrm_ray.train.flops import counted, flops_record
-from hrm_ray.train.global_batch import micro_batches, planned_workers
 from hrm_ray.train.lr_schedule import LRSchedule
 from hrm_ray.train.metrics import MetricsLogger
 from hrm_ray.train.run_files import RunFiles
+from hrm_ray.train.run_plan import run_plan
 from hrm_ray.train.task import (
     Selection,
     Task,
@@ -49,6 +49,7 @@ from hrm_ray.train.task import (
     after_step,
     eval_weights,
     load_task_state,
+    rank_micro_batches,
     selection,
     task_state,
     unwrap,
@@ -140,7 +141,7 @@ def total_steps(cfg: Config, train_samples: int) -> int:
     count of an elastic run)."""
     if cfg.train.steps > 0:
         return cfg.train.steps
-    per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * planned_workers(cfg)
+    per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * run_plan(cfg).planned_workers
     return max(1, cfg.train.epochs * (train_samples // per_step))
 
 
@@ -413,7 +414,7 @@ def train_step(cfg: Config, task: Task, parts: LoopParts, ctx: WorkerContext, st
     """One optimizer step at `state.step` over this rank's micro-batches of the global batch
     (hrm_ray.train.global_batch); a non-finite one is skipped and counted (NonFiniteLossError after
     `max_nonfinite_steps` in a row)."""
-    accum = micro_batches(cfg, ctx.world_size)
+    accum = rank_micro_batches(task, ctx.world_size)
     loss = forward_backward(task, parts, ctx, state.step, accum, window, throughput)
     grad_norm, applied = apply_update(task, parts, ctx, state.step, loss, cfg.optim.grad_clip)
     count_nonfinite(state, applied, cfg.train.max_nonfinite_steps, logger)

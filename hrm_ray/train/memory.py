@@ -19,6 +19,7 @@ from torch import nn
 
 from hrm_ray.config import Config
 from hrm_ray.errors import UserError
+from hrm_ray.train.task_registry import task_class
 
 NODE_MEMORY_ENV = "HRM_RAY_NODE_MEMORY_GB"
 PROBE_BATCH = 2
@@ -66,43 +67,21 @@ def saved_activation_bytes(model: nn.Module, forward) -> int:
     return sum(seen.values())
 
 
-def probe_batch(cfg: Config, size: int) -> dict[str, torch.Tensor]:
-    """A batch of `size` examples at the run's longest sequences, random tokens (activations depend on the
-    shapes only)."""
-    generator = torch.Generator().manual_seed(0)
-    m = cfg.model
-    if cfg.task == "puzzle":
-        tokens = torch.randint(1, m.vocab_size, (size, m.seq_len), generator=generator)
-        return {"inputs": tokens, "labels": tokens.clone(), "puzzle_identifiers": torch.zeros(size, dtype=torch.long)}
-    length = cfg.data.max_seq_len
-    tokens = torch.randint(3, m.vocab_size, (size, length), generator=generator)
-    mask = torch.ones(size, length, dtype=torch.bool)
-    return {"encoder_ids": tokens, "encoder_mask": mask, "decoder_input_ids": tokens.clone(), "labels": tokens.clone(),
-            "decoder_mask": mask.clone()}
-
-
-def probe_forward(cfg: Config, model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
-    if cfg.task == "puzzle":
-        model(model.initial_carry(batch), batch)
-    else:
-        model(batch, 1.0)
-
-
-def micro_batch(cfg: Config) -> int:
-    """Examples one worker runs through forward at once."""
-    if cfg.task == "puzzle":
-        return max(1, cfg.train.global_batch_size // max(1, cfg.ray.num_workers) // max(1, cfg.train.grad_accum_steps))
-    return cfg.train.batch_size
+def memory_batch(cfg: Config) -> int:
+    """Examples one worker runs through forward at once: the task's (`memory_batch`), else `train.batch_size`."""
+    hook = getattr(task_class(cfg), "memory_batch", None)
+    return hook(cfg) if hook is not None else cfg.train.batch_size
 
 
 def estimate_memory(cfg: Config, model: nn.Module, batch: int | None = None) -> MemoryEstimate:
     """The estimate of one worker of `cfg` (its micro-batch, or `batch`) for `model` (built on the CPU)."""
-    batch = batch or micro_batch(cfg)
+    task = task_class(cfg)
+    batch = batch or memory_batch(cfg)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
     with torch.random.fork_rng():
-        saved = saved_activation_bytes(model, lambda: probe_forward(cfg, model, probe_batch(cfg, PROBE_BATCH)))
+        saved = saved_activation_bytes(model, lambda: task.probe_forward(model, task.probe_batch(cfg, PROBE_BATCH)))
     return MemoryEstimate(parameters=params, gradients=trainable * 4.0,
                           optimizer=trainable * OPTIMIZER_STATE.get(cfg.optim.optimizer, 8.0),
                           activations=saved / PROBE_BATCH * batch, batch=batch)
@@ -146,12 +125,10 @@ def check_fits(cfg: Config, estimate: MemoryEstimate, workers_per_node: int = 1)
         return
     factor = math.ceil(estimate.total / budget * 1.1)
     smaller = max(1, estimate.batch // factor)
-    if cfg.task == "puzzle":
-        fix = (f"a smaller --global_batch_size (about {cfg.train.global_batch_size // factor}) or more "
-               f"--num_workers to share it")
-    else:
-        fix = (f"--grad_accum_steps {factor * max(1, cfg.train.grad_accum_steps)} --batch_size {smaller} (the same "
-               f"global batch in micro-batches) or a smaller --batch_size")
+    hook = getattr(task_class(cfg), "memory_fix", None)
+    fix = hook(cfg, factor) if hook is not None else (
+        f"--grad_accum_steps {factor * max(1, cfg.train.grad_accum_steps)} --batch_size {smaller} (the same global "
+        f"batch in micro-batches) or a smaller --batch_size")
     raise UserError(f"the run does not fit in memory: it needs {estimate.describe()}, a worker's node has "
                     f"{gib(budget)}: use {fix}")
 

@@ -14,18 +14,17 @@ Intermediate evaluations run a fixed random subset of the test split (`train.eva
 """
 from __future__ import annotations
 
-import contextlib
+import copy
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hrm_ray.config import Config, dataset_given
+from hrm_ray.config import Config, dataset_given, explicit_fields
 from hrm_ray.data.puzzles.format import (
     IGNORE_LABEL_ID,
     PuzzleDatasetMetadata,
@@ -36,19 +35,26 @@ from hrm_ray.data.puzzles.format import (
 from hrm_ray.data.puzzles.sampler import GroupEpochSampler, local_batch_size, num_iterations
 from hrm_ray.errors import UserError
 from hrm_ray.evals.runner import wilson_interval
-from hrm_ray.models.hrm_act_v1 import ACTLossHead, HRMACTv1Config, puzzle_embeddings
-from hrm_ray.models.hrm_act_v1.losses import COUNT_METRICS, reduce_metrics
+from hrm_ray.models.puzzle import (
+    COUNT_METRICS,
+    ACTLossHead,
+    PuzzleModelConfig,
+    puzzle_embeddings,
+    reduce_metrics,
+)
 from hrm_ray.models.registry import build_model
+from hrm_ray.storage import resolve_input
 from hrm_ray.train.data_feed import Batch, BatchFeed, EpochFeed, ray_shard_epochs
-from hrm_ray.train.ema import EMA
+from hrm_ray.train.ema import EMA, AveragedWeights
 from hrm_ray.train.optim import build_optimizer
+from hrm_ray.train.run_plan import run_plan
 from hrm_ray.train.sign_sgd import SparseEmbeddingSignSGD
 from hrm_ray.train.task import StepOutput, WorkerContext, unwrap
 
 DATA_FIELDS = ("vocab_size", "seq_len", "num_puzzle_identifiers")
 
 
-def resolve_model(model: HRMACTv1Config, meta: PuzzleDatasetMetadata) -> HRMACTv1Config:
+def resolve_model(model: PuzzleModelConfig, meta: PuzzleDatasetMetadata) -> PuzzleModelConfig:
     """The model config with its data fields taken from the dataset (a vocab_size set explicitly must match)."""
     if model.vocab_size and model.vocab_size != meta.vocab_size:
         raise UserError(f"model.vocab_size: {model.vocab_size} differs from the dataset's vocab_size {meta.vocab_size}")
@@ -60,7 +66,7 @@ def resolve_model(model: HRMACTv1Config, meta: PuzzleDatasetMetadata) -> HRMACTv
         raise UserError(f"model: {exc}") from None
 
 
-def build_puzzle_model(config: HRMACTv1Config) -> ACTLossHead:
+def build_puzzle_model(config: PuzzleModelConfig) -> ACTLossHead:
     return ACTLossHead(build_model(config), loss_type=config.loss_type)
 
 
@@ -130,6 +136,49 @@ def eval_subset_batches(split: PuzzleSplit, rows: list[tuple[str, np.ndarray]], 
             yield name, ex, batch
 
 
+def worker_share(global_batch_size: int, workers: int) -> int:
+    """One worker's share of `train.global_batch_size` (a UserError when it does not split evenly)."""
+    try:
+        return local_batch_size(global_batch_size, workers)
+    except ValueError as exc:
+        raise UserError(f"global_batch_size: {exc}") from None
+
+
+DRY_RUN_BLANKS = 40
+
+
+def dry_run_segment(cfg: Config, task_class: type) -> dict[str, float]:
+    """One training segment (forward/backward from a fresh carry) of the configured puzzle model on a batch of
+    `task_class.dry_batch(cfg)` examples: the first training batch of `data.dataset`, else generated Sudoku."""
+    from hrm_ray.data.puzzles.demo import sudoku_batch
+    from hrm_ray.data.puzzles.sudoku import sudoku_metadata
+    from hrm_ray.train.dry_run import grad_norm, timed_backward
+
+    torch.manual_seed(cfg.train.seed)
+    size = task_class.dry_batch(cfg)
+    if dataset_given(cfg.data.dataset):
+        cfg = copy.deepcopy(cfg)
+        cfg.train.global_batch_size, cfg.ray.num_workers = size, 1
+        task_class.resolve(cfg)
+        task = task_class(cfg)
+        model, batch = task.build_model(), task.train_feed(WorkerContext()).next_batch()
+    else:
+        model = build_puzzle_model(resolve_model(cfg.model, sudoku_metadata(size)))
+        batch = sudoku_batch(size, DRY_RUN_BLANKS, seed=cfg.train.seed)
+    device = torch.device("cuda" if cfg.ray.use_gpu and torch.cuda.is_available() else "cpu")
+    model.to(device).train()
+    batch = {k: v.to(device) for k, v in batch.items()}
+    (_, loss, sums, _), seconds = timed_backward(lambda: model(model.initial_carry(batch), batch), lambda o: o[1])
+    samples, embeddings = sums["samples"], puzzle_embeddings(model)
+    result = {"loss": loss, **{k: v / samples for k, v in sums.items() if k.endswith("_loss") or k.startswith("gate_")},
+              "samples": samples, "grad_norm": grad_norm(list(model.parameters())),
+              "parameters": torch.tensor(sum(p.numel() for p in model.parameters())),
+              "puzzle_emb_parameters": torch.tensor(sum(e.weights.numel() for e in embeddings))}
+    if embeddings:  # the table is a buffer: its looked-up rows are the leaf sign-SGD reads the gradient of
+        result["puzzle_emb_grad_norm"] = grad_norm([e.local for e in embeddings if e.local is not None])
+    return {**{k: float(v.detach()) for k, v in result.items()}, "seconds": seconds}
+
+
 @torch.no_grad()
 def run_to_halt(head: ACTLossHead, batch: Batch) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Evaluate one batch from a fresh carry until every slot halted: (carry, metric sums, outputs)."""
@@ -140,16 +189,17 @@ def run_to_halt(head: ACTLossHead, batch: Batch) -> tuple[Any, dict[str, torch.T
             return carry, metrics, outputs
 
 
-class PuzzleTask:
+class PuzzleTask(AveragedWeights):
     eval_sum_keys = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss")
+    name = "puzzle"  # the task a model family's registry entry names
     selection_metric, selection_mode = "exact_accuracy", "max"   # best-model/, patience, sweeps
     ddp_kwargs = {"broadcast_buffers": False}   # the puzzle embedding table is kept equal by sign-SGD
 
     def __init__(self, cfg: Config):
         """`cfg` as `resolve_config` returns it: the model's data fields, the per-worker batch size and the
         steps already derived from the dataset."""
-        if cfg.task != "puzzle":
-            raise UserError(f"task: PuzzleTask needs task=puzzle, got '{cfg.task}'")
+        if cfg.task != self.name:
+            raise UserError(f"task: PuzzleTask needs task={self.name}, got '{cfg.task}'")
         self.cfg = cfg
         self._load_splits(cfg.data)
         data_fields = (self.meta.vocab_size, self.meta.seq_len, self.meta.num_puzzle_identifiers)
@@ -184,7 +234,7 @@ class PuzzleTask:
         reads the memory-mapped split directly: its global batches do not depend on the number of workers
         (each rank takes its share), so the position (iteration, batch) is global and a resize neither
         repeats nor skips; and no Ray Data task waits for a CPU that the grown group has taken."""
-        return self.cfg.ray.num_workers > 0 and not self.cfg.ray.min_workers
+        return run_plan(self.cfg).fixed_group
 
     def ray_datasets(self) -> dict[str, Any]:
         if not self.needs_ray_data():
@@ -192,8 +242,78 @@ class PuzzleTask:
         from hrm_ray.data.puzzles.ray_run import run_train_dataset
 
         p, s = self.cfg.train, self.schedule
-        return {"train": run_train_dataset(str(Path(self.cfg.data.dataset).resolve()), p.global_batch_size,
+        return {"train": run_train_dataset(run_plan(self.cfg).data_path, p.global_batch_size,
                                            p.eval_interval or self.cfg.train.epochs, s.iterations, self.cfg.train.seed)}
+
+    # before a task is built (class methods: hrm_ray.train.task_registry) -----------------------
+    @classmethod
+    def resolve(cls, cfg: Config) -> None:
+        """The model's data fields (dataset.json), the per-worker batch and the schedule in steps: `train.steps`
+        0 takes `epochs` group-based epochs, evaluated every `eval_interval` epochs."""
+        if dataset_given(cfg.data.dataset):
+            cfg.data.dataset = resolve_input(cfg.data.dataset, "--dataset")
+        meta = load_dataset_split(cfg.data.dataset, "train").metadata
+        load_dataset_split(cfg.data.dataset, cfg.data.test_split)
+        cfg.model = resolve_model(cfg.model, meta)
+        cfg.train.batch_size = worker_share(cfg.train.global_batch_size, run_plan(cfg).planned_workers)
+        schedule = puzzle_schedule(cfg, meta)
+        if cfg.train.steps == 0:
+            cfg.train.steps, cfg.train.val_every = schedule.total_steps, schedule.steps_per_iteration
+
+    @staticmethod
+    def reads_ray_data(cfg: Config) -> bool:
+        return True
+
+    @staticmethod
+    def global_batch(cfg: Config) -> tuple[int, str]:
+        """`train.global_batch_size` examples, split over the ranks as one batch each."""
+        return cfg.train.global_batch_size, "examples"
+
+    @staticmethod
+    def micro_batches(cfg: Config, world_size: int) -> int:
+        """A rank runs its share of the global batch as one batch (one ACT carry slot per example)."""
+        return cfg.train.grad_accum_steps
+
+    @staticmethod
+    def memory_batch(cfg: Config) -> int:
+        workers = run_plan(cfg).planned_workers
+        return max(1, cfg.train.global_batch_size // workers // max(1, cfg.train.grad_accum_steps))
+
+    @staticmethod
+    def memory_fix(cfg: Config, factor: int) -> str:
+        return (f"a smaller --global_batch_size (about {cfg.train.global_batch_size // factor}) or more "
+                f"--num_workers to share it")
+
+    @staticmethod
+    def probe_batch(cfg: Config, size: int) -> Batch:
+        """`size` examples of random tokens at the model's sequence length (hrm_ray.train.memory)."""
+        generator = torch.Generator().manual_seed(0)
+        tokens = torch.randint(1, cfg.model.vocab_size, (size, cfg.model.seq_len), generator=generator)
+        return {"inputs": tokens, "labels": tokens.clone(), "puzzle_identifiers": torch.zeros(size, dtype=torch.long)}
+
+    @staticmethod
+    def probe_forward(model: nn.Module, batch: Batch) -> None:
+        model(model.initial_carry(batch), batch)
+
+    @staticmethod
+    def dry_batch(cfg: Config) -> int:
+        """`--batch_size` when given, else one worker's share of a given `global_batch_size`, else the dry
+        run's small batch (the paper's 768 on one CPU needs tens of GiB)."""
+        from hrm_ray.train.dry_run import dry_batch
+
+        given = explicit_fields(cfg.train)
+        if "global_batch_size" in given and "batch_size" not in given:
+            return worker_share(cfg.train.global_batch_size, run_plan(cfg).planned_workers)
+        return dry_batch(cfg)
+
+    @classmethod
+    def dry_run(cls, cfg: Config) -> str:
+        """One ACT segment on the first training batch of `data.dataset` (generated Sudoku without one), as text."""
+        from hrm_ray.train.dry_run import format_dry_run
+
+        result = dry_run_segment(cfg, cls)
+        what = f"a training batch of {cfg.data.dataset}" if dataset_given(cfg.data.dataset) else "generated Sudoku"
+        return format_dry_run(result, what)
 
     # model -------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -208,23 +328,10 @@ class PuzzleTask:
         embeddings = puzzle_embeddings(model)
         if embeddings:
             optimizers.append(SparseEmbeddingSignSGD(embeddings, lr=o.puzzle_emb_lr, weight_decay=o.puzzle_emb_weight_decay))
-        self.ema = EMA(model, p.ema_decay, include_buffers=p.ema_puzzle_emb) if p.ema else None
+        self.ema = (EMA(model, p.ema_decay, include_buffers=p.ema_puzzle_emb, warmup=p.ema_warmup)
+                    if p.ema else None)
         return optimizers
 
-    def after_step(self, model: nn.Module, step: int) -> None:
-        if self.ema is not None:
-            self.ema.update(model)
-
-    def eval_weights(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        """Evaluation and best-model/ use the EMA weights when train.ema is on."""
-        return self.ema.swapped_in(model) if self.ema is not None else contextlib.nullcontext(model)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.ema is not None and "ema" in state:
-            self.ema.load_state_dict(state["ema"])
 
     def frozen_parameters(self, model: nn.Module, step: int) -> list[nn.Parameter]:
         return []
@@ -302,6 +409,6 @@ class PuzzleTask:
         return out
 
     def artifacts(self) -> dict[str, bytes]:
-        meta = {"task": "puzzle", "model": self.cfg.model.name, "data_path": self.cfg.data.dataset,
+        meta = {"task": self.name, "model": self.cfg.model.name, "data_path": self.cfg.data.dataset,
                 "ema": self.cfg.train.ema, "dataset": dataclasses.asdict(self.meta)}
         return {"meta.json": json.dumps(meta).encode()}

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.execution.failure_handling import DefaultFailurePolicy, FailureDecision
 
-from hrm_ray.ray_errors import find_user_error, wrapped_errors
 from hrm_ray.errors import UserError
+from hrm_ray.ray_errors import find_user_error, wrapped_errors
 
 # The logger of Ray Train's "Error in training function:\n<traceback>" (logged by the worker, then shown
 # by the driver): for a UserError the driver prints `error: <message>` instead.

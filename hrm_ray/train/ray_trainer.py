@@ -9,8 +9,9 @@
 
 Every rank calls `ray.train.report` at each evaluation and rank 0 passes the checkpoint; a restarted
 worker group (max_failures) and a relaunch of the same run name resume from `ray.train.get_checkpoint()`.
-`num_workers=0` runs `run_loop` in the calling process, without Ray Train (and without Ray unless the data
-needs Ray Data: a mixture), checkpoints kept in the run directory by `LocalModeReporter`.
+The run plan (hrm_ray.train.run_plan) says how: in-process (`num_workers=0`) runs `run_loop` in the calling
+process, without Ray Train (and without Ray unless the data needs Ray Data: a mixture), checkpoints kept in the
+run directory by `LocalModeReporter`; a fixed or an elastic group of Ray Train workers otherwise.
 The config is resolved (and what can be checked before Ray starts is checked) once, by `resolve_config`;
 a UserError raised in a worker is not retried (hrm_ray.train.ray_failures) and reaches the caller as a
 UserError.
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from hrm_ray.config import CODE_VERSION_KEY, SYNTHETIC, Config, RayConfig, to_dict
+from hrm_ray.config import CODE_VERSION_KEY, Config, RayConfig, to_dict
 from hrm_ray.console import train_log_level
 from hrm_ray.errors import UserError
 from hrm_ray.storage import (
@@ -41,7 +42,6 @@ from hrm_ray.storage import (
     join,
     ray_storage,
     read_text,
-    resolve_root,
     store_env,
 )
 from hrm_ray.train.checkpoint import (
@@ -57,7 +57,9 @@ from hrm_ray.train.memory import check_run_memory
 from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.resources import DATA_CPUS, Cluster, Fit, cluster_now, describe, plan_run, run_need
 from hrm_ray.train.run_files import RunFiles
+from hrm_ray.train.run_plan import run_plan
 from hrm_ray.train.task import Task, WorkerContext, ddp_kwargs, needs_ray_data, selection
+from hrm_ray.train.task_registry import build_task, task_class
 
 CONFIG_FILE = "config.yaml"
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's list of the run's checkpoints
@@ -170,12 +172,6 @@ def ray_registered_checkpoints(run_dir: str, tries: int = 20) -> set[str] | None
     return {r["checkpoint_dir_name"] for r in results if isinstance(r, dict) and "checkpoint_dir_name" in r}
 
 
-def storage_root(cfg: Config) -> str:
-    """`--storage_path` (or the seed's `--save_dir`; s3://, gs:// passed to Ray as they are), else `$HRM_RAY_STORAGE`,
-    else ~/hrm-ray/runs (`hrm_ray.storage.resolve_root`); `resolve_config` fixes it once on the driver."""
-    return resolve_root(cfg.ray.storage_path)[0]
-
-
 def default_run_name() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S")
 
@@ -228,33 +224,16 @@ def stored_meta(run_dir: str) -> dict[str, Any] | None:
     return complete[-1][1] if complete else None
 
 
-def task_class(task: str) -> type:
-    """The Task class of `task` ("lm": the HRM x LM hybrid, "puzzle": the puzzle families); its class
-    attributes (selection_metric, selection_mode) are known without building it."""
-    if task == "puzzle":
-        from hrm_ray.train.puzzle_task import PuzzleTask
-
-        return PuzzleTask
-    from hrm_ray.train.lm_task import LanguageModelTask
-
-    return LanguageModelTask
-
-
 def check_resources(cfg: Config) -> None:
     """Before slow work (a demo's data): a UserError when a run of `cfg` cannot fit the cluster Ray is up on."""
-    if cfg.ray.num_workers > 0:
+    if not run_plan(cfg).in_process:
         plan_run(cluster_now(), run_need(cfg.ray, reads_ray_data(cfg)))
 
 
 def reads_ray_data(cfg: Config) -> bool:
-    """Whether a run of `cfg` with Ray Train workers reads a Ray Dataset, known without building its task:
-    every one but the language model's synthetic arithmetic."""
-    return cfg.task == "puzzle" or cfg.data.dataset != SYNTHETIC
-
-
-def build_task(cfg: Config) -> Task:
-    """The task `cfg.task` names, built for `cfg`."""
-    return task_class(cfg.task)(cfg)
+    """Whether a run of `cfg` with Ray Train workers reads a Ray Dataset, known without building its task (its
+    class says): every one but the language model's synthetic arithmetic."""
+    return task_class(cfg).reads_ray_data(cfg)
 
 
 def start_ray(cfg: Config, address: str | None = None, dashboard: bool = True) -> None:
@@ -262,7 +241,7 @@ def start_ray(cfg: Config, address: str | None = None, dashboard: bool = True) -
     and for Ray Data (with its dashboard: Ray Train's placement-group cleaner queries its State API)."""
     from hrm_ray.ray_env import ensure_ray, local_cpus
 
-    workers_cpus = max(1, cfg.ray.num_workers) * cfg.ray.cpus_per_worker
+    workers_cpus = run_plan(cfg).planned_workers * cfg.ray.cpus_per_worker
     ensure_ray(address or cfg.ray.address or None, num_cpus=local_cpus(workers_cpus), dashboard=dashboard)
 
 
@@ -290,7 +269,7 @@ def check_init_weights(task: Task) -> None:
 
 def train(cfg: Config, task: Task | None = None, address: str | None = None,
           callbacks: list | None = None, fit: Fit | None = None) -> LoopResult:
-    """Run (or resume) `cfg.train.run_name` under `<storage>/<run_name>/` and return the loop's result: with
+    """Run (or resume) `cfg.train.run_name` under `<storage root>/<run_name>/` and return the loop's result: with
     Ray Train workers, or (num_workers 0) in this process. `task`: one the caller built (from a resolved
     config); by default the config is resolved and its task built here. `callbacks` go to the RunConfig (a
     sweep trial passes Tune's TuneReportCallback, and `fit`, its share of the cluster); without a `fit` the run
@@ -302,22 +281,22 @@ def train(cfg: Config, task: Task | None = None, address: str | None = None,
         cfg.train.run_name = default_run_name()
     if task is None:
         task = build_task(resolve_config(cfg))
-    cfg = task.cfg
+    cfg, plan = task.cfg, run_plan(task.cfg)
     check_init_weights(task)
-    run_dir = join(storage_root(cfg), cfg.train.run_name)
+    run_dir = plan.run_dir(cfg.train.run_name)
     steps = total_steps(cfg, task.train_samples())
     if (done := already_finished(stored_meta(run_dir), steps, selection(task), cfg.train.run_name)) is not None:
         return done
-    if cfg.ray.num_workers == 0 and callbacks:
+    if plan.in_process and callbacks:
         raise ValueError("callbacks need Ray Train workers (num_workers >= 1)")
-    if cfg.ray.num_workers > 0:
+    if not plan.in_process:
         start_ray(cfg, address)
-    estimate = check_memory(task, workers_per_node(cfg.ray, cluster_now()) if cfg.ray.num_workers else 1)
+    estimate = check_memory(task, 1 if plan.in_process else workers_per_node(cfg.ray, plan.workers, cluster_now()))
     recorded = {**to_dict(cfg), CODE_VERSION_KEY: code_version()}
     RunFiles(run_dir).write_bytes(CONFIG_FILE, yaml.safe_dump(recorded, sort_keys=False).encode())
-    if cfg.ray.num_workers == 0:
+    if plan.in_process:
         return train_in_process(task, run_dir, address)
-    if cfg.ray.min_workers:
+    if plan.elastic:
         # Ray Train reads it in the driver and passes it on to its controller; an environment setting wins
         os.environ.setdefault(GROUP_START_TIMEOUT_ENV, f"{cfg.ray.group_start_timeout_s:g}")
     trainer = build_trainer(task, run_dir, callbacks, plan_resources(task, fit))
@@ -333,17 +312,17 @@ def check_memory(task: Task, per_node: int = 1) -> str:
     """A UserError when one worker of the run cannot fit its node's memory (hrm_ray.train.memory), else the
     estimate in words; the probe knows the batches of the built-in tasks (`task_class`), others are not probed.
     A GPU run is not held against the host's memory (its activations live on the GPU)."""
-    if task.cfg.ray.use_gpu or not isinstance(task, task_class(task.cfg.task)):
+    if task.cfg.ray.use_gpu or not isinstance(task, task_class(task.cfg)):
         return ""
     return check_run_memory(task.cfg, task.build_model, per_node).describe()
 
 
-def workers_per_node(rc: RayConfig, cluster: Cluster) -> int:
-    """The most Train workers that may share one node (their memory with it)."""
-    if rc.placement_strategy.upper() in ("SPREAD", "STRICT_SPREAD") and len(cluster.nodes) >= rc.num_workers:
+def workers_per_node(rc: RayConfig, workers: int, cluster: Cluster) -> int:
+    """The most of a group of `workers` Train workers that may share one node (their memory with it)."""
+    if rc.placement_strategy.upper() in ("SPREAD", "STRICT_SPREAD") and len(cluster.nodes) >= workers:
         return 1
-    fits = [int(n.cpus // rc.cpus_per_worker) if rc.cpus_per_worker > 0 else rc.num_workers for n in cluster.nodes]
-    return max(1, min(rc.num_workers, max(fits, default=1)))
+    fits = [int(n.cpus // rc.cpus_per_worker) if rc.cpus_per_worker > 0 else workers for n in cluster.nodes]
+    return max(1, min(workers, max(fits, default=1)))
 
 
 def plan_resources(task: Task, fit: Fit | None = None) -> Fit:
@@ -370,13 +349,6 @@ def data_config(fit: Fit | None):
         resource_limits=ExecutionResources.for_limits(cpu=fit.data_limit)))
 
 
-def worker_group_size(rc: RayConfig) -> int | tuple[int, int]:
-    """Ray Train's `num_workers`: a fixed count, or (min, max) for an elastic group (`--num_workers 1-2`): it
-    starts with as many as fit, goes on with fewer after a node is lost (each restart a `max_failures` retry,
-    from the last checkpoint) and grows back when nodes join."""
-    return (rc.min_workers, rc.num_workers) if rc.min_workers else rc.num_workers
-
-
 def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: Fit | None = None):
     """The TorchTrainer of `task` (one that never retries a UserError), checkpointing into `run_dir`, its Ray
     Data held to `fit`."""
@@ -384,7 +356,7 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: 
 
     from hrm_ray.train.ray_failures import Trainer
 
-    cfg, rc = task.cfg, task.cfg.ray
+    cfg, rc, plan = task.cfg, task.cfg.ray, run_plan(task.cfg)
     datasets = task.ray_datasets()
     loop_config = {"task": task, "run_dir": run_dir, "datasets": sorted(datasets),
                    "threads": max(1, math.ceil(rc.cpus_per_worker - 0.01)), "store_env": store_env()}
@@ -394,10 +366,10 @@ def build_trainer(task: Task, run_dir: str, callbacks: list | None = None, fit: 
     return Trainer(
         _train_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=worker_group_size(rc), use_gpu=rc.use_gpu,
+        scaling_config=ScalingConfig(num_workers=plan.ray_group_size(), use_gpu=rc.use_gpu,
                                      resources_per_worker=resources, placement_strategy=rc.placement_strategy),
         run_config=RunConfig(
-            **ray_storage(storage_root(cfg)), name=cfg.train.run_name,
+            **ray_storage(plan.storage_root), name=cfg.train.run_name,
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoint_limit or None),
             failure_config=FailureConfig(max_failures=rc.max_failures), callbacks=callbacks,
             logging_config=LoggingConfig(log_level=train_log_level())),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from hrm_ray.config import RayConfig
 from hrm_ray.errors import UserError
+from hrm_ray.train.run_plan import worker_group
 
 DATA_CPUS = 1.0       # a Ray Data task's CPUs when there is room (Ray's default)
 MIN_DATA_CPUS = 0.25  # less than this for Ray Data and the run fails instead
@@ -68,8 +69,9 @@ class Fit:
 def run_need(rc: RayConfig, reads_data: bool, driver_cpus: float = 0.0) -> Need:
     """What one run of the `ray` section `rc` needs (`driver_cpus`: a Tune trial's driver); an elastic run
     needs its fewest workers."""
-    return Need(workers=rc.min_workers or rc.num_workers, cpus_per_worker=rc.cpus_per_worker, gpus_per_worker=float(rc.use_gpu),
-                driver_cpus=driver_cpus, reads_data=reads_data, max_workers=rc.num_workers if rc.min_workers else 0)
+    group = worker_group(rc)
+    return Need(workers=group.min_workers, cpus_per_worker=rc.cpus_per_worker, gpus_per_worker=float(rc.use_gpu),
+                driver_cpus=driver_cpus, reads_data=reads_data, max_workers=group.workers if group.elastic else 0)
 
 
 def plan_run(cluster: Cluster, need: Need) -> Fit:

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
-from hrm_ray.models.hrm_act_v1.puzzle_embedding import PuzzleEmbedding
+from hrm_ray.models.puzzle import PuzzleEmbedding
 
 
 def gather_rows(ids: torch.Tensor, grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ from torch import nn
 
 from hrm_ray.config import Config
 from hrm_ray.train.data_feed import Batch, BatchFeed
+from hrm_ray.train.global_batch import global_batch, micro_batches
 
 
 @dataclass
@@ -92,6 +93,17 @@ class Task(Protocol):
     #   state_dict() / load_state_dict(state)   task state that goes into checkpoints (e.g. the EMA)
     #   ddp_kwargs                   extra DistributedDataParallel arguments (e.g. broadcast_buffers=False)
     #   needs_ray_data()             whether `ray_datasets()` returns any (then Ray must be up, also in-process)
+    #   micro_batches(cfg, world)    class method: micro-batches per rank and step (default: the loop's global
+    #                                batch, hrm_ray.train.global_batch); global_batch(cfg): its size and units
+    #
+    # What a task does before one is built is a class method of the built-in tasks (a family names its task in
+    # the model registry; hrm_ray.train.task_registry maps the name to the class):
+    #   name                         the task name a family's registry entry gives ("lm", "puzzle")
+    #   resolve(cfg)                 fill in what the data decides (resolve_config calls it on its copy)
+    #   reads_ray_data(cfg)          whether a run with Ray Train workers reads a Ray Dataset
+    #   probe_batch(cfg, size), probe_forward(model, batch), memory_batch(cfg), memory_fix(cfg, factor)
+    #                                the memory estimate (hrm_ray.train.memory); a task without them is not probed
+    #   dry_run(cfg)                 `hrm-ray train --dry_run`: one forward/backward, its report as text
 
 
 SELECTION_MODES = ("min", "max")
@@ -176,6 +188,18 @@ def load_task_state(task: Task, state: dict[str, Any]) -> None:
 def needs_ray_data(task: Task) -> bool:
     hook = getattr(task, "needs_ray_data", None)
     return bool(hook()) if hook is not None else False
+
+
+def rank_micro_batches(task: Task, world_size: int) -> int:
+    """Micro-batches per rank and optimizer step: the task's own split, else the loop's global batch."""
+    hook = getattr(task, "micro_batches", None)
+    return hook(task.cfg, world_size) if hook is not None else micro_batches(task.cfg, world_size)
+
+
+def task_global_batch(task: Task | type, cfg: Config) -> tuple[int, str]:
+    """The global batch of a task (or Task class) in the units it is split over workers, and their name."""
+    hook = getattr(task, "global_batch", None)
+    return hook(cfg) if hook is not None else global_batch(cfg)
 
 
 def ddp_kwargs(task: Task) -> dict[str, Any]:

@@ -45,9 +45,11 @@ from hrm_ray.config import (
     validate,
 )
 from hrm_ray.errors import UserError
+from hrm_ray.models import registry
 from hrm_ray.storage import adopt_store_env, is_remote, join, ray_storage, store_env
 from hrm_ray.train.resources import Fit
 from hrm_ray.train.run_files import RunFiles
+from hrm_ray.train.run_plan import worker_group
 from hrm_ray.tune.history import run_curve, run_records
 from hrm_ray.tune.space import Knob, SearchSpace
 
@@ -62,10 +64,10 @@ TRIAL_DRIVER_CPUS = 0.01  # the driver only waits on its TorchTrainer, whose wor
 def sweep_metric(task: str) -> tuple[str, str]:
     """(metric, mode) trials are ranked by: the validation metric the task selects its best model by
     (val_loss/min for the LM, val_exact_accuracy/max for puzzles), known without building the task."""
-    from hrm_ray.train.ray_trainer import task_class
     from hrm_ray.train.task import selection
+    from hrm_ray.train.task_registry import TASKS
 
-    chosen = selection(task_class(task))
+    chosen = selection(TASKS[task])
     return f"val_{chosen.metric}", chosen.mode
 
 
@@ -136,7 +138,7 @@ class SweepSpec:
             raise UserError(f"--reduction_factor must be >= 2, got {self.reduction_factor}")
         if not 0 <= self.grace_period <= self.max_t:
             raise UserError(f"--grace_period must be in [0, max_t={self.max_t}], got {self.grace_period}")
-        if int(self.base["ray"]["num_workers"]) < 1:
+        if worker_group(from_dict(self.base).ray).in_process:
             raise UserError("--num_workers: a sweep trial needs >= 1 Ray Train worker (local mode, num_workers 0, "
                             "does not report to Tune)")
         if self.points and len(self.points) != self.num_samples:
@@ -208,17 +210,17 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
     cfg = from_dict(base)
     for path, value in sorted(params.items(), key=lambda item: item[0] != "model.name"):
         set_value(cfg, path, value, f"search space {path}")
-    initial = [f"model.{name}" for name in getattr(cfg.model, "INIT_VALUES", ()) if f"model.{name}" in params]
+    initial = [f"model.{name}" for name in registry.family_of(cfg.model).init_values if f"model.{name}" in params]
     if initial:
         cfg.train.init_values = ",".join(dict.fromkeys([*init_value_paths(cfg), *initial]))
     return validate(cfg)
 
 
-def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str, metric: str = METRIC,
+def run_trial(params: dict[str, Any], base: dict[str, Any], storage_root: str, metric: str = METRIC,
               fit: Fit | None = None, env: dict[str, str] | None = None) -> None:
-    """Tune's trial driver: one Ray Train run whose evaluations reach Tune through TuneReportCallback, its
-    Ray Data held to the trial's share of the cluster (`fit`, from `plan_trials`); `env`: the sweep driver's
-    object-store settings (`hrm_ray.storage.store_env`)."""
+    """Tune's trial driver: one Ray Train run under `storage_root` (the sweep's runs/) whose evaluations reach
+    Tune through TuneReportCallback, its Ray Data held to the trial's share of the cluster (`fit`, from
+    `plan_trials`); `env`: the sweep driver's object-store settings (`hrm_ray.storage.store_env`)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -228,7 +230,7 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], runs_dir: str, metri
 
     cfg = trial_config(base, params)
     cfg.train.run_name = ray.tune.get_context().get_trial_id()
-    cfg.ray.storage_path = runs_dir
+    cfg.ray.storage_path = storage_root
     result = train(cfg, callbacks=[TuneReportCallback()], fit=fit)
     if result.already_done:  # finished before an interruption that Tune had not recorded yet
         ray.tune.report(finished_report(result, metric))
@@ -265,7 +267,7 @@ def build_tuner(spec: SweepSpec, restore: bool, fit: Fit | None = None):
     from hrm_ray.tune.asha import PersistentASHA
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=spec.base, runs_dir=join(spec.path, RUNS_DIR), metric=spec.metric,
+        tune.with_parameters(run_trial, base=spec.base, storage_root=join(spec.path, RUNS_DIR), metric=spec.metric,
                              fit=fit, env=store_env()),
         {"CPU": TRIAL_DRIVER_CPUS})
     if restore:
@@ -295,7 +297,7 @@ def start_ray(spec: SweepSpec) -> None:
     see that their controllers died and free their workers' CPUs for the next trials."""
     from hrm_ray.ray_env import ensure_ray, local_cpus
 
-    per_trial = max(1, int(spec.base["ray"]["num_workers"])) * float(spec.base["ray"]["cpus_per_worker"])
+    per_trial = worker_group(from_dict(spec.base).ray).planned_workers * float(spec.base["ray"]["cpus_per_worker"])
     ensure_ray(spec.base["ray"]["address"] or None, num_cpus=local_cpus(per_trial * max(1, spec.max_concurrent_trials)),
                dashboard=True)
 

@@ -166,11 +166,24 @@ def model_config(name: str, values: dict[str, Any]):
     return cfg
 
 
+def case_model(case: dict[str, Any]) -> str:
+    """The registry name (a family or a preset) whose model a case runs."""
+    return case["arch"] if case["kind"] == "puzzle" else "hrm_lm"
+
+
+def models_to_cover() -> list[str]:
+    """The registry names the goldens must run between them: each preset of a family, or the family itself
+    where it has none."""
+    from hrm_ray.models import registry
+
+    return [name for family in registry.FAMILIES.values() for name in (list(family.presets) or [family.name])]
+
+
 def case_config(case: dict[str, Any]):
     """The model config of a recorded case (any field spelling), built through the registry."""
     from hrm_ray.models import registry
 
-    name = case["arch"] if case["kind"] == "puzzle" else "hrm_lm"
+    name = case_model(case)
     values = translate(registry.resolve(name)[0].config_class, case["config"])
     values.pop("name", None)
     if case["kind"] == "puzzle":
@@ -191,7 +204,7 @@ def puzzle_batch(c: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
 
 
 def compute_puzzle(case: dict[str, Any]) -> dict[str, Any]:
-    from hrm_ray.models.hrm_act_v1 import ACTLossHead
+    from hrm_ray.models.puzzle import ACTLossHead
     from hrm_ray.models.registry import build_model
 
     seed, cfg = case["seed"], case_config(case)
@@ -341,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import hrm_ray
+
+    missing = sorted(set(models_to_cover()) - {case_model(c) for cases in families().values() for c in cases.values()})
+    if missing:
+        parser.error(f"no golden case runs {', '.join(missing)}: add one to families()")
 
     print(f"hrm_ray imported from {hrm_ray.__file__}")
     args.out.mkdir(parents=True, exist_ok=True)

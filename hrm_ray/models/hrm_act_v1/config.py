@@ -1,36 +1,18 @@
 """Config of the puzzle HRM (ACT v1, the HRM paper's model) and its named presets."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from hrm_ray.models.puzzle import PuzzleModelConfig
+
 
 @dataclass
-class HRMACTv1Config:
+class HRMACTv1Config(PuzzleModelConfig):
+    """The shared puzzle fields (hrm_ray.models.puzzle) and the HRM's own: h_layers (the H module's blocks;
+    l_layers is the L module's), the gradient span, the injection gates and their regularisation."""
     name: str = "hrm_act_v1"
-    loss_type: str = "stablemax_cross_entropy"  # stablemax_cross_entropy | softmax_cross_entropy
-
-    # Filled from the dataset's dataset.json.
-    vocab_size: int = 0
-    seq_len: int = 0
-    num_puzzle_identifiers: int = 1
-    puzzle_emb_ndim: int = 512          # 0 disables the puzzle embedding prefix
-
-    h_cycles: int = 2
-    l_cycles: int = 2
     h_layers: int = 4
-    l_layers: int = 4
-
-    d_model: int = 512
-    mlp_ratio: float = 4.0
-    n_heads: int = 8
-    pos_encodings: str = "rope"         # rope | learned
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-
-    halt_max_steps: int = 16
-    halt_exploration_prob: float = 0.1
 
     one_step_grad: bool = True          # False: backprop through the whole last H cycle
     use_gating: bool = False
@@ -40,29 +22,17 @@ class HRMACTv1Config:
     gate_reg_weight: float = 0.0
     gate_reg_band: list[float] = field(default_factory=lambda: [0.1, 0.9])
 
-    # The paper's names -> fields (command-line flags and YAML keys of the HRM paper's configs).
-    ALIASES: ClassVar[dict[str, str]] = {
-        "H_cycles": "h_cycles", "L_cycles": "l_cycles", "H_layers": "h_layers", "L_layers": "l_layers",
-        "hidden_size": "d_model", "num_heads": "n_heads", "expansion": "mlp_ratio", "rms_norm_eps": "norm_eps",
-    }
+    ALIASES: ClassVar[dict[str, str]] = {**PuzzleModelConfig.ALIASES, "H_layers": "h_layers"}
     # Fields that are initial values of parameters: `train.init_values` applies them over --init_from weights.
     INIT_VALUES: ClassVar[tuple[str, ...]] = ("gate_init_bias",)
 
     @property
     def puzzle_emb_len(self) -> int:
-        """Prefix positions the puzzle embedding occupies: ceil(puzzle_emb_ndim / d_model)."""
-        return -(self.puzzle_emb_ndim // -self.d_model)
-
-    @property
-    def prefix_len(self) -> int:
-        """The puzzle-embedding prefix positions (the HRM's rule: always the ceiling above)."""
-        return self.puzzle_emb_len
+        """Prefix positions the puzzle embedding occupies (the HRM's rule: always ceil(puzzle_emb_ndim / d_model))."""
+        return self.prefix_len
 
     def validate(self) -> HRMACTv1Config:
-        need = check_puzzle_model(self, ("h_cycles", "l_cycles", "h_layers", "l_layers", "d_model", "n_heads",
-                                         "halt_max_steps"))
-        need(self.pos_encodings in ("rope", "learned"), f"pos_encodings must be rope or learned, got {self.pos_encodings!r}")
-        need(0.0 <= self.halt_exploration_prob <= 1.0, "halt_exploration_prob must be in [0, 1]")
+        need = self.checks(("h_cycles", "l_cycles", "h_layers", "l_layers", "d_model", "n_heads", "halt_max_steps"))
         need(self.gate_hidden_ratio > 0, "gate_hidden_ratio must be positive")
         return self
 
@@ -73,18 +43,3 @@ PRESETS: dict[str, dict[str, Any]] = {
     "hrm_v1_gated": {"use_gating": True},
 }
 
-
-def check_puzzle_model(c: Any, counts: tuple[str, ...]) -> Callable[[bool, str], None]:
-    """The checks every puzzle model's config shares (its data fields, `counts` >= 1, heads dividing d_model);
-    returns the `need(ok, message)` a family's own checks go on with (a ValueError naming the field)."""
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ValueError(f"model config: {msg}")
-    need(c.vocab_size > 0, f"vocab_size must be positive (take it from dataset.json), got {c.vocab_size}")
-    need(c.seq_len > 0, f"seq_len must be positive (take it from dataset.json), got {c.seq_len}")
-    need(c.num_puzzle_identifiers > 0, "num_puzzle_identifiers must be positive")
-    need(c.puzzle_emb_ndim >= 0, "puzzle_emb_ndim must be >= 0")
-    for k in counts:
-        need(getattr(c, k) >= 1, f"{k} must be >= 1, got {getattr(c, k)}")
-    need(c.d_model % c.n_heads == 0, f"d_model {c.d_model} must be divisible by n_heads {c.n_heads}")
-    return need

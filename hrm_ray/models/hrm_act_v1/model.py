@@ -10,34 +10,21 @@ minimum number of steps; evaluation always runs halt_max_steps segments.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from hrm_ray.models.hrm_act_v1.config import HRMACTv1Config
-from hrm_ray.models.hrm_act_v1.puzzle_embedding import PuzzleEmbedding, puzzle_embeddings
 from hrm_ray.models.layers import (
-    Attention,
     CosSin,
     InjectionGate,
     LeCunLinear,
     ReasoningModule,
-    RMSNorm,
-    Rotary,
-    SelfAttentionBlock,
-    SwiGLU,
-    hrm_paper_width,
     injection_gate_stats,
     trunc_normal_,
 )
-
-Batch = dict[str, torch.Tensor]
+from hrm_ray.models.puzzle import ACTCarry, Batch, PuzzleInputs, PuzzleModel, paper_block
+from hrm_ray.models.puzzle.act import fresh_carry, halting, take_new_examples
 
 
 @dataclass
@@ -46,91 +33,9 @@ class InnerCarry:
     z_L: torch.Tensor
 
 
-@dataclass
-class ACTCarry:
-    inner: InnerCarry
-    steps: torch.Tensor              # [B] int32 segments run on the current example
-    halted: torch.Tensor             # [B] bool: slot takes a new example next forward
-    current_data: Batch              # the example each slot works on
-
-
-def fresh_carry(inner: Any, batch: Batch) -> ACTCarry:
-    """All slots halted, so the first forward loads the batch and resets every state (`inner`: the model's
-    empty recurrent state)."""
-    b, device = batch["inputs"].shape[0], batch["inputs"].device
-    return ACTCarry(
-        inner=inner,
-        steps=torch.zeros(b, dtype=torch.int32, device=device),
-        halted=torch.ones(b, dtype=torch.bool, device=device),
-        current_data={k: torch.zeros_like(v) for k, v in batch.items()},
-    )
-
-
-def take_new_examples(carry: ACTCarry, batch: Batch) -> tuple[torch.Tensor, Batch]:
-    """Halted slots take the batch's example and count their segments from 0: (steps, the slots' data)."""
-    steps = torch.where(carry.halted, 0, carry.steps)
-    data = {k: torch.where(carry.halted.view(-1, *([1] * (batch[k].ndim - 1))), batch[k], v)
-            for k, v in carry.current_data.items()}
-    return steps, data
-
-
-def explore(halted: torch.Tensor, q_halt: torch.Tensor, steps: torch.Tensor, prob: float, max_steps: int
-            ) -> torch.Tensor:
-    """ACT exploration in training: with probability `prob` a slot must run a random 2..max_steps segments
-    before it may halt."""
-    explores = torch.rand_like(q_halt) < prob
-    min_steps = explores * torch.randint_like(steps, low=2, high=max_steps + 1)
-    return halted & (steps >= min_steps)
-
-
-def paper_block(c: HRMACTv1Config) -> SelfAttentionBlock:
-    """The paper's post-norm block: fused qkv, LeCun init, parameter-free norms, SwiGLU in multiples of 256."""
-    return SelfAttentionBlock(
-        Attention(c.d_model, c.n_heads, fused_qkv=True, linear=LeCunLinear),
-        SwiGLU(c.d_model, hrm_paper_width(c.d_model, c.mlp_ratio), linear=LeCunLinear),
-        norm=partial(RMSNorm, c.d_model, c.norm_eps, weight=False),
-        post_norm=True,
-    )
-
-
 def reasoning_module(c: HRMACTv1Config, layers: int) -> ReasoningModule:
+    """The H or the L module: `layers` of the paper's blocks."""
     return ReasoningModule((paper_block(c) for _ in range(layers)), list_name="layers")
-
-
-class PuzzleInputs(nn.Module):
-    """The puzzle models' input side: token embeddings behind a puzzle-embedding prefix of P positions, scaled by
-    sqrt(d_model), with RoPE, learned or no positions (`pos_encodings`). A family's inner module derives from it
-    and calls `init_inputs` first, so parameter names and the order of initial draws are the same in every
-    family."""
-
-    def init_inputs(self, c: Any) -> None:
-        self.embed_scale = math.sqrt(c.d_model)
-        embed_std = 1.0 / self.embed_scale
-        self.prefix_len = c.prefix_len
-        self.total_len = c.seq_len + self.prefix_len
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
-        trunc_normal_(self.embed_tokens.weight, embed_std)
-        self.puzzle_emb = PuzzleEmbedding(c.num_puzzle_identifiers, c.puzzle_emb_ndim) if c.puzzle_emb_ndim else None
-        if c.pos_encodings == "rope":
-            self.rotary = Rotary(c.d_model // c.n_heads, c.rope_theta)
-        elif c.pos_encodings == "learned":
-            self.embed_pos = nn.Parameter(trunc_normal_(torch.empty(self.total_len, c.d_model), embed_std))
-
-    def rope(self, device: torch.device) -> CosSin | None:
-        """The fixed RoPE table of positions 0..P+L-1, or None without RoPE."""
-        if self.config.pos_encodings != "rope":
-            return None
-        return self.rotary.cos_sin(torch.arange(self.total_len, device=device))
-
-    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        emb = self.embed_tokens(inputs)
-        if self.puzzle_emb is not None:
-            p = self.puzzle_emb(puzzle_identifiers).to(emb.dtype)
-            p = F.pad(p, (0, self.prefix_len * self.config.d_model - p.shape[-1]))
-            emb = torch.cat((p.view(-1, self.prefix_len, self.config.d_model), emb), dim=1)
-        if self.config.pos_encodings == "learned":
-            emb = 0.707106781 * (emb + self.embed_pos)  # keeps the forward variance
-        return self.embed_scale * emb
 
 
 class HRMInner(PuzzleInputs):
@@ -148,11 +53,7 @@ class HRMInner(PuzzleInputs):
             self.L_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
             self.H_gate = InjectionGate(c.d_model, c.gate_hidden_ratio, c.gate_init_bias, linear=LeCunLinear)
 
-        self.lm_head = LeCunLinear(c.d_model, c.vocab_size, bias=False)
-        self.q_head = LeCunLinear(c.d_model, 2, bias=True)
-        with torch.no_grad():  # Q starts near "never halt" so bootstrapping begins from long segments
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
+        self.init_heads(c)
 
     def empty_carry(self, batch_size: int, device: torch.device) -> InnerCarry:
         shape = (batch_size, self.total_len, self.config.d_model)
@@ -208,12 +109,11 @@ class HRMInner(PuzzleInputs):
             z_L = self._step_L(z_L, z_H, x, rope, stats)
         z_H = self._step_H(z_H, z_L, x, rope, stats)
 
-        logits = self.lm_head(z_H)[:, self.prefix_len:]
-        q = self.q_head(z_H[:, 0]).float()
-        return InnerCarry(z_H.detach(), z_L.detach()), logits, (q[..., 0], q[..., 1]), stats
+        logits, q = self.heads(z_H)
+        return InnerCarry(z_H.detach(), z_L.detach()), logits, q, stats
 
 
-class HRMACTv1(nn.Module):
+class HRMACTv1(PuzzleModel):
     """The ACT wrapper: carry management, halting and the bootstrapped Q target."""
 
     def __init__(self, config: HRMACTv1Config) -> None:
@@ -231,38 +131,25 @@ class HRMACTv1(nn.Module):
         inner, logits, (q_halt, q_continue), stats = self.inner(inner, data)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue, **stats}
 
-        with torch.no_grad():
-            steps = steps + 1
-            is_last = steps >= self.config.halt_max_steps
-            halted = is_last
-            if self.training and self.config.halt_max_steps > 1:
-                halted = halted | (q_halt > q_continue)
-                halted = explore(halted, q_halt, steps, self.config.halt_exploration_prob, self.config.halt_max_steps)
-                # Bootstrapped target from the next segment (no replay buffer or target network:
-                # the many parallel slots of a large batch play that role, as in PQN).
-                _, _, (next_halt, next_continue), _ = self.inner(inner, data)
-                outputs["target_q_continue"] = torch.sigmoid(
-                    torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
-
+        steps, halted, target = halting(steps, q_halt, q_continue, self.config, self.training,
+                                        lambda: self.inner(inner, data)[2])
+        if target is not None:
+            outputs["target_q_continue"] = target
         return ACTCarry(inner, steps, halted, data), outputs
 
-    def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
-        """Set the parameters that the config's initial-value fields `names` (of INIT_VALUES) start, over any
-        loaded weights: both injection gates' bias. -> name: value, of each one the model has."""
-        applied: dict[str, float] = {}
-        for name in names:
-            if name not in self.config.INIT_VALUES:
-                raise ValueError(f"{name}: not an initial value of this model ({', '.join(self.config.INIT_VALUES)})")
-            if name == "gate_init_bias" and self.config.use_gating:
-                self.inner.L_gate.reset_bias()
-                self.inner.H_gate.reset_bias()
-                applied[name] = self.config.gate_init_bias
-        return applied
+    def initial_value(self, name: str) -> float | None:
+        """gate_init_bias: both injection gates' bias (none without gating)."""
+        if name == "gate_init_bias" and self.config.use_gating:
+            self.inner.L_gate.reset_bias()
+            self.inner.H_gate.reset_bias()
+            return self.config.gate_init_bias
+        return None
 
-    def parameter_groups(self) -> dict[str, list]:
-        """`sparse_embedding`: PuzzleEmbedding modules for sign-SGD; `dense`: every parameter."""
-        return {"sparse_embedding": puzzle_embeddings(self), "dense": list(self.parameters())}
 
-    @property
-    def puzzle_emb(self) -> PuzzleEmbedding | None:
-        return self.inner.puzzle_emb
+def compile_units(model: HRMACTv1) -> list[str]:
+    """`--compile`'s units (hrm_ray.train.compile): the L and H modules every cycle of every segment reuses,
+    and the injection gates of the gated variant."""
+    units = ["inner.L_level", "inner.H_level"]
+    if model.config.use_gating:
+        units += ["inner.L_gate", "inner.H_gate"]
+    return units

@@ -23,6 +23,7 @@ from hrm_ray.models.hrm_lm.decoder import Decoder
 from hrm_ray.models.hrm_lm.diagnostics import halt_stats, halting_distribution
 from hrm_ray.models.hrm_lm.encoder import Encoder
 from hrm_ray.models.hrm_lm.hrm_core import HRMCore
+from hrm_ray.models.hrm_lm.mamba2 import MAMBA_SSM_PATH
 from hrm_ray.models.hrm_lm.sampling import next_token
 from hrm_ray.models.layers import bridge_gate_stats, gate_band_penalty
 
@@ -63,6 +64,11 @@ class HRMLanguageModel(nn.Module):
         if self.hrm is not None and self.hrm.halt_head is not None:  # p = sigmoid(halt_init_bias) a cycle at the start
             nn.init.zeros_(self.hrm.halt_head.weight)
         self.apply_initial_values(cfg.INIT_VALUES)
+
+    @property
+    def config(self) -> HRMLMConfig:
+        """The model's config under the name every family's model gives it (hrm_ray.models.registry)."""
+        return self.cfg
 
     def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
         """Set the parameters that the config's initial-value fields `names` (of INIT_VALUES) start, over any
@@ -224,6 +230,19 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_tokens: 
     total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
                             reduction="sum")
     return total / num_tokens.clamp_min(1)
+
+
+def compile_units(model: HRMLanguageModel) -> list[str]:
+    """`--compile`'s units (hrm_ray.train.compile): the encoder (unless mamba_ssm's kernels run it), the decoder,
+    and the recurrent L and H steps and the bridge of the HRM core that every cycle reuses."""
+    units = ["decoder"]
+    if model.encoder.kernel_path.endswith(MAMBA_SSM_PATH):
+        logger.info("torch.compile: the encoder runs mamba_ssm's kernels and is left uncompiled")
+    else:
+        units.insert(0, "encoder")
+    if model.hrm is not None:
+        units += ["hrm.L", "hrm.H", "bridge"]
+    return units
 
 
 def _init_weights(module: nn.Module) -> None:

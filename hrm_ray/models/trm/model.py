@@ -15,33 +15,22 @@ positions runs while the state is still transposed, so it normalises over the po
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
 
-from hrm_ray.models.hrm_act_v1.model import (
-    ACTCarry,
-    Batch,
-    PuzzleInputs,
-    explore,
-    fresh_carry,
-    take_new_examples,
-)
-from hrm_ray.models.hrm_act_v1.puzzle_embedding import PuzzleEmbedding, puzzle_embeddings
 from hrm_ray.models.layers import (
-    Attention,
     CosSin,
     LeCunLinear,
     ReasoningModule,
     RMSNorm,
-    SelfAttentionBlock,
     SwiGLU,
     hrm_paper_width,
     trunc_normal_,
 )
+from hrm_ray.models.puzzle import ACTCarry, Batch, PuzzleInputs, PuzzleModel, paper_block
+from hrm_ray.models.puzzle.act import fresh_carry, halting, take_new_examples
 from hrm_ray.models.trm.config import TRMConfig
 
 
@@ -72,14 +61,7 @@ class MixerBlock(nn.Module):
 
 def trm_block(c: TRMConfig, positions: int) -> nn.Module:
     """The paper's post-norm block (as the HRM's) or, with token_mixer=mlp, the mixer block."""
-    if c.token_mixer == "mlp":
-        return MixerBlock(positions, c)
-    return SelfAttentionBlock(
-        Attention(c.d_model, c.n_heads, fused_qkv=True, linear=LeCunLinear),
-        SwiGLU(c.d_model, hrm_paper_width(c.d_model, c.mlp_ratio), linear=LeCunLinear),
-        norm=partial(RMSNorm, c.d_model, c.norm_eps, weight=False),
-        post_norm=True,
-    )
+    return MixerBlock(positions, c) if c.token_mixer == "mlp" else paper_block(c)
 
 
 class TRMInner(PuzzleInputs):
@@ -92,12 +74,7 @@ class TRMInner(PuzzleInputs):
         self.net = ReasoningModule((trm_block(c, self.total_len) for _ in range(c.l_layers)), list_name="layers")
         self.register_buffer("y_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
         self.register_buffer("z_init", trunc_normal_(torch.empty(c.d_model), 1.0), persistent=True)
-
-        self.lm_head = LeCunLinear(c.d_model, c.vocab_size, bias=False)
-        self.q_head = LeCunLinear(c.d_model, 2, bias=True)   # (halt, continue) logits
-        with torch.no_grad():  # starts near "never halt": deep supervision runs the full depth at first
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5.0)
+        self.init_heads(c)
 
     def empty_state(self, batch_size: int, device: torch.device) -> RecursionState:
         shape = (batch_size, self.total_len, self.config.d_model)
@@ -123,12 +100,11 @@ class TRMInner(PuzzleInputs):
             for _ in range(self.config.h_cycles - 1):
                 y, z = self.latent_recursion(y, z, x, rope)
         y, z = self.latent_recursion(y, z, x, rope)   # the only repetition gradients flow through
-        logits = self.lm_head(y)[:, self.prefix_len:]
-        q = self.q_head(y[:, 0]).float()
-        return RecursionState(y.detach(), z.detach()), logits, (q[..., 0], q[..., 1])
+        logits, q = self.heads(y)
+        return RecursionState(y.detach(), z.detach()), logits, q
 
 
-class TRM(nn.Module):
+class TRM(PuzzleModel):
     """Deep supervision over improvement steps, with the HRMACTv1 interface (initial_carry, forward(carry,
     batch) -> (carry, outputs)) so ACTLossHead, the puzzle task and the evaluation run it unchanged. With
     no `target_q_continue` in the outputs (no_act_continue) the loss head's halting loss is the BCE on
@@ -147,30 +123,15 @@ class TRM(nn.Module):
         steps, data = take_new_examples(carry, batch)
         state, logits, (q_halt, q_continue) = self.inner(state, data)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
-        c = self.config
-        with torch.no_grad():
-            steps = steps + 1
-            is_last = steps >= c.halt_max_steps
-            halted = is_last
-            if self.training and c.halt_max_steps > 1:
-                halted = halted | (q_halt > 0 if c.no_act_continue else q_halt > q_continue)
-                halted = explore(halted, q_halt, steps, c.halt_exploration_prob, c.halt_max_steps)
-                if not c.no_act_continue:  # the HRM's bootstrapped target from the next step
-                    _, _, (next_halt, next_continue) = self.inner(state, data)
-                    outputs["target_q_continue"] = torch.sigmoid(
-                        torch.where(is_last, next_halt, torch.maximum(next_halt, next_continue)))
+        alone = self.config.no_act_continue   # else the HRM's bootstrapped target from the next step
+        steps, halted, target = halting(steps, q_halt, q_continue, self.config, self.training,
+                                        None if alone else lambda: self.inner(state, data)[2], q_halt_alone=alone)
+        if target is not None:
+            outputs["target_q_continue"] = target
         return ACTCarry(state, steps, halted, data), outputs
 
-    def apply_initial_values(self, names: Iterable[str]) -> dict[str, float]:
-        """The TRM has no initial-value fields: any name is an error."""
-        for name in names:
-            raise ValueError(f"{name}: not an initial value of this model (it has none)")
-        return {}
 
-    def parameter_groups(self) -> dict[str, list]:
-        """`sparse_embedding`: PuzzleEmbedding modules for sign-SGD; `dense`: every parameter."""
-        return {"sparse_embedding": puzzle_embeddings(self), "dense": list(self.parameters())}
-
-    @property
-    def puzzle_emb(self) -> PuzzleEmbedding | None:
-        return self.inner.puzzle_emb
+def compile_units(model: TRM) -> list[str]:
+    """`--compile`'s units (hrm_ray.train.compile): the one network of the recursion, which every latent and
+    answer update of every repetition and improvement step reuses (one graph per grad mode, however deep)."""
+    return ["inner.net"]

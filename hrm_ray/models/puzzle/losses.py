@@ -1,4 +1,4 @@
-"""Losses and metrics of the puzzle HRM: stablemax/softmax cross-entropy and the ACT Q losses."""
+"""Losses and metrics of the puzzle families: stablemax/softmax cross-entropy and the ACT Q losses."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -46,7 +46,7 @@ LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_ent
 
 
 class ACTLossHead(nn.Module):
-    """Wraps HRMACTv1: one segment forward -> (carry, loss, metric sums, all halted).
+    """Wraps a puzzle model (HRMACTv1, TRM, ...): one segment forward -> (carry, loss, metric sums, all halted).
 
     loss = (sum_seq mean_token CE + 0.5 * (BCE(q_halt, seq correct) + BCE(q_continue, target))) / B.
     Metrics are float32 tensors summed over the batch (no host sync); `reduce_metrics` turns summed

@@ -1,4 +1,4 @@
-"""The sparse per-puzzle embedding of the puzzle families (HRM ACT v1 and its transformer baseline)."""
+"""The sparse per-puzzle embedding of the puzzle families."""
 from __future__ import annotations
 
 import torch
