@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: install
-	RAY_AUTH_MODE=disabled $(VENV)/bin/pytest -q -p no:cacheprovider --durations=15; rc=$$?; \
+	RAY_AUTH_MODE=disabled $(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; fi; exit $$rc
 
 lint: install

@@ -94,6 +94,18 @@ def s3_bucket(moto_endpoint, monkeypatch, request) -> str:
     return f"s3://{bucket}"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """The tests that start their own multi-node cluster (marked `cluster`) run first, and under xdist (`make
+    test`: -n 2 --dist loadgroup) one after another on one worker: two clusters at once on 2 cores starve each
+    other, and started first they overlap the rest of the suite on the other worker instead of ending it."""
+    clusters = [item for item in items if item.get_closest_marker("cluster")]
+    for item in clusters:
+        item.add_marker(pytest.mark.xdist_group("clusters"))
+    first = {id(item) for item in clusters}
+    items[:] = clusters + [item for item in items if id(item) not in first]
+
+
 @pytest.fixture(autouse=True)
 def _cpus_of_earlier_failed_jobs():
     """Before each test, the CPUs that earlier tests' failed Ray Data jobs still hold are freed. pytest keeps a

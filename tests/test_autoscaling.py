@@ -28,7 +28,7 @@ from tests.ray_heads import autoscaler_log, clean_env, processes_of, start_head,
 REPO = Path(__file__).resolve().parents[1]
 YAMLS = [REPO / "clusters" / name for name in ("aws-gpu.yaml", "gcp-gpu.yaml", "local.yaml",
                                                "kuberay/raycluster.yaml", "kuberay/rayjob-stage-b.yaml")]
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 
 
 @pytest.fixture(scope="module")

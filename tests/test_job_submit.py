@@ -77,6 +77,7 @@ def working_copy(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.cluster
 @pytest.mark.slow
 @pytest.mark.timeout(540)
 def test_stage_a_then_b_through_ray_job_submit_with_runs_in_a_bucket(tmp_path, s3_bucket, monkeypatch):

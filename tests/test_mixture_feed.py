@@ -76,6 +76,7 @@ def test_an_elastic_resize_continues_the_same_global_batches(sources):
     assert_windows_hold_weights([*first[0], *first[1]], tolerance=0.03)
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(300)
 def test_two_workers_on_a_three_node_cluster_hold_the_mix_on_each_rank(sources, tmp_path, s3_bucket):
     """The docs' multi-node recipe (`--num_workers 2 --placement_strategy SPREAD`) on a real 3-node cluster:

@@ -80,6 +80,7 @@ ELASTIC = [*TINY, "--dropout", "0", "--batch_size", "8", "--steps", "24", "--val
            "--warmup_steps", "1", "--max_val_samples", "16", "--checkpoint_limit", "2"]
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(420)
 def test_elastic_run_loses_a_node_and_matches_one_worker_step_for_step(tmp_path):
     """Two workers on two nodes of a 3-node cluster, `--num_workers 1-2`; a worker node is removed mid-run: the

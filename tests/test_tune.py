@@ -216,8 +216,6 @@ def test_sweep_json_round_trips_the_space(tmp_path):
         load_spec(spec.path)
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.timeout(300)
 def checkpointed_trials(runs: str) -> set[str]:
     """The trials (Train runs under `runs`, a local path or a bucket URI) with a checkpoint's state.pt."""
     trials = set()
@@ -228,6 +226,7 @@ def checkpointed_trials(runs: str) -> set[str]:
     return trials
 
 
+@pytest.mark.timeout(300)
 def test_an_interrupted_sweep_in_a_bucket_continues_when_rerun(tune_ray, s3_bucket, tmp_path):
     """One sweep on a 2-CPU Ray (the session's), with its sweep directory in an S3-compatible bucket,
     interrupted and rerun: it plans its trials, trial drivers and Ray Data into the 2 CPUs and completes; Tune
