@@ -90,14 +90,13 @@ def sudoku_4x4(tmp_path_factory) -> Path:
 
 
 @pytest.mark.timeout(120)
-def test_a_registered_toy_family_trains_two_steps(toy_family, sudoku_4x4: Path, tmp_path: Path):
+def test_a_registered_toy_family_trains_two_steps(toy_family, sudoku_4x4: Path, tmp_path: Path, one_thread):
     cfg = build_config(None, ["arch=toy_mixer_wide", f"data_path={sudoku_4x4}", "model.d_model=16",
                               "model.n_heads=2", "model.puzzle_emb_ndim=16", "global_batch_size=16", "epochs=2",
                               "train.eval_batch_size=4", "train.wandb=off", "ray.num_workers=0",
                               "train.run_name=toy", f"--save_dir={tmp_path}"], aliases=PAPER_FLAGS)
     assert type(cfg.model) is ToyConfig and cfg.model.mixer_ratio == 4.0 and cfg.task == "puzzle"  # the preset
     assert build_config(None, ["arch=toy_mixer_wide", "model.mixer_ratio=3"]).model.mixer_ratio == 3.0
-    torch.set_num_threads(1)
     result = train(cfg)
     assert result.step == 2
     records = [json.loads(line) for line in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
