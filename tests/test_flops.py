@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 
 from hrm_ray.config import build_config
+from hrm_ray.train.flops import flops_record
 from hrm_ray.train.lm_task import LanguageModelTask
 from hrm_ray.train.loop import LocalReporter, run_loop
+from hrm_ray.train.metrics import evaluation_body
 from hrm_ray.train.resolve import resolve_config
 from hrm_ray.train.run_files import RunFiles
 from hrm_ray.train.task import WorkerContext
@@ -30,3 +32,8 @@ def test_first_step_flops_are_recorded_and_scale_with_the_batch(tmp_path):
     assert small[0]["flops_per_step"] == small[0]["flops_per_rank_step"]  # one worker
     ratio = large[0]["flops_per_step"] / small[0]["flops_per_step"]
     assert 1.8 < ratio < 2.6  # twice the sequences (padded to the longest of each batch, so not exactly 2)
+
+
+def test_the_console_shows_flops_in_four_significant_digits():
+    line = evaluation_body({**flops_record(47_546_752, 2), "loss": 4.59114})
+    assert line == "flops_per_step 9.509e+07 | flops_per_rank_step 4.755e+07 | loss 4.5911"

@@ -77,8 +77,10 @@ def train_line(step: int, total: int, m: dict[str, float], eta_s: float) -> str:
 def evaluation_body(metrics: dict[str, Any]) -> str:
     """A val/eval line's fields: plain keys first, then one group per prefix of the `prefix/key` ones (a mixture
     source's validation, a task's metrics): `math: loss 2.1043 perplexity 8.2 ...`."""
-    def show(key: str, value: Any) -> str:
-        return f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+    def show(key: str, value: Any) -> str:  # counts such as FLOPs per step in 4 significant digits
+        if isinstance(value, float):
+            return f"{key} {value:.4g}" if abs(value) >= 1e6 else f"{key} {value:.4f}"
+        return f"{key} {value}"
 
     groups: dict[str, list[str]] = {}
     for key, value in metrics.items():
