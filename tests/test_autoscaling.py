@@ -123,6 +123,8 @@ def test_four_demands_grow_a_node_type_to_its_max_workers_and_no_further(cluster
     need = demand(YAMLS[1], SWEEP_TYPE, config)
     start = len(autoscaler_log(head))
     ran = drive(head, f"""
+        import pathlib
+
         @ray.remote
         class Trial:
             def node(self):
@@ -132,7 +134,13 @@ def test_four_demands_grow_a_node_type_to_its_max_workers_and_no_further(cluster
         trials = [Trial.options(num_cpus=cpus, resources=need).remote() for _ in range(4)]
         pings = {{t.node.remote(): t for t in trials}}
         first, rest = ray.wait(list(pings), num_returns=2, timeout=80)
-        time.sleep(3)  # three autoscaler updates with 2 trials still pending
+        def updates():  # the autoscaler's status reports so far (one per update, in its monitor.log)
+            logs = {{p.resolve() for p in pathlib.Path({head.temp_dir!r}).glob("session_*/logs/monitor.log")}}
+            return sum(p.read_text(errors="replace").count("Autoscaler status:") for p in logs)
+        seen, deadline = updates(), time.monotonic() + 30
+        while updates() < seen + 3 and time.monotonic() < deadline:  # three updates with 2 trials still pending
+            time.sleep(0.2)
+        assert updates() >= seen + 3, "the autoscaler reported no three updates within 30 s"
         waiting = len(ray.wait(rest, num_returns=len(rest), timeout=0)[0])
         nodes = ray.get(first)
         for ref in first:
