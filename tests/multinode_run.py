@@ -32,6 +32,7 @@ LOOPBACK = "127.0.0.1"
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's tests package
 from tests.ray_heads import (  # noqa: E402  (imports no Ray)
+    FAST_NODE_DEATH,
     Head,
     add_worker_nodes,
     alive_nodes,
@@ -40,12 +41,6 @@ from tests.ray_heads import (  # noqa: E402  (imports no Ray)
     start_head,
     stop_head,
 )
-
-# The GCS marks a node dead after its health checks fail (Ray's defaults: about 30 s). Until then an elastic
-# run counts the dead node's CPUs and waits for a worker group that cannot start (60 s by default). On one
-# machine a lost raylet is certain at once, so the test cluster checks every 0.5 s.
-FAST_NODE_DEATH = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
-                   "health_check_timeout_ms": 500, "health_check_failure_threshold": 3}
 
 
 @dataclass

@@ -3,6 +3,7 @@ for every Ray port, its own temp dir, in its own process group. Stopped by that 
 `ray stop`, which would take down every Ray instance on the machine."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,11 @@ BIN = Path(sys.executable).parent
 # outward IP: the provider gives them no address and Ray resolves one).
 FAKE_AUTOSCALER_ENV = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# The GCS marks a node dead after its health checks fail (Ray's defaults: about 30 s). Until then a run counts
+# the dead node's CPUs and the autoscaler hears of it. On one machine a lost raylet is certain at once, so a
+# test cluster that loses nodes checks every 0.5 s.
+FAST_NODE_DEATH = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
+                   "health_check_timeout_ms": 500, "health_check_failure_threshold": 3}
 HEAD_ONLY_PORTS = ("--port", "--dashboard-port", "--ray-client-server-port")
 PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
               "--metrics-export-port", "--runtime-env-agent-port", "--ray-client-server-port",
@@ -167,6 +173,27 @@ def kill_node(node: Head) -> None:
     """A node lost as a preempted machine is: its `ray start` and every Ray process of it killed at once."""
     os.killpg(node.proc.pid, signal.SIGKILL)
     node.proc.wait(timeout=10)
+
+
+def kill_launched_node(head: Head, node_id: str) -> list[int]:
+    """A node the autoscaler launched, lost as a preempted machine is: its raylet (the fake provider's node id
+    in its environment) and every process under it (its workers and agents) killed at once. The pids."""
+    marker = f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node_id}".encode()
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(proc.name)] = int(Path(proc, "stat").read_text().rsplit(")", 1)[1].split()[1])
+    doomed = set()
+    for pid in processes_of(head):
+        with contextlib.suppress(OSError):
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                doomed.add(pid)
+    while grown := {pid for pid, parent in parents.items() if parent in doomed} - doomed:
+        doomed |= grown
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return sorted(doomed)
 
 
 def stop_head(head: Head) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hrm_ray import storage as storage_lib
 from tests.autoscaling_cluster import (
     FAKE_GPU,
     autoscaler_view,
@@ -23,7 +24,15 @@ from tests.autoscaling_cluster import (
     type_name,
     worker_types,
 )
-from tests.ray_heads import autoscaler_log, clean_env, processes_of, start_head, stop_head
+from tests.ray_heads import (
+    FAST_NODE_DEATH,
+    autoscaler_log,
+    clean_env,
+    kill_launched_node,
+    processes_of,
+    start_head,
+    stop_head,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 YAMLS = [REPO / "clusters" / name for name in ("aws-gpu.yaml", "gcp-gpu.yaml", "local.yaml",
@@ -34,7 +43,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.cluster]
 @pytest.fixture(scope="module")
 def cluster():
     config = fake_config(YAMLS, marker=True)
-    head = start_head(REPO, num_cpus=0, autoscaling=config)
+    head = start_head(REPO, num_cpus=0, autoscaling=config, system_config=FAST_NODE_DEATH)
     yield head, config
     stop_head(head)
     assert processes_of(head) == [], "processes of the autoscaling cluster outlived it"
@@ -204,3 +213,48 @@ def test_a_run_on_a_head_with_no_worker_nodes_scales_up_and_trains(cluster, tmp_
         cwd=REPO, env=clean_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"), capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-2000:]
     wait_for_log(head, r"Launching 1 nodes, type ", after=start)
+
+
+def wait_for(condition, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
+        time.sleep(0.2)
+
+
+def test_a_preempted_worker_node_is_replaced_and_the_run_resumes_from_its_bucket_checkpoint(
+        cluster, tmp_path, s3_bucket) -> None:
+    """A run with its checkpoints in a bucket loses the node of its one worker (its raylet and every process
+    under it killed at once, as a preempted machine's are) once its first checkpoint is there: the autoscaler
+    launches a replacement for the restarted worker group (`--max_failures`) and removes the lost node, and
+    the run resumes on the new node from its newest checkpoint in the bucket and finishes."""
+    head, _ = cluster
+    storage, name = f"{s3_bucket}/runs", "preempted"
+    run_dir = f"{storage}/{name}"
+    run = subprocess.Popen(
+        [str(Path(sys.executable).with_name("hrm-ray")), "train", "--address", head.gcs_address, "--num_workers", "1",
+         "--max_failures", "2", "--d_model", "32", "--n_heads", "2", "--encoder_layers", "1", "--decoder_layers",
+         "1", "--synthetic_train_size", "64", "--synthetic_val_size", "16", "--batch_size", "16", "--steps", "40",
+         "--val_every", "5", "--log_steps", "5", "--wandb", "off", "--storage_path", storage, "--run_name", name],
+        cwd=REPO, env=clean_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        # whether or not Ray's controller has registered it yet: the restart takes the bucket's newest
+        wait_for(lambda: storage_lib.exists(f"{run_dir}/checkpoint_00000005/meta.json"), "first checkpoint", 90)
+        node = json.loads(storage_lib.read_text(f"{run_dir}/workers.json"))[0]["node_id"]
+        start = len(autoscaler_log(head))
+        killed = kill_launched_node(head, node)
+        output = run.communicate(timeout=100)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert len(killed) >= 2, f"node {node}: killed {killed} (its raylet and its worker at least)"
+    assert run.returncode == 0, output[-3000:]
+    wait_for_log(head, rf"Terminating the node with id {node} ", after=start)
+    wait_for_log(head, r"Launching 1 nodes, type ", after=start)
+    resumed = re.search(rf"resumed '{name}' from {re.escape(run_dir)}/checkpoint_(\d+) at step (\d+)", output)
+    assert resumed and int(resumed[2]) >= 5 and resumed[1] == f"{int(resumed[2]):08d}", [
+        line for line in output.splitlines() if "resumed" in line or "rror" in line]
+    assert "step 40/40" in output and f"run '{name}' finished at step 40/40" in output, output[-3000:]
+    nodes = {r["node_id"] for r in json.loads(storage_lib.read_text(f"{run_dir}/workers.json"))}
+    assert nodes and node not in nodes  # the resumed worker ran on the replacement

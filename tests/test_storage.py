@@ -43,7 +43,7 @@ def test_an_lm_run_in_s3_resumes_and_serves_init_from_eval_generate_and_report(s
     assert main(["train", *TINY, "--steps", "2", "--storage_path", runs, "--run_name", "a"]) == 0
     assert main(["train", *TINY, "--steps", "4", "--storage_path", runs, "--run_name", "a"]) == 0
     out = capsys.readouterr().out
-    assert "resumed 'a' from" in out and "finished at step 4/4" in out
+    assert f"resumed 'a' from {runs}/a/checkpoint_00000002 at step 2" in out and "finished at step 4/4" in out
     run_a = f"{runs}/a"
     names = storage.list_names(run_a)
     assert names == ["best-model", "checkpoint_00000004", "config.yaml", "metrics.jsonl",

@@ -198,6 +198,10 @@ class CheckpointStore:
         found = self.checkpoints()
         return localize(str(found[-1])) if found else None
 
+    def origin(self, checkpoint: Path) -> str:
+        """Where a checkpoint `latest` gave lives: its local copy of a remote one is named as the original."""
+        return join(self.run_dir, checkpoint.name) if self.remote else str(checkpoint)
+
     def save(self, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         name = checkpoint_dir_name(meta["step"])
         if self.remote:

@@ -68,6 +68,9 @@ class Reporter(Protocol):
     def latest_checkpoint(self) -> Path | None:
         """Directory of the checkpoint to resume from, if any."""
 
+    def origin(self, checkpoint: Path) -> str:
+        """Where the checkpoint `latest_checkpoint` gave lives (a bucket's for a local copy), for messages."""
+
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
         """Called by every rank at each evaluation; rank 0 passes the checkpoint state."""
 
@@ -80,6 +83,9 @@ class LocalReporter:
 
     def latest_checkpoint(self) -> Path | None:
         return self.store.latest()
+
+    def origin(self, checkpoint: Path) -> str:
+        return self.store.origin(checkpoint)
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
         if state is not None:
@@ -305,7 +311,7 @@ def run_loop(cfg: Config, task: Task, ctx: WorkerContext, reporter: Reporter, fi
     if resume_dir is None:
         state = TrainState(step=0, best=sel.score(sel.worst, math.inf))
     else:
-        state = restore(resume_dir, parts, task, ctx, sel, tc.run_name)
+        state = restore(resume_dir, parts, task, ctx, sel, tc.run_name, reporter.origin(resume_dir))
     if logger is None:
         logger = MetricsLogger(files if rank0 else None, steps_total, start_step=state.step, enabled=rank0,
                                wandb=tc.wandb, run_name=tc.run_name, config=to_dict(cfg),
@@ -384,7 +390,7 @@ def initialise(cfg: Config, model: nn.Module, announce: bool) -> dict[str, float
 
 
 def restore(resume_dir: Path, parts: LoopParts, task: Task, ctx: WorkerContext, sel: Selection,
-            run_name: str) -> TrainState:
+            run_name: str, origin: str) -> TrainState:
     """Everything a checkpoint saved, back in place: weights, optimizers, lr schedule, scaler, this rank's
     data position, the task's state, the RNGs (last: nothing after them draws); returns the counters."""
     saved = load_checkpoint(resume_dir)
@@ -398,7 +404,7 @@ def restore(resume_dir: Path, parts: LoopParts, task: Task, ctx: WorkerContext, 
     load_task_state(task, saved.get("task", {}))
     set_rng_state(saved["rng"])
     if ctx.rank == 0:
-        print(f"resumed '{run_name}' from {resume_dir} at step {saved['step']}")
+        print(f"resumed '{run_name}' from {origin} at step {saved['step']}")
         if len(saved["data_position"]) != ctx.world_size:
             print(f"the worker group now has {ctx.world_size} worker(s), the checkpoint's had "
                   f"{len(saved['data_position'])}: the same global batch, split over {ctx.world_size}")

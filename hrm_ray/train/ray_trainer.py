@@ -40,6 +40,7 @@ from hrm_ray.storage import (
     is_file,
     is_remote,
     join,
+    localize,
     ray_storage,
     read_text,
     store_env,
@@ -48,7 +49,6 @@ from hrm_ray.train.checkpoint import (
     CheckpointStore,
     checkpoint_dir_name,
     load_model_weights,
-    read_meta,
     save_checkpoint,
 )
 from hrm_ray.train.code_version import code_version
@@ -82,24 +82,36 @@ class RayReporter:
         self.run_dir = run_dir
         self.limit = limit
         self.orphans: set[str] = set()
+        self._downloads: tempfile.TemporaryDirectory | None = None
 
     def latest_checkpoint(self) -> Path | None:
-        """Ray's latest checkpoint, or a newer complete one in a local run directory: Ray registers a
-        reported checkpoint when its controller next polls the workers, so one reported just before a
-        worker died is on disk but unknown to `get_checkpoint()`."""
+        """The newest complete checkpoint of the run directory (local or in a bucket), else Ray's latest. Ray
+        writes its checkpoints there, so the newest is at least Ray's; it is newer when one was reported just
+        before a worker died: Ray registers a checkpoint when its controller next polls the workers, so that
+        one is in the run directory but unknown to `get_checkpoint()`."""
         import ray.train
 
-        candidates = []
+        store = CheckpointStore(self.run_dir, 0)
+        found = [path for path, _ in store.complete()]
+        if not store.remote:
+            self.orphans = unknown_to_ray(self.run_dir, {Path(path).name for path in found})
+        if found:
+            return localize(str(found[-1]), self._download_dir(found[-1])) if store.remote else Path(found[-1])
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:
-            candidates.append(Path(checkpoint.to_directory()))
-        if not is_remote(self.run_dir):
-            store = CheckpointStore(self.run_dir, 0)
-            self.orphans = unknown_to_ray(self.run_dir, {p.name for p in store.checkpoints()})
-            newest = store.latest()
-            if newest is not None:
-                candidates.append(newest)
-        return max(candidates, key=lambda p: read_meta(p)["step"]) if candidates else None
+        if checkpoint is None:
+            return None
+        if not store.remote:
+            return Path(checkpoint.path)
+        return Path(checkpoint.to_directory(str(self._download_dir(checkpoint.path))))
+
+    def _download_dir(self, remote: str | Path) -> Path:
+        """Where a remote checkpoint is copied: a temporary directory this reporter removes when the worker
+        exits (not a copy left in /tmp per resume), under the checkpoint's own name."""
+        self._downloads = self._downloads or tempfile.TemporaryDirectory(prefix="hrm-ray-resume-")
+        return Path(self._downloads.name, str(remote).rstrip("/").rsplit("/", 1)[-1])
+
+    def origin(self, checkpoint: Path) -> str:
+        return CheckpointStore(self.run_dir, 0).origin(checkpoint)
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None, meta: dict[str, Any]) -> None:
         import ray.train
