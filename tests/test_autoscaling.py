@@ -4,6 +4,7 @@ worker nodes. Every test reads the autoscaler's own log as evidence. One head fo
 their own processes (the test session's Ray connection is taken)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -197,6 +198,21 @@ def test_a_request_no_node_type_can_hold_is_refused_by_the_planner_and_the_autos
     wait_for_log(head, re.escape(UNFULFILLABLE), after=start)
     launched = [line for line in autoscaler_log(head)[start:].splitlines() if "Launching" in line]
     assert launched == [], launched
+
+
+def test_the_planner_finds_the_autoscalers_config_whatever_the_order_of_the_heads_processes(cluster) -> None:
+    """The planner reads the v1 autoscaler's config file from its monitor.py's command line; every node's
+    log_monitor.py has the same GCS address and no config: it is passed over, found before or after."""
+    from hrm_ray.train.resources import launcher_config_path
+
+    head, _ = cluster
+    cmdlines = []
+    for pid in processes_of(head):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            cmdlines.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"))
+    assert any(Path(part).name == "log_monitor.py" for cmd in cmdlines for part in cmd)
+    for order in (cmdlines, cmdlines[::-1]):
+        assert launcher_config_path(order, head.gcs_address) == f"{head.temp_dir}/autoscaling.yaml"
 
 
 def test_a_run_on_a_head_with_no_worker_nodes_scales_up_and_trains(cluster, tmp_path) -> None:

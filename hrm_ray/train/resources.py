@@ -14,7 +14,9 @@ Pure Python; `cluster_now()` reads a running Ray (imported lazily).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hrm_ray.config import RayConfig
 from hrm_ray.errors import UserError
@@ -231,19 +233,25 @@ def _launcher_node_types() -> list[tuple[float, float, int]]:
     import ray
     import yaml
 
-    gcs = ray.get_runtime_context().gcs_address
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info.get("cmdline") or []
-        if not any(part.endswith("monitor.py") for part in cmd) or f"--gcs-address={gcs}" not in cmd:
-            continue
-        path = next((a.split("=", 1)[1] for a in cmd if a.startswith("--autoscaling-config=")), "")
-        try:
-            with open(path) as file:
-                config = yaml.safe_load(file) or {}
-        except OSError:
-            return []
-        head = config.get("head_node_type")
-        return [(float(t.get("resources", {}).get("CPU", 0)), float(t.get("resources", {}).get("GPU", 0)),
-                 int(t.get("max_workers", 0)))
-                for name, t in (config.get("available_node_types") or {}).items() if name != head]
-    return []
+    cmdlines = (proc.info.get("cmdline") or [] for proc in psutil.process_iter(["cmdline"]))
+    path = launcher_config_path(cmdlines, ray.get_runtime_context().gcs_address)
+    try:
+        with open(path) as file:
+            config = yaml.safe_load(file) or {}
+    except OSError:
+        return []
+    head = config.get("head_node_type")
+    return [(float(t.get("resources", {}).get("CPU", 0)), float(t.get("resources", {}).get("GPU", 0)),
+             int(t.get("max_workers", 0)))
+            for name, t in (config.get("available_node_types") or {}).items() if name != head]
+
+
+def launcher_config_path(cmdlines: Iterable[list[str]], gcs: str) -> str:
+    """The `--autoscaling-config` file among these process command lines of the v1 autoscaler of the cluster at
+    `gcs` (its monitor.py, not the log_monitor.py every node runs with the same GCS address); "" if none."""
+    for cmd in cmdlines:
+        if any(Path(part).name == "monitor.py" for part in cmd) and f"--gcs-address={gcs}" in cmd:
+            path = next((a.split("=", 1)[1] for a in cmd if a.startswith("--autoscaling-config=")), "")
+            if path:
+                return path
+    return ""
