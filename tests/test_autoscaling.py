@@ -250,7 +250,7 @@ def test_a_preempted_worker_node_is_replaced_and_the_run_resumes_from_its_bucket
     run = subprocess.Popen(
         [str(Path(sys.executable).with_name("hrm-ray")), "train", "--address", head.gcs_address, "--num_workers", "1",
          "--max_failures", "2", "--d_model", "32", "--n_heads", "2", "--encoder_layers", "1", "--decoder_layers",
-         "1", "--synthetic_train_size", "64", "--synthetic_val_size", "16", "--batch_size", "16", "--steps", "40",
+         "1", "--synthetic_train_size", "64", "--synthetic_val_size", "16", "--batch_size", "16", "--steps", "30",
          "--val_every", "5", "--log_steps", "5", "--wandb", "off", "--storage_path", storage, "--run_name", name],
         cwd=REPO, env=clean_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
@@ -271,6 +271,6 @@ def test_a_preempted_worker_node_is_replaced_and_the_run_resumes_from_its_bucket
     resumed = re.search(rf"resumed '{name}' from {re.escape(run_dir)}/checkpoint_(\d+) at step (\d+)", output)
     assert resumed and int(resumed[2]) >= 5 and resumed[1] == f"{int(resumed[2]):08d}", [
         line for line in output.splitlines() if "resumed" in line or "rror" in line]
-    assert "step 40/40" in output and f"run '{name}' finished at step 40/40" in output, output[-3000:]
+    assert "step 30/30" in output and f"run '{name}' finished at step 30/30" in output, output[-3000:]
     nodes = {r["node_id"] for r in json.loads(storage_lib.read_text(f"{run_dir}/workers.json"))}
     assert nodes and node not in nodes  # the resumed worker ran on the replacement
