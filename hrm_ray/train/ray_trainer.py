@@ -105,8 +105,9 @@ class RayReporter:
         return Path(checkpoint.to_directory(str(self._download_dir(checkpoint.path))))
 
     def _download_dir(self, remote: str | Path) -> Path:
-        """Where a remote checkpoint is copied: a temporary directory this reporter removes when the worker
-        exits (not a copy left in /tmp per resume), under the checkpoint's own name."""
+        """Where a remote checkpoint is copied, under its own name: a temporary directory removed with this
+        reporter (when the training function returns, or at the worker's exit), not a copy left in /tmp per
+        resume."""
         self._downloads = self._downloads or tempfile.TemporaryDirectory(prefix="hrm-ray-resume-")
         return Path(self._downloads.name, str(remote).rstrip("/").rsplit("/", 1)[-1])
 
