@@ -60,15 +60,21 @@ def drive(head, script: str, timeout_s: float = 90) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def wait_for(condition, what: str, timeout_s: float = 60) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
+        time.sleep(0.2)
+
+
 def wait_for_log(head, pattern: str, count: int = 1, after: int = 0, timeout_s: float = 60) -> list[str]:
     """The autoscaler log's lines (past offset `after`) matching `pattern`, once there are `count`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        lines = [line for line in autoscaler_log(head)[after:].splitlines() if re.search(pattern, line)]
-        if len(lines) >= count or time.monotonic() > deadline:
-            assert len(lines) >= count, f"{len(lines)} of {count} lines /{pattern}/ in the autoscaler log"
-            return lines
-        time.sleep(0.5)
+    def lines() -> list[str]:
+        return [line for line in autoscaler_log(head)[after:].splitlines() if re.search(pattern, line)]
+
+    wait_for(lambda: len(lines()) >= count, f"{count} lines /{pattern}/ in the autoscaler log", timeout_s)
+    return lines()
 
 
 def demand(path: Path, name: str, config: dict) -> dict:
@@ -229,13 +235,6 @@ def test_a_run_on_a_head_with_no_worker_nodes_scales_up_and_trains(cluster, tmp_
         cwd=REPO, env=clean_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"), capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-2000:]
     wait_for_log(head, r"Launching 1 nodes, type ", after=start)
-
-
-def wait_for(condition, what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
-        time.sleep(0.2)
 
 
 def test_a_preempted_worker_node_is_replaced_and_the_run_resumes_from_its_bucket_checkpoint(
